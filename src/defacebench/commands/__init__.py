@@ -1,0 +1,1 @@
+"""One module per ``defacebench`` subcommand, each with ``main(argv=None) -> int``."""

@@ -1,0 +1,84 @@
+"""Study presets as plain dataclasses, loadable from TOML.
+
+A preset names everything a study run needs so the same command reproduces the same
+study: which defacers, which conditions, which grid, the split, the training profile.
+Later stages read their own section; unknown keys are an error so typos surface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from defacebench.io.errors import InputError
+
+#: The four defacers of the paper, in its Table 1 order.
+PAPER_METHODS: tuple[str, ...] = ("afni", "fsl", "pydeface", "spm")
+#: Every defacing method defacebench implements.
+ALL_METHODS: tuple[str, ...] = (*PAPER_METHODS, "quickshear")
+
+
+def condition_names(methods: tuple[str, ...]) -> tuple[str, ...]:
+    """The study's conditions: raw, skullstripped, defaced-<m> and face-<m> per method."""
+    return ("raw", "skullstripped", *(f"defaced-{m}" for m in methods), *(f"face-{m}" for m in methods))
+
+
+@dataclass
+class StudyConfig:
+    """Everything that defines one study run."""
+
+    name: str = "paper"
+    methods: tuple[str, ...] = PAPER_METHODS
+    conditions: tuple[str, ...] = field(default_factory=lambda: condition_names(PAPER_METHODS))
+    grid: str = "mni2mm"
+    split_fractions: tuple[float, float, float] = (0.70, 0.20, 0.10)
+    seed: int = 0
+    runs: int = 3
+    profile: str = "paper"
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, StudyConfig] = {
+    "paper": StudyConfig(),
+    "demo": StudyConfig(
+        name="demo",
+        methods=ALL_METHODS,
+        conditions=condition_names(ALL_METHODS),
+        grid="mni4mm",
+        runs=1,
+        profile="cpu",
+    ),
+}
+
+
+def get_preset(name: str) -> StudyConfig:
+    """A fresh copy of a named preset."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name])
+
+
+def load_config(path: str | Path, preset: str = "paper") -> StudyConfig:
+    """Read a TOML file whose keys override a preset (``preset = "demo"`` inside picks one)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("config file not found", path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"invalid TOML ({exc})", path) from None
+    config = get_preset(str(data.pop("preset", preset)))
+    known = {f.name for f in dataclasses.fields(StudyConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise InputError(f"unknown config key(s): {', '.join(sorted(unknown))}", path)
+    for key, value in data.items():
+        current = getattr(config, key)
+        setattr(config, key, tuple(value) if isinstance(current, tuple) else value)
+    if "methods" in data and "conditions" not in data:
+        config.conditions = condition_names(tuple(config.methods))
+    return config

@@ -1,0 +1,1 @@
+"""Input and output: NIfTI images, BIDS trees, atomic writes, project errors."""
