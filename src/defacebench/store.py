@@ -1,0 +1,150 @@
+"""Model-ready condition stores: one memory-mapped float16 array per condition.
+
+Layout under a study directory (DESIGN.md section 3)::
+
+    stores/<grid>/index.tsv            row -> participant_id, session_id, run, age, split
+    stores/<grid>/<condition>.npy      float16, shape (N, X, Y, Z), row i = index row i
+    stores/<grid>/<condition>.json     shape, dtype, grid affine, checksum, index checksum
+
+Every condition of a grid shares one index, so row ``i`` is the same scan in every
+condition (the errors are repeated measures). The checksum lets training tell a
+stale store from a current one without reading the whole array.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from defacebench.io.atomic import atomic_path, write_table_atomic, write_text_atomic
+from defacebench.io.errors import InputError
+
+INDEX_COLUMNS: tuple[str, ...] = ("participant_id", "session_id", "run", "age", "split")
+STORE_DTYPE = np.float16
+
+
+def store_dir(study_dir: str | Path, grid: str) -> Path:
+    """``STUDY/stores/<grid>``."""
+    return Path(study_dir) / "stores" / grid
+
+
+def index_checksum(index: pd.DataFrame) -> str:
+    """Checksum of the index table (row order, ids, ages, splits)."""
+    text = index.loc[:, list(INDEX_COLUMNS)].astype(str).to_csv(sep="\t", index=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _array_checksum(array: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for row in array:
+        h.update(np.ascontiguousarray(row).tobytes())
+    return h.hexdigest()[:16]
+
+
+def write_index(study_dir: str | Path, grid: str, index: pd.DataFrame) -> Path:
+    """Write the shared row index of a grid's stores (atomic)."""
+    missing = set(INDEX_COLUMNS) - set(index.columns)
+    if missing:
+        raise ValueError(f"store index lacks columns {sorted(missing)}")
+    return write_table_atomic(store_dir(study_dir, grid) / "index.tsv", index.reset_index(drop=True))
+
+
+def read_index(study_dir: str | Path, grid: str) -> pd.DataFrame:
+    """Read ``stores/<grid>/index.tsv``."""
+    path = store_dir(study_dir, grid) / "index.tsv"
+    if not path.is_file():
+        raise InputError("no condition stores here (run `defacebench preprocess` first)", path)
+    return pd.read_csv(path, sep="\t", dtype={"participant_id": str, "session_id": str, "run": str}, keep_default_na=False)
+
+
+def write_condition(
+    study_dir: str | Path,
+    grid: str,
+    condition: str,
+    rows: "np.ndarray | list[np.ndarray]",
+    index: pd.DataFrame,
+    affine: np.ndarray,
+) -> Path:
+    """Write one condition's array (float16, rows in index order) and its metadata, atomically.
+
+    ``rows`` is an ``(N, X, Y, Z)`` array or a sequence of N ``(X, Y, Z)`` arrays
+    (written one at a time, so the whole store never needs to sit in memory).
+    """
+    if len(rows) != len(index):
+        raise ValueError(f"{condition}: {len(rows)} images for {len(index)} index rows")
+    shape = (len(rows), *np.shape(rows[0]))
+    path = store_dir(study_dir, grid) / f"{condition}.npy"
+    h = hashlib.sha256()
+    with atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=STORE_DTYPE, shape=shape)
+        for i, row in enumerate(rows):
+            out[i] = np.asarray(row, dtype=np.float32).astype(STORE_DTYPE)
+            h.update(np.ascontiguousarray(out[i]).tobytes())
+        out.flush()
+        del out
+    meta = {
+        "condition": condition,
+        "grid": grid,
+        "shape": list(shape),
+        "dtype": np.dtype(STORE_DTYPE).name,
+        "affine": np.asarray(affine, dtype=float).tolist(),
+        "checksum": h.hexdigest()[:16],
+        "index_checksum": index_checksum(index),
+    }
+    write_text_atomic(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+@dataclass
+class ConditionStore:
+    """A memory-mapped condition array with its index and metadata."""
+
+    condition: str
+    grid: str
+    images: np.ndarray  # (N, X, Y, Z) float16, memory-mapped read-only
+    index: pd.DataFrame
+    affine: np.ndarray
+    checksum: str
+
+    def rows(self, split: str) -> np.ndarray:
+        """Row numbers of one split (``train``, ``val`` or ``test``)."""
+        return np.flatnonzero(self.index["split"].to_numpy() == split)
+
+    @property
+    def ages(self) -> np.ndarray:
+        return self.index["age"].to_numpy(dtype=np.float32)
+
+
+def list_conditions(study_dir: str | Path, grid: str) -> list[str]:
+    """Conditions that have a finished store for ``grid``."""
+    return sorted(p.stem for p in store_dir(study_dir, grid).glob("*.json"))
+
+
+def open_condition(study_dir: str | Path, grid: str, condition: str, verify: bool = False) -> ConditionStore:
+    """Open a condition store without loading it into memory.
+
+    Raises
+    ------
+    InputError
+        When the store is missing, or its index changed since it was written (stale),
+        or (with ``verify``) its content does not match its checksum.
+    """
+    base = store_dir(study_dir, grid)
+    meta_path = base / f"{condition}.json"
+    if not meta_path.is_file():
+        raise InputError(f"no store for condition {condition!r} on grid {grid!r}", meta_path)
+    meta = json.loads(meta_path.read_text())
+    index = read_index(study_dir, grid)
+    if index_checksum(index) != meta["index_checksum"]:
+        raise InputError(f"store {condition!r} is stale: index.tsv changed since it was written; rerun preprocess", meta_path)
+    images = np.load(base / f"{condition}.npy", mmap_mode="r")
+    if list(images.shape) != meta["shape"]:
+        raise InputError(f"store {condition!r} has shape {images.shape}, metadata says {meta['shape']}", meta_path)
+    if verify and _array_checksum(images) != meta["checksum"]:
+        raise InputError(f"store {condition!r} does not match its checksum (corrupt or stale)", meta_path)
+    return ConditionStore(condition, grid, images, index, np.array(meta["affine"]), meta["checksum"])
