@@ -1,0 +1,208 @@
+"""Task execution: the same per-subject task serially, in local processes, or on Dask.
+
+A task is a picklable top-level function applied to one item (usually one scan). The
+task itself writes its outputs atomically and skips work whose outputs already exist,
+so a killed run resumes where it stopped. The engine runs tasks, shows a progress bar
+(done, failed, time left), and turns a task's exception into a failure record instead
+of stopping the cohort.
+
+Backends
+--------
+``jobs=1``
+    In this process (tests, debugging).
+``jobs=N``
+    N local worker processes, each limited to one thread of BLAS/ITK/torch so N
+    workers do not fight over the cores.
+``scheduler="tcp://host:8786"`` or a scheduler JSON file
+    An existing Dask cluster (e.g. started by dask-jobqueue on SLURM; see README).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from defacebench.io.atomic import write_table_atomic
+from defacebench.io.errors import InputError
+
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
+)
+FAILURE_COLUMNS = ("key", "stage", "reason")
+
+
+@dataclass
+class Failure:
+    """One task that raised: which item, at which stage, why."""
+
+    key: str
+    stage: str
+    reason: str
+
+
+@dataclass
+class TaskResults:
+    """Results of a batch of tasks: values by key, and the failures."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed_keys(self) -> set[str]:
+        return {f.key for f in self.failures}
+
+
+def default_jobs() -> int:
+    """Number of usable cores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def limit_threads(n: int = 1) -> None:
+    """Limit BLAS, ITK and torch threads in this process (worker initialiser)."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def _guarded(func: Callable[[Any], Any], item: Any, stage: str) -> tuple[bool, Any]:
+    """Run one task, returning (ok, value or failure reason); never raises."""
+    try:
+        return True, func(item)
+    except InputError as exc:
+        return False, str(exc)
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="subject", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
+
+
+def _dask_client(scheduler: str):
+    try:
+        from dask.distributed import Client
+    except ImportError as exc:  # pragma: no cover - dask is a dependency
+        raise InputError(f"--scheduler needs dask.distributed ({exc})") from None
+    if Path(scheduler).is_file():
+        return Client(scheduler_file=scheduler)
+    return Client(scheduler)
+
+
+def run_tasks(
+    func: Callable[[Any], Any],
+    items: Sequence[Any],
+    keys: Sequence[Hashable] | None = None,
+    *,
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    stage: str = "task",
+    progress: bool = True,
+    on_failure: Callable[[Failure], None] | None = None,
+) -> TaskResults:
+    """Apply ``func`` to each item; collect values and failures.
+
+    Parameters
+    ----------
+    func : callable
+        Picklable top-level function of one item. It raises on failure.
+    items : sequence
+        Work items (e.g. :class:`defacebench.cohort.Subject`).
+    keys : sequence, optional
+        Names of the items in progress output and failure records (default: str(item)).
+    jobs : int, optional
+        Local worker processes (default: number of cores); 1 runs in this process.
+    scheduler : str, optional
+        Address or scheduler file of an existing Dask cluster; overrides ``jobs``.
+    stage : str
+        Stage name written into failure records.
+    progress : bool
+        Show a progress bar on stderr.
+    on_failure : callable, optional
+        Called with each :class:`Failure` as it happens (e.g. to save failures.tsv).
+    """
+    keys = [str(k) for k in (keys if keys is not None else items)]
+    results = TaskResults()
+    start = time.perf_counter()
+    jobs = default_jobs() if jobs is None else max(1, int(jobs))
+    bar = _progress(len(items), stage, progress)
+
+    def record(key: str, ok: bool, value: Any) -> None:
+        if ok:
+            results.values[key] = value
+        else:
+            failure = Failure(key, stage, str(value).replace("\n", " ").replace("\t", " "))
+            results.failures.append(failure)
+            if on_failure is not None:
+                on_failure(failure)
+        bar.update(1)
+        bar.set_postfix(done=len(results.values), failed=len(results.failures), refresh=False)
+
+    try:
+        if scheduler:
+            from dask.distributed import as_completed as dask_completed
+
+            with _dask_client(scheduler) as client:
+                futures = {client.submit(_guarded, func, item, stage, key=f"{stage}-{key}", pure=False): key for key, item in zip(keys, items)}
+                for future in dask_completed(futures):
+                    ok, value = future.result()
+                    record(futures[future], ok, value)
+        elif jobs == 1 or len(items) <= 1:
+            for key, item in zip(keys, items):
+                ok, value = _guarded(func, item, stage)
+                record(key, ok, value)
+        else:
+            import multiprocessing as mp
+
+            context = mp.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=context, initializer=limit_threads) as pool:
+                futures = {pool.submit(_guarded, func, item, stage): key for key, item in zip(keys, items)}
+                for future in as_completed(futures):
+                    try:
+                        ok, value = future.result()
+                    except Exception as exc:  # a worker died (killed, out of memory)
+                        ok, value = False, f"worker process died ({type(exc).__name__}: {exc})"
+                    record(futures[future], ok, value)
+    finally:
+        bar.close()
+    results.seconds = time.perf_counter() - start
+    return results
+
+
+def read_failures(path: str | Path) -> pd.DataFrame:
+    """Read a ``failures.tsv`` (empty table when absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame(columns=list(FAILURE_COLUMNS))
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+
+
+def write_failures(path: str | Path, failures: Sequence[Failure], stage: str | None = None) -> Path:
+    """Write ``failures.tsv`` atomically, replacing earlier rows of the same stage.
+
+    Rows of other stages are kept, so deface and preprocess can share one file;
+    a rerun that now succeeds drops its old failure.
+    """
+    old = read_failures(path)
+    if stage is not None and not old.empty:
+        old = old[old["stage"] != stage]
+    new = pd.DataFrame([(f.key, f.stage, f.reason) for f in failures], columns=list(FAILURE_COLUMNS))
+    table = pd.concat([old, new], ignore_index=True) if not old.empty else new
+    return write_table_atomic(path, table)
