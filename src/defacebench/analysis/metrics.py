@@ -1,0 +1,262 @@
+"""Prediction metrics per run and per condition (the paper's Table 1) and the null baseline.
+
+Every function here is plain maths on tables; reading and writing files lives in
+:mod:`defacebench.analysis.study`.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from defacebench.io.errors import InputError
+
+#: Columns every ``predictions.csv`` must have.
+PREDICTION_COLUMNS: tuple[str, ...] = ("participant_id", "session_id", "bids_run", "split", "age", "predicted_age", "condition", "run")
+#: One scan (a row of the condition stores): the unit of the repeated measures.
+SCAN_KEY: tuple[str, ...] = ("participant_id", "session_id", "bids_run")
+#: Defacer order of the paper's Table 1, then defacebench's additions.
+METHOD_ORDER: tuple[str, ...] = ("afni", "fsl", "pydeface", "spm", "quickshear")
+#: Display names of the methods.
+METHOD_NAMES: dict[str, str] = {"afni": "AFNI", "fsl": "FSL", "pydeface": "pydeface", "spm": "SPM", "quickshear": "quickshear"}
+
+
+# --------------------------------------------------------------------------- conditions
+def condition_kind(condition: str) -> str:
+    """``raw``, ``skullstripped``, ``defaced`` or ``face`` (``other`` for anything else)."""
+    if condition in ("raw", "skullstripped"):
+        return condition
+    if condition.startswith("defaced-"):
+        return "defaced"
+    if condition.startswith("face-"):
+        return "face"
+    return "other"
+
+
+def condition_method(condition: str) -> str | None:
+    """The defacing method of ``defaced-<m>`` / ``face-<m>``, else None."""
+    match = re.fullmatch(r"(?:defaced|face)-(.+)", condition)
+    return match.group(1) if match else None
+
+
+def order_conditions(conditions) -> list[str]:
+    """Paper order: raw, skull-stripped, defaced per method, face-only per method."""
+    kinds = {"raw": 0, "skullstripped": 1, "defaced": 2, "face": 3, "other": 4}
+
+    def key(c: str) -> tuple[int, int, str]:
+        m = condition_method(c)
+        return kinds[condition_kind(c)], METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), c
+
+    return sorted(set(conditions), key=key)
+
+
+def condition_label(condition: str) -> str:
+    """Short figure label as in the paper's Fig. 4: ``raw``, ``ss``, ``AFNI df``, ``AFNI f``."""
+    kind, method = condition_kind(condition), condition_method(condition)
+    if kind == "skullstripped":
+        return "ss"
+    if kind in ("defaced", "face"):
+        return f"{METHOD_NAMES.get(method, method)} {'df' if kind == 'defaced' else 'f'}"
+    return condition
+
+
+def condition_title(condition: str) -> str:
+    """Readable name: ``raw head``, ``skull-stripped``, ``defaced (AFNI)``, ``face-only (AFNI)``."""
+    kind, method = condition_kind(condition), condition_method(condition)
+    if kind == "raw":
+        return "raw head"
+    if kind == "skullstripped":
+        return "skull-stripped"
+    if kind in ("defaced", "face"):
+        return f"{'defaced' if kind == 'defaced' else 'face-only'} ({METHOD_NAMES.get(method, method)})"
+    return condition
+
+
+# --------------------------------------------------------------------------- loading
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """Read and validate one ``predictions.csv``."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype={"participant_id": str, "session_id": str, "bids_run": str, "run": str, "condition": str, "split": str}, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"cannot read predictions ({exc})", path) from None
+    missing = set(PREDICTION_COLUMNS) - set(table.columns)
+    if missing:
+        raise InputError(f"predictions lack column(s) {', '.join(sorted(missing))}", path)
+    for column in ("age", "predicted_age"):
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.isna().any() or not np.isfinite(values).all():
+            raise InputError(f"non-numeric or non-finite {column} values", path)
+        table[column] = values.astype(float)
+    return table.loc[:, list(PREDICTION_COLUMNS)]
+
+
+def find_prediction_files(study_dir: str | Path) -> dict[tuple[str, str], Path]:
+    """``(condition, run)`` -> ``runs/<condition>/run-<k>/predictions.csv`` of every run directory.
+
+    Raises InputError when there is no run, or a run directory has no predictions.
+    """
+    runs_dir = Path(study_dir) / "runs"
+    run_dirs = sorted(p for p in runs_dir.glob("*/run-*") if p.is_dir())
+    if not run_dirs:
+        raise InputError("no trained runs (runs/<condition>/run-<k>/); run `defacebench train` first", runs_dir)
+    files: dict[tuple[str, str], Path] = {}
+    for run_dir in run_dirs:
+        path = run_dir / "predictions.csv"
+        if not path.is_file():
+            raise InputError("run has no predictions.csv (unfinished or failed training; rerun `defacebench train`)", run_dir)
+        files[(run_dir.parent.name, run_dir.name.removeprefix("run-"))] = path
+    return files
+
+
+def load_predictions(study_dir: str | Path) -> pd.DataFrame:
+    """All runs' predictions in one table; ``condition`` and ``run`` from the directory names."""
+    tables = []
+    for (condition, run), path in find_prediction_files(study_dir).items():
+        table = read_predictions(path)
+        if table.empty:
+            raise InputError("predictions.csv has no rows", path)
+        table["condition"], table["run"] = condition, run
+        tables.append(table)
+    predictions = pd.concat(tables, ignore_index=True)
+    if not (predictions["split"] == "test").any():
+        raise InputError("no test-split predictions in any run", Path(study_dir) / "runs")
+    return predictions
+
+
+# --------------------------------------------------------------------------- metrics
+def regression_metrics(age: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """MAE, Pearson r, R^2, mean signed error and age-bias slope of one set of predictions.
+
+    R^2 is the coefficient of determination ``1 - SS_res / SS_tot`` (negative when worse
+    than predicting the mean age); the age-bias slope is the least-squares slope of the
+    signed error (predicted - true) on the true age (0 = no regression to the mean).
+    """
+    age, predicted = np.asarray(age, float), np.asarray(predicted, float)
+    error = predicted - age
+    n = len(age)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = float(np.corrcoef(age, predicted)[0, 1]) if n > 1 and np.std(age) > 0 and np.std(predicted) > 0 else float("nan")
+    ss_tot = float(np.sum((age - age.mean()) ** 2))
+    slope = float(np.polyfit(age, error, 1)[0]) if n > 1 and np.std(age) > 0 else float("nan")
+    return {
+        "n": n,
+        "mae": float(np.mean(np.abs(error))),
+        "pearson_r": r,
+        "r2": 1.0 - float(np.sum(error**2)) / ss_tot if ss_tot > 0 else float("nan"),
+        "mean_signed_error": float(np.mean(error)),
+        "bias_slope": slope,
+    }
+
+
+def run_metrics(predictions: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """One row per (condition, run): :func:`regression_metrics` on one split."""
+    rows = []
+    for (condition, run), group in predictions[predictions["split"] == split].groupby(["condition", "run"], sort=False):
+        rows.append({"condition": condition, "run": run, "split": split, **regression_metrics(group["age"].to_numpy(), group["predicted_age"].to_numpy())})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    order = {c: i for i, c in enumerate(order_conditions(table["condition"]))}
+    return table.sort_values(["condition", "run"], key=lambda s: s.map(order) if s.name == "condition" else s).reset_index(drop=True)
+
+
+def subject_errors(predictions: pd.DataFrame, split: str = "test", signed: bool = False) -> pd.DataFrame:
+    """Per-scan error averaged over runs: rows = scans (:data:`SCAN_KEY`), columns = conditions.
+
+    With ``signed=False`` (default) the mean over runs of the absolute error (the paper's
+    per-subject absolute error); with ``signed=True`` the mean signed error.
+    """
+    test = predictions[predictions["split"] == split].copy()
+    error = test["predicted_age"] - test["age"]
+    test["value"] = error if signed else error.abs()
+    wide = test.pivot_table(index=list(SCAN_KEY), columns="condition", values="value", aggfunc="mean")
+    wide.columns.name = None
+    return wide.loc[:, order_conditions(wide.columns)]
+
+
+def subject_predictions(predictions: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per-scan true age and mean predicted age over runs, long format (condition, scan)."""
+    test = predictions[predictions["split"] == split]
+    return test.groupby(["condition", *SCAN_KEY], as_index=False, sort=False).agg(age=("age", "first"), predicted_age=("predicted_age", "mean"), n_runs=("run", "nunique"))
+
+
+def scan_ages(predictions: pd.DataFrame, split: str = "test") -> pd.Series:
+    """True age per scan (index :data:`SCAN_KEY`)."""
+    test = predictions[predictions["split"] == split]
+    return test.groupby(list(SCAN_KEY))["age"].first()
+
+
+def null_errors(ages: pd.Series, training_mean_age: float) -> pd.Series:
+    """Absolute error of the null model that predicts the training mean age for everyone."""
+    return (ages - float(training_mean_age)).abs()
+
+
+def table1(predictions: pd.DataFrame, training_mean_age: float) -> pd.DataFrame:
+    """The paper's Table 1 per condition, plus correlation, bias and the null baseline.
+
+    Columns: condition, label, n_runs, n_test, mae_run_<k> per run, mae_mean (mean of the
+    runs' MAE), mae_sd_runs (SD over runs), abs_error_sd (SD over test scans of the
+    run-averaged absolute error), pearson_r, r2, mean_signed_error, bias_slope (means over
+    runs), null_mae (predicting the training mean age for the same scans) and
+    improvement_vs_null_pct (``100 * (1 - mae_mean / null_mae)``).
+    """
+    per_run = run_metrics(predictions, "test")
+    errors = subject_errors(predictions, "test")
+    ages = scan_ages(predictions, "test")
+    rows = []
+    for condition in order_conditions(per_run["condition"]):
+        runs = per_run[per_run["condition"] == condition]
+        abs_err = errors[condition].dropna()
+        null_mae = float(null_errors(ages.loc[abs_err.index], training_mean_age).mean())
+        row: dict[str, object] = {"condition": condition, "label": condition_label(condition), "n_runs": len(runs), "n_test": len(abs_err)}
+        for run, mae in zip(runs["run"], runs["mae"]):
+            row[f"mae_run_{run}"] = mae
+        row["mae_mean"] = float(runs["mae"].mean())
+        row["mae_sd_runs"] = float(runs["mae"].std(ddof=1)) if len(runs) > 1 else float("nan")
+        row["abs_error_sd"] = float(abs_err.std(ddof=1)) if len(abs_err) > 1 else float("nan")
+        for key in ("pearson_r", "r2", "mean_signed_error", "bias_slope"):
+            row[key] = float(runs[key].mean())
+        row["null_mae"] = null_mae
+        row["improvement_vs_null_pct"] = 100.0 * (1.0 - row["mae_mean"] / null_mae) if null_mae > 0 else float("nan")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    run_cols = sorted((c for c in table.columns if c.startswith("mae_run_")), key=lambda c: (len(c), c))
+    front = ["condition", "label", "n_runs", "n_test"]
+    return table.loc[:, front + run_cols + [c for c in table.columns if c not in front and c not in run_cols]]
+
+
+# --------------------------------------------------------------------------- bias correction
+def fit_age_bias(age: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``predicted = intercept + slope * age`` (fit on the validation split only)."""
+    slope, intercept = np.polyfit(np.asarray(age, float), np.asarray(predicted, float), 1)
+    return float(intercept), float(slope)
+
+
+def bias_corrected_metrics(predictions: pd.DataFrame, min_slope: float = 0.1) -> pd.DataFrame:
+    """Test metrics after the linear age-bias correction of Cole et al., fitted on val per run.
+
+    The correction inverts the validation fit, ``corrected = (predicted - intercept) / slope``;
+    it never uses test ages. Runs whose validation slope is below ``min_slope`` (a model that
+    hardly tracks age, e.g. predicting the mean) are left uncorrected and flagged, since
+    dividing by a near-zero slope would only amplify noise.
+    """
+    rows = []
+    for (condition, run), group in predictions.groupby(["condition", "run"], sort=False):
+        val, test = group[group["split"] == "val"], group[group["split"] == "test"]
+        if len(val) < 3 or test.empty:
+            continue
+        intercept, slope = fit_age_bias(val["age"].to_numpy(), val["predicted_age"].to_numpy())
+        corrected = slope >= min_slope
+        predicted = (test["predicted_age"].to_numpy() - intercept) / slope if corrected else test["predicted_age"].to_numpy()
+        rows.append({"condition": condition, "run": run, "val_intercept": intercept, "val_slope": slope, "corrected": corrected, **regression_metrics(test["age"].to_numpy(), predicted)})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    order = {c: i for i, c in enumerate(order_conditions(table["condition"]))}
+    return table.sort_values(["condition", "run"], key=lambda s: s.map(order) if s.name == "condition" else s).reset_index(drop=True)

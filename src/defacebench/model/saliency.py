@@ -1,0 +1,273 @@
+"""Grad-CAM saliency of the brain-age CNN: where in the head does the model look?
+
+Grad-CAM (Selvaraju et al. 2017) on the last convolution (:attr:`BrainAgeCNN.last_conv`):
+channel weights are the spatial mean of d(predicted age)/d(activation); the map is the
+weighted sum of the activation channels. For a regression target we keep the map **signed
+and unnormalised** (no ReLU, no per-subject min-max scaling): positive values are where
+the features push the predicted age up, and maps of different subjects stay on one scale
+(years per unit feature) so they can be averaged. Each map is upsampled trilinearly to the
+input grid, then averaged over the test scans of every run of a condition.
+
+A small hook-based implementation rather than captum or MONAI: captum's ``LayerGradCam``
+computes the same quantity but pins ``numpy<2`` in its recent releases, and MONAI's
+``GradCAM`` min-max normalises each map by default (which also inverts maps whose values
+are mostly negative), so per-subject maps could not be averaged.
+
+Summary per condition (``results/saliency.csv``): the share of the mean map's positive
+saliency inside the **removal region** (voxels any defacer removes in more than half of the
+cohort, the union over methods, outside the brain; see :func:`face_region`) and inside the
+**MNI brain mask** (nilearn's bundled MNI152 brain mask resampled to the grid).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from defacebench.io.atomic import atomic_path, write_table_atomic
+from defacebench.io.errors import InputError
+
+#: Removal-region fallback when no face-only stores exist: anterior-inferior box in MNI mm.
+FACE_BOX_MM: dict[str, tuple[float, float]] = {"y": (30.0, np.inf), "z": (-np.inf, 0.0)}
+#: A voxel belongs to a method's removal region when removed in more than this share of scans.
+REMOVAL_THRESHOLD = 0.5
+
+
+def grad_cam(model, images, target_layer=None, upsample: bool = True):
+    """Signed, unnormalised Grad-CAM maps of a batch.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Regressor ``(B, 1, X, Y, Z) -> (B,)``; its per-sample outputs must depend on that
+        sample only (true for instance norm, not for batch norm in training mode).
+    images : torch.Tensor
+        ``(B, 1, X, Y, Z)`` input batch.
+    target_layer : torch.nn.Module, optional
+        Layer whose output is explained; default ``model.last_conv``.
+    upsample : bool
+        Resize the maps trilinearly to the input grid (``X, Y, Z``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, X, Y, Z)`` maps (or the layer's grid without ``upsample``), detached, float32.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    layer = target_layer if target_layer is not None else model.last_conv
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, output: captured.append(output))
+    try:
+        with torch.enable_grad():
+            output = model(images)
+            activation = captured[-1]
+            gradient = torch.autograd.grad(output.sum(), activation)[0]
+    finally:
+        handle.remove()
+    weights = gradient.float().mean(dim=tuple(range(2, gradient.ndim)), keepdim=True)
+    cam = (weights * activation.detach().float()).sum(dim=1)
+    if upsample:
+        cam = F.interpolate(cam.unsqueeze(1), size=tuple(images.shape[2:]), mode="trilinear", align_corners=False).squeeze(1)
+    return cam.detach()
+
+
+# --------------------------------------------------------------------------- masks
+def voxel_mm(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``(3, X, Y, Z)`` world coordinates (mm) of every voxel centre."""
+    ijk = np.indices(tuple(shape), dtype=np.float64).reshape(3, -1)
+    return (np.asarray(affine)[:3, :3] @ ijk + np.asarray(affine)[:3, 3:4]).reshape(3, *shape)
+
+
+def mni_brain_mask(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """nilearn's bundled MNI152 brain mask resampled (nearest) to a grid, as bool."""
+    from nilearn.datasets import load_mni152_brain_mask
+    from nilearn.image import resample_img
+
+    zooms = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    mask = load_mni152_brain_mask(resolution=1 if zooms.min() < 2 else 2)
+    out = resample_img(mask, target_affine=np.asarray(affine, float), target_shape=tuple(int(s) for s in shape), interpolation="nearest", force_resample=True, copy_header=True)
+    return np.asarray(out.get_fdata()) > 0.5
+
+
+def mni_template(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """nilearn's bundled MNI152 T1 template resampled (continuous) to a grid."""
+    from nilearn.datasets import load_mni152_template
+    from nilearn.image import resample_img
+
+    zooms = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    template = load_mni152_template(resolution=1 if zooms.min() < 2 else 2)
+    out = resample_img(template, target_affine=np.asarray(affine, float), target_shape=tuple(int(s) for s in shape), interpolation="continuous", force_resample=True, copy_header=True)
+    return np.nan_to_num(np.asarray(out.get_fdata(), dtype=np.float32))
+
+
+def removal_frequency(images: np.ndarray, rows: np.ndarray | None = None, max_scans: int = 200, chunk: int = 16) -> np.ndarray:
+    """Share of scans in which each voxel is non-zero (for a face-only store: removed).
+
+    Uses at most ``max_scans`` rows, evenly spaced, read ``chunk`` at a time from the memmap.
+    """
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    if len(rows) == 0:
+        raise InputError("no scans to compute a removal frequency from")
+    if len(rows) > max_scans:
+        rows = rows[np.linspace(0, len(rows) - 1, max_scans).round().astype(int)]
+    count = np.zeros(images.shape[1:], dtype=np.int32)
+    for start in range(0, len(rows), chunk):
+        count += (np.abs(np.asarray(images[np.sort(rows[start : start + chunk])], dtype=np.float32)) > 0).sum(axis=0, dtype=np.int32)
+    return (count / len(rows)).astype(np.float32)
+
+
+def face_methods(study_dir: str | Path, grid: str) -> list[str]:
+    """Methods with a face-only store on ``grid``."""
+    from defacebench.store import list_conditions
+
+    return [c.removeprefix("face-") for c in list_conditions(study_dir, grid) if c.startswith("face-")]
+
+
+def face_region(study_dir: str | Path, grid: str, brain_mask: np.ndarray, frequencies: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, str]:
+    """The removal region on a grid, outside the brain mask, and how it was defined.
+
+    Union over methods of the voxels removed in more than :data:`REMOVAL_THRESHOLD` of the
+    scans (from the face-only stores); without face-only stores, the box
+    :data:`FACE_BOX_MM` (anterior ``y >= 30`` mm, inferior ``z <= 0`` mm).
+    """
+    from defacebench.store import open_condition
+
+    if frequencies is None:
+        frequencies = {}
+        for method in face_methods(study_dir, grid):
+            store = open_condition(study_dir, grid, f"face-{method}")
+            frequencies[method] = removal_frequency(store.images)
+    if frequencies:
+        region = np.zeros(brain_mask.shape, dtype=bool)
+        for freq in frequencies.values():
+            region |= freq > REMOVAL_THRESHOLD
+        how = f"union of the voxels removed in > {REMOVAL_THRESHOLD:.0%} of scans by {', '.join(sorted(frequencies))}, outside the MNI brain mask"
+    else:
+        mm = voxel_mm(_grid_affine(study_dir, grid), brain_mask.shape)
+        region = (mm[1] >= FACE_BOX_MM["y"][0]) & (mm[2] <= FACE_BOX_MM["z"][1])
+        how = "box y >= 30 mm and z <= 0 mm in MNI space (no face-only stores), outside the MNI brain mask"
+    return region & ~brain_mask, how
+
+
+def _grid_affine(study_dir: str | Path, grid: str) -> np.ndarray:
+    import json
+
+    from defacebench.store import store_dir
+
+    metas = sorted(store_dir(study_dir, grid).glob("*.json"))
+    if not metas:
+        raise InputError(f"no condition stores on grid {grid!r}", store_dir(study_dir, grid))
+    return np.asarray(json.loads(metas[0].read_text())["affine"], float)
+
+
+def saliency_shares(mean_map: np.ndarray, face_mask: np.ndarray, brain_mask: np.ndarray) -> dict[str, float]:
+    """Shares of the map's positive saliency inside the removal region, the brain, and elsewhere."""
+    positive = np.clip(np.asarray(mean_map, np.float64), 0, None)
+    total = positive.sum()
+    if total <= 0:
+        return {"positive_total": 0.0, "face_share": float("nan"), "brain_share": float("nan"), "other_share": float("nan")}
+    face, brain = positive[face_mask].sum() / total, positive[brain_mask].sum() / total
+    return {"positive_total": float(total), "face_share": float(face), "brain_share": float(brain), "other_share": float(max(0.0, 1.0 - face - brain))}
+
+
+# --------------------------------------------------------------------------- study stage
+def saliency_dir(study_dir: str | Path, grid: str) -> Path:
+    """``STUDY/results/saliency/<grid>``: one mean map per condition (``<condition>.npy``)."""
+    return Path(study_dir) / "results" / "saliency" / grid
+
+
+def mean_saliency(model, images: np.ndarray, rows: np.ndarray, batch_size: int = 4, device: str = "cpu") -> np.ndarray:
+    """Grad-CAM maps of ``rows`` averaged (float64 sum / count) into one map on the grid."""
+    import torch
+
+    total = np.zeros(images.shape[1:], dtype=np.float64)
+    for start in range(0, len(rows), batch_size):
+        batch = np.sort(rows[start : start + batch_size])
+        x = torch.from_numpy(np.asarray(images[batch], dtype=np.float32)).unsqueeze(1).to(device)
+        total += grad_cam(model, x).sum(dim=0).cpu().numpy().astype(np.float64)
+    return (total / max(1, len(rows))).astype(np.float32)
+
+
+def compute_saliency(
+    study_dir: str | Path,
+    grid: str,
+    conditions: Sequence[str] | None = None,
+    device: str = "cpu",
+    batch_size: int = 4,
+    max_scans: int | None = None,
+    brain_mask: np.ndarray | None = None,
+    model_loader: Callable | None = None,
+    frequencies: dict[str, np.ndarray] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Mean Grad-CAM map per condition over test scans and runs, and its face/brain shares.
+
+    Writes ``results/saliency/<grid>/<condition>.npy`` (float32, the grid's shape) and
+    ``results/saliency.csv`` (condition, n_runs, n_scans, positive_total, face_share,
+    brain_share, other_share, face_region), atomically, and returns the table.
+
+    Parameters
+    ----------
+    conditions : sequence of str, optional
+        Default: raw, skullstripped and every face-only condition that has runs and a store.
+    max_scans : int, optional
+        Use at most this many test scans per run (evenly spaced); default all.
+    brain_mask : ndarray, optional
+        Boolean brain mask on the grid; default the MNI152 brain mask (:func:`mni_brain_mask`).
+    model_loader : callable, optional
+        ``run_dir -> model`` (default :func:`defacebench.model.train.load_model`).
+    """
+    from defacebench.analysis.metrics import condition_kind, order_conditions
+    from defacebench.store import list_conditions, open_condition
+
+    study_dir = Path(study_dir)
+    if model_loader is None:
+        from defacebench.model.train import load_model
+
+        model_loader = lambda path: load_model(path, device=device)  # noqa: E731
+    stored = set(list_conditions(study_dir, grid))
+    trained = {p.parent.name for p in (study_dir / "runs").glob("*/run-*/model.pt")}
+    if conditions is None:
+        conditions = [c for c in order_conditions(stored & trained) if condition_kind(c) in ("raw", "skullstripped", "face")]
+    if not conditions:
+        raise InputError(f"no condition has both a store on grid {grid!r} and a trained model", study_dir)
+    out_dir = saliency_dir(study_dir, grid)
+    rows = []
+    masks: tuple[np.ndarray, np.ndarray, str] | None = None
+    for condition in conditions:
+        store = open_condition(study_dir, grid, condition)
+        if masks is None:
+            brain = mni_brain_mask(store.affine, store.images.shape[1:]) if brain_mask is None else np.asarray(brain_mask, bool)
+            face, how = face_region(study_dir, grid, brain, frequencies)
+            masks = (face, brain, how)
+        run_dirs = sorted(p.parent for p in (study_dir / "runs" / condition).glob("run-*/model.pt"))
+        if not run_dirs:
+            raise InputError(f"condition {condition!r} has no trained model", study_dir / "runs" / condition)
+        test_rows = store.rows("test")
+        if max_scans is not None and len(test_rows) > max_scans:
+            test_rows = test_rows[np.linspace(0, len(test_rows) - 1, max_scans).round().astype(int)]
+        if len(test_rows) == 0:
+            raise InputError(f"store {condition!r} has no test scans", study_dir / "stores" / grid)
+        maps = []
+        for run_dir in run_dirs:
+            model = model_loader(run_dir)
+            maps.append(mean_saliency(model, store.images, test_rows, batch_size=batch_size, device=device))
+        mean_map = np.mean(maps, axis=0).astype(np.float32)
+        with atomic_path(out_dir / f"{condition}.npy") as tmp:
+            np.save(tmp, mean_map)
+        rows.append({"condition": condition, "n_runs": len(run_dirs), "n_scans": len(test_rows), **saliency_shares(mean_map, masks[0], masks[1]), "face_region": masks[2]})
+        if log:
+            log(f"saliency {condition}: {len(run_dirs)} run(s) x {len(test_rows)} test scans, face share {rows[-1]['face_share']:.2f}, brain share {rows[-1]['brain_share']:.2f}")
+    table = pd.DataFrame(rows)
+    write_table_atomic(study_dir / "results" / "saliency.csv", table, sep=",")
+    return table
+
+
+def load_saliency(study_dir: str | Path, grid: str) -> dict[str, np.ndarray]:
+    """Mean saliency maps written by :func:`compute_saliency`, by condition."""
+    return {p.stem: np.load(p) for p in sorted(saliency_dir(study_dir, grid).glob("*.npy")) if not p.name.startswith(".")}
