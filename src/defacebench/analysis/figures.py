@@ -189,7 +189,7 @@ def plot_predicted_vs_true(subject_predictions: pd.DataFrame, path: str | Path, 
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", lw=0.8, ls="--")
         ax.scatter(age, pred, s=10, alpha=0.7, color=KIND_COLOURS[condition_kind(condition)], linewidths=0)
         r = np.corrcoef(age, pred)[0, 1] if len(age) > 1 and np.std(pred) > 0 and np.std(age) > 0 else float("nan")
-        ax.set_title(f"{condition_title(condition)}\nMAE {np.mean(np.abs(pred - age)):.2f} y, r = {r:.2f}", fontsize=9)
+        ax.set_title(f"{condition_title(condition)}\nMAE of mean prediction {np.mean(np.abs(pred - age)):.2f} y, r = {r:.2f}", fontsize=8)
         ax.set_xlim(lo - pad, hi + pad)
         ax.set_ylim(lo - pad, hi + pad)
     for ax in axes.ravel()[len(conditions):]:
