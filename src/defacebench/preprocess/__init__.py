@@ -1,0 +1,1 @@
+"""Preprocessing: brain extraction, registration, grids, the per-subject pipeline."""
