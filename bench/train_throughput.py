@@ -1,0 +1,248 @@
+"""Training throughput of the paper profile (91x109x91, widths 128/64/64, batch 4).
+
+Prints training samples/s for each variant and its ratio to naive eager PyTorch measured
+in the same run, on whatever device is available (``--device``). Every variant runs the
+full training step: random rotation on the device, forward, MSE, backward, Adam, with
+the images resident on the device. Variants:
+
+``naive``           eager ``model(x)``, bf16 autocast on CUDA (fp32 on CPU)
+``fused``           eager :func:`defacebench.model.fast.fused_forward` (same function)
+``fused+compile``   the same, ``torch.compile``-d (CUDA only)
+``vmapG-fused``     G independent runs trained at once (``torch.func.vmap`` over stacked
+                    weights; each run still sees its own batches of 4)
+``trainer``         the real :class:`defacebench.model.train.Trainer` epoch loop
+
+Usage: ``python bench/train_throughput.py [--device cuda] [--steps 30] [--budget-s 300]``.
+Not a test: it prints figures, it does not pass or fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from defacebench.model.augment import rotate, sample_rotation_angles  # noqa: E402
+from defacebench.model.cnn import BrainAgeCNN, describe  # noqa: E402
+from defacebench.model.fast import fused_forward  # noqa: E402
+
+SHAPE = (91, 109, 91)
+
+
+class Fused(nn.Module):
+    """``fused_forward`` as a module (for ``torch.compile`` and ``functional_call``)."""
+
+    def __init__(self, model: BrainAgeCNN) -> None:
+        super().__init__()
+        self.m = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_forward(self.m, x)
+
+
+def _data(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(n, *SHAPE, generator=g) * 2).to(torch.float16).to(device)
+    ages = (50 + 40 * torch.rand(n, generator=g)).to(device)
+    return images, ages
+
+
+def _single_step(forward: Callable, model: nn.Module, images, ages, device, batch: int = 4) -> Callable[[], None]:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=math.exp(-1e-4))
+    gen = torch.Generator().manual_seed(1)
+    state = {"i": 0}
+    amp = device.type == "cuda"
+
+    def step() -> None:
+        i = state["i"]
+        state["i"] = i + batch
+        idx = torch.arange(i, i + batch, device=device) % images.shape[0]
+        x = rotate(images.index_select(0, idx).float().unsqueeze(1), sample_rotation_angles(batch, 10.0, gen))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = forward(x)
+        loss = F.mse_loss(pred.float(), ages[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+
+    return step
+
+
+def _vmap_step(n_models: int, images, ages, device, batch: int = 4, compiled: bool = False, fused: bool = True) -> tuple[Callable[[], None], int]:
+    from torch.func import functional_call, stack_module_state, vmap
+
+    models = []
+    for k in range(n_models):
+        torch.manual_seed(k)
+        net = BrainAgeCNN(SHAPE, output_bias=70.0)
+        models.append((Fused(net) if fused else net).to(device))
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def one(p, b, x):
+        return functional_call(base, (p, b), (x,))
+
+    fwd = vmap(one)
+    if compiled:
+        fwd = torch.compile(fwd)
+    opt = torch.optim.Adam(list(params.values()), lr=1e-4)
+    gen = torch.Generator().manual_seed(1)
+    state = {"i": 0}
+    amp = device.type == "cuda"
+
+    def step() -> None:
+        i = state["i"]
+        state["i"] = i + batch * n_models
+        idx = torch.arange(i, i + batch * n_models, device=device) % images.shape[0]
+        x = rotate(images.index_select(0, idx).float().unsqueeze(1), sample_rotation_angles(len(idx), 10.0, gen))
+        x = x.view(n_models, batch, 1, *SHAPE)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = fwd(params, buffers, x)
+        # sum of per-run mean losses: each run's gradient is its own batch-4 MSE gradient
+        loss = F.mse_loss(pred.float(), ages[idx].view(n_models, batch), reduction="none").mean(1).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step, batch * n_models
+
+
+def _time(step: Callable[[], None], samples_per_step: int, steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * samples_per_step / (time.perf_counter() - t0)
+
+
+def _trainer_rate(device: torch.device, n: int) -> float:
+    from defacebench.model.profiles import get_profile
+    from defacebench.model.train import Trainer
+    from defacebench.store import ConditionStore
+
+    images = (np.random.default_rng(0).random((n, *SHAPE), dtype=np.float32) * 2).astype(np.float16)
+    index = pd.DataFrame({"participant_id": [f"s{i}" for i in range(n)], "session_id": "", "run": "",
+                          "age": np.linspace(50, 90, n), "split": ["train"] * (n - 16) + ["val"] * 16})
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])
+    store = ConditionStore("bench", "mni2mm", images, index, affine, "0")
+    trainer = Trainer(store, get_profile("paper"), seed=1, device=device)
+    trainer.train_epoch()  # warm-up (cuDNN autotuning)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    trainer.train_epoch()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (n - 16) / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--budget-s", type=float, default=300.0, help="skip remaining variants after this many seconds")
+    parser.add_argument("--groups", default="3,6", help="runs trained at once in the vmap variants")
+    parser.add_argument("--variants", default="naive,fused,fused+compile,vmap,vmap-naive,trainer,vmap+compile")
+    parser.add_argument("--shape", default="91,109,91", help="input grid (smaller only to smoke-test the script)")
+    args = parser.parse_args(argv)
+    global SHAPE
+    SHAPE = tuple(int(v) for v in args.shape.split(","))
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    start = time.perf_counter()
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
+    else:
+        print(f"device: cpu, {torch.get_num_threads()} threads, torch {torch.__version__}")
+        args.steps, args.warmup = min(args.steps, 3), 1
+    print(describe(BrainAgeCNN(SHAPE)))
+    images, ages = _data(64, device)
+    wanted = args.variants.split(",")
+    results: dict[str, float] = {}
+
+    def report(name: str, rate: float) -> None:
+        results[name] = rate
+        base = results.get("naive")
+        ratio = f"  x{rate / base:.2f} vs naive" if base else ""
+        print(f"{name:<22} {rate:8.1f} samples/s{ratio}   [{time.perf_counter() - start:.0f} s elapsed]", flush=True)
+
+    def attempt(name: str, fn: Callable[[], float]) -> None:
+        if time.perf_counter() - start > args.budget_s:
+            print(f"{name:<22} skipped (time budget)")
+            return
+        try:
+            report(name, fn())
+        except Exception as exc:  # a variant that fails is reported, the others still run
+            print(f"{name:<22} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            traceback.print_exc(limit=2, file=sys.stdout)
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def single(kind: str) -> float:
+        torch.manual_seed(0)
+        model = BrainAgeCNN(SHAPE, output_bias=70.0).to(device)
+        if kind == "naive":
+            fwd: Callable = model
+        elif kind == "fused":
+            fwd = Fused(model)
+        else:
+            fwd = torch.compile(Fused(model))
+        return _time(_single_step(fwd, model, images, ages, device), 4, args.steps, args.warmup + (3 if "compile" in kind else 0), device)
+
+    for kind in ("naive", "fused", "fused+compile"):
+        if kind in wanted and not (kind.endswith("compile") and device.type != "cuda"):
+            attempt(kind, lambda kind=kind: single(kind))
+    if "vmap" in wanted:
+        for g in (int(v) for v in args.groups.split(",")):
+            def vm(g: int = g) -> float:
+                step, per = _vmap_step(g, images, ages, device)
+                return _time(step, per, max(5, args.steps // g * 2), 3, device)
+            attempt(f"vmap{g}-fused", vm)
+    if "vmap-naive" in wanted:
+        g = int(args.groups.split(",")[0])
+
+        def vn(g: int = g) -> float:
+            step, per = _vmap_step(g, images, ages, device, fused=False)
+            return _time(step, per, max(5, args.steps // g * 2), 3, device)
+
+        attempt(f"vmap{g}-naive", vn)
+    if "vmap+compile" in wanted and device.type == "cuda":
+        g = int(args.groups.split(",")[0])
+
+        def vmc(g: int = g) -> float:
+            step, per = _vmap_step(g, images, ages, device, compiled=True)
+            return _time(step, per, max(5, args.steps // g * 2), 4, device)
+
+        attempt(f"vmap{g}-fused+compile", vmc)
+    if "trainer" in wanted:
+        attempt("trainer (fused, eager)", lambda: _trainer_rate(device, 216 if device.type == "cuda" else 24))
+    if device.type == "cuda":
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    print(f"total {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

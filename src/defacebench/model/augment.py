@@ -1,0 +1,92 @@
+"""Random-rotation augmentation on the device, in batches (``affine_grid``/``grid_sample``).
+
+TorchIO-style twins: :func:`sample_rotation_angles` draws and returns the parameters,
+:func:`rotate` applies them deterministically, and :class:`RandomRotation` does both and
+records what it drew, so any augmented batch can be replayed.
+
+``affine_grid`` works in normalised coordinates (-1..1 along every axis), so a plain
+rotation matrix would also stretch a non-cubic grid such as 91x109x91. The matrix
+handed to it is ``theta = S^-1 R S`` with ``S`` the half-extents of the grid in mm:
+normalised coordinates -> mm about the centre, rotate, back to normalised coordinates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def rotation_matrices(angles_deg: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices ``R = Rz @ Ry @ Rx`` for ``(B, 3)`` angles about the array axes.
+
+    Angles are in degrees about array axes 0, 1, 2 (X, Y, Z of the store); the result
+    acts on ``(x, y, z)`` column vectors in that order. Returns ``(B, 3, 3)`` float64.
+    """
+    a = torch.as_tensor(angles_deg, dtype=torch.float64) * (math.pi / 180.0)
+    cx, cy, cz = torch.cos(a).unbind(-1)
+    sx, sy, sz = torch.sin(a).unbind(-1)
+    one, zero = torch.ones_like(cx), torch.zeros_like(cx)
+    rx = torch.stack([one, zero, zero, zero, cx, -sx, zero, sx, cx], -1).view(-1, 3, 3)
+    ry = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).view(-1, 3, 3)
+    rz = torch.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], -1).view(-1, 3, 3)
+    return rz @ ry @ rx
+
+
+def rotation_theta(angles_deg: torch.Tensor, shape: Sequence[int], spacing_mm: Sequence[float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+    """``affine_grid`` matrices ``(B, 3, 4)`` rotating about the grid centre without stretch.
+
+    ``theta = S^-1 R S`` where ``S = diag(size * spacing / 2)`` (``align_corners=False``),
+    reordered to ``affine_grid``'s coordinate order (last array axis first).
+    """
+    rot = rotation_matrices(angles_deg)
+    half = torch.tensor([s * d / 2.0 for s, d in zip(shape, spacing_mm)], dtype=torch.float64)
+    theta = rot * half[None, None, :] / half[None, :, None]  # S^-1 R S
+    theta = theta.flip(1).flip(2)  # (x, y, z) array order -> (W, H, D) order of affine_grid
+    return torch.cat([theta, torch.zeros(theta.shape[0], 3, 1, dtype=theta.dtype)], dim=2)
+
+
+def rotate(images: torch.Tensor, angles_deg: torch.Tensor, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0), mode: str = "bilinear") -> torch.Tensor:
+    """Rotate a batch ``(B, C, X, Y, Z)`` about the grid centre by ``(B, 3)`` angles (degrees).
+
+    Deterministic twin of :class:`RandomRotation`. Voxels from outside the grid are 0.
+    """
+    theta = rotation_theta(angles_deg.cpu(), images.shape[2:], spacing_mm).to(images.device, torch.float32)
+    work = images if images.dtype in (torch.float32, torch.float64) else images.float()
+    grid = F.affine_grid(theta, list(work.shape), align_corners=False)
+    out = F.grid_sample(work, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    return out.to(images.dtype)
+
+
+def sample_rotation_angles(n: int, max_deg: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(n, 3)`` angles drawn uniformly in ``[-max_deg, max_deg]`` (CPU, float64)."""
+    u = torch.rand(n, 3, generator=generator, dtype=torch.float64)
+    return (2.0 * u - 1.0) * float(max_deg)
+
+
+class RandomRotation:
+    """Rotate each image of a batch by its own random angles about the three axes.
+
+    Parameters
+    ----------
+    max_deg : float
+        Angles are uniform in ``[-max_deg, max_deg]`` (the paper's default: 10).
+    spacing_mm : tuple of float
+        Voxel size, so anisotropic voxels rotate without shear.
+
+    The last draw is kept in :attr:`last_angles` (``(B, 3)`` degrees).
+    """
+
+    def __init__(self, max_deg: float = 10.0, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
+        self.max_deg = float(max_deg)
+        self.spacing_mm = tuple(float(s) for s in spacing_mm)
+        self.last_angles: torch.Tensor | None = None
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.max_deg == 0:
+            self.last_angles = torch.zeros(images.shape[0], 3, dtype=torch.float64)
+            return images
+        self.last_angles = sample_rotation_angles(images.shape[0], self.max_deg, generator)
+        return rotate(images, self.last_angles, self.spacing_mm)

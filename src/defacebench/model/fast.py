@@ -1,0 +1,135 @@
+"""A faster, mathematically identical forward pass of :class:`~.cnn.BrainAgeCNN` for GPUs.
+
+The first block (1 -> 128 channels at full 91x109x91 resolution) dominates memory
+traffic. It is rewritten with the same parameters, no new ones:
+
+1. **Convolution as a GEMM.** With one input channel the 3x3x3 convolution is
+   ``W (C, 27) @ P (27, V)``, where ``P`` holds the 27 shifted copies of the zero-padded
+   image (im2col). cuBLAS writes the output at memory speed; cuDNN's direct kernel
+   for this shape is several times slower (DESIGN.md, model facts).
+2. **Instance norm from patch statistics.** The per-image mean and variance of
+   channel ``c`` are ``w_c . m + b_c`` and ``w_c^T Cov(P) w_c``, with ``m`` and
+   ``Cov(P)`` (27 x 27) computed once from the input (which needs no gradient). The
+   normalisation becomes a per-image, per-channel affine map ``a * y + d``.
+3. **Pool before the affine map and ReLU.** ``max(a*y + d) = |a| * max(s*y) + d`` with
+   ``s = sign(a) = sign(gamma)`` (``sigma > 0``), and ReLU commutes with max pooling.
+   So the full-resolution tensor is written once (the GEMM) and read once (the pool);
+   normalisation, ReLU and their backward passes run at 1/8 resolution.
+
+Blocks 2 and 3 keep the reference layers, with ReLU moved after the pooling (same
+values). Autograd differentiates through the statistics, so gradients equal the
+reference ones up to rounding. :func:`fused_forward` is checked against ``model(x)``
+in tests/test_model_fast.py.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from defacebench.model.cnn import BrainAgeCNN
+
+
+def patches(x: torch.Tensor, crop: tuple[int, int, int] | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """im2col of a one-channel volume: ``(B, 1, X, Y, Z)`` -> ``(B, 27, X'*Y'*Z')``.
+
+    Row ``k = 9*i + 3*j + l`` is the zero-padded image shifted by ``(i-1, j-1, l-1)``,
+    matching ``Conv3d.weight.view(C, 27)``. ``crop`` keeps only the first ``X', Y', Z'``
+    output positions (those that max pooling reads).
+    """
+    b, _, nx, ny, nz = x.shape
+    cx, cy, cz = crop or (nx, ny, nz)
+    xp = F.pad(x[:, 0] if dtype is None else x[:, 0].to(dtype), (1, 1, 1, 1, 1, 1))
+    cols = [xp[:, i : i + cx, j : j + cy, l : l + cz] for i in range(3) for j in range(3) for l in range(3)]
+    return torch.stack(cols, dim=1).reshape(b, 27, cx * cy * cz)
+
+
+def _chunked_gram(a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``sum_batch a @ b^T`` for ``(B, M, V)`` and ``(B, N, V)``, split along ``V``.
+
+    A product with tiny ``M, N`` and a huge ``V`` runs on a handful of GPU blocks; cutting
+    ``V`` into ``chunk``-long pieces (strided views, no copy) and summing the partial
+    products in float32 keeps the whole GPU busy.
+    """
+    parts = []
+    v = a.shape[2]
+    n = v // chunk
+    for i in range(a.shape[0]):
+        if n:
+            ac = a[i, :, : n * chunk].unflatten(1, (n, chunk)).transpose(0, 1)  # (n, M, chunk)
+            bc = b[i, :, : n * chunk].unflatten(1, (n, chunk)).transpose(0, 1)
+            parts.append(torch.bmm(ac, bc.transpose(1, 2)).float().sum(0))
+        if n * chunk < v:
+            parts.append((a[i, :, n * chunk :] @ b[i, :, n * chunk :].t()).float())
+    return torch.stack(parts).sum(0)
+
+
+class _PatchConv(torch.autograd.Function):
+    """``W (C, 27) @ P (B, 27, V)`` with a chunked weight gradient; ``P`` gets none."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(weight: torch.Tensor, p: torch.Tensor, chunk: int) -> torch.Tensor:  # type: ignore[override]
+        return torch.matmul(weight, p)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        ctx.save_for_backward(inputs[1])
+        ctx.chunk = inputs[2]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (p,) = ctx.saved_tensors
+        return _chunked_gram(grad.to(p.dtype), p, ctx.chunk).to(grad.dtype), None, None
+
+
+@torch.no_grad()
+def patch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``(B, 27)`` and biased covariance ``(B, 27, 27)`` of the 3x3x3 patches of ``x``.
+
+    Computed in float32 over every voxel (as InstanceNorm3d sees the conv output).
+    """
+    b, _, nx, ny, nz = x.shape
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        p = patches(x.float())
+        n = p.shape[2]
+        mean = p.sum(dim=2) / n
+        second = torch.stack([_chunked_gram(p[i : i + 1], p[i : i + 1], ny * nz) for i in range(b)]) / n
+    return mean, second - mean[:, :, None] * mean[:, None, :]
+
+
+def fused_first_block(model: BrainAgeCNN, x: torch.Tensor) -> torch.Tensor:
+    """First block of ``model`` (conv -> instance norm -> ReLU -> max pool) on ``x``."""
+    block = model.features[0]
+    conv, norm = block.conv, block.norm
+    c = conv.out_channels
+    b, _, nx, ny, nz = x.shape
+    mean_p, cov_p = patch_moments(x)
+    w = conv.weight.reshape(c, 27).float()
+    bias = conv.bias.float() if conv.bias is not None else torch.zeros(c, device=x.device)
+    mu = mean_p @ w.t() + bias  # (B, C)
+    var = torch.einsum("ck,bkl,cl->bc", w, cov_p, w).clamp_min(0)
+    inv_sigma = torch.rsqrt(var + norm.eps)
+    gamma = norm.weight.float() if norm.affine else torch.ones(c, device=x.device)
+    beta = norm.bias.float() if norm.affine else torch.zeros(c, device=x.device)
+    sign = torch.where(gamma.detach() < 0, -1.0, 1.0)
+    scale = gamma[None, :] * inv_sigma  # a = gamma / sigma, (B, C)
+    shift = beta[None, :] - scale * mu  # d = beta - a * mu
+    ws, bs = w * sign[:, None], bias * sign
+    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    crop = (2 * (nx // 2), 2 * (ny // 2), 2 * (nz // 2))  # voxels max pooling reads
+    p = patches(x, crop, dtype)
+    y = _PatchConv.apply(ws.to(dtype), p, crop[1] * crop[2])  # (B, C, V'): the only full-resolution tensor
+    pooled = F.max_pool3d(y.view(b, c, *crop), 2)  # max(s*y) without the bias s*b (added below)
+    abs_scale = scale * sign[None, :]  # |a|
+    out = pooled * abs_scale[:, :, None, None, None] + (abs_scale * bs[None, :] + shift)[:, :, None, None, None]
+    return F.relu(out)
+
+
+def fused_forward(model: BrainAgeCNN, x: torch.Tensor) -> torch.Tensor:
+    """Same function as ``model(x)`` for ``(B, 1, X, Y, Z)`` input; returns ``(B,)`` ages."""
+    h = fused_first_block(model, x)
+    for block in model.features[1:]:
+        h = F.relu(block.pool(block.norm(block.conv(h))))
+    return model.head(h).squeeze(-1).float()
