@@ -1,0 +1,164 @@
+"""Standard-space templates: the MNI152 2009a brain (nilearn) and an MNI-space head.
+
+nilearn ships the MNI152 2009a 1 mm brain template and brain mask (no download).
+No MNI head with face, ears and neck ships in a pip package, so :func:`mni_head` builds
+one once: pydeface's mean head (``pydeface/data/mean_reg2mean.nii.gz``, MIT) is
+skull-stripped with deepbet and registered brain-to-brain (12 DOF) onto the MNI brain,
+then resampled onto :data:`HEAD_GRID`, a 1 mm grid on the MNI lattice that extends
+the brain template's box down to the neck and forward to the nose tip. The result is
+cached atomically in ``$DEFACEBENCH_CACHE`` (default ``~/.cache/defacebench``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from importlib import resources
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from defacebench.io.atomic import atomic_path
+
+#: Bump when the way the head template is built changes (invalidates the cache).
+HEAD_TEMPLATE_VERSION = 1
+#: MNI-space head field of view (1 mm, on the lattice of nilearn's MNI152 grid):
+#: x -98..98, y -134..108, z -160..116 mm.
+HEAD_GRID_ORIGIN_MM = (-98.0, -134.0, -160.0)
+HEAD_GRID_SHAPE = (197, 243, 277)
+
+
+def cache_dir() -> Path:
+    """Where built templates live: ``$DEFACEBENCH_CACHE`` or ``~/.cache/defacebench``."""
+    path = Path(os.environ.get("DEFACEBENCH_CACHE") or Path.home() / ".cache" / "defacebench")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def head_grid(resolution_mm: int = 1) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Affine and shape of the MNI head grid at an integer resolution (1 or 2 mm...)."""
+    step = int(resolution_mm)
+    affine = np.diag([float(step)] * 3 + [1.0])
+    affine[:3, 3] = HEAD_GRID_ORIGIN_MM
+    shape = tuple(int(np.ceil(n / step)) for n in HEAD_GRID_SHAPE)
+    return affine, shape  # type: ignore[return-value]
+
+
+def _squeeze(img: nib.Nifti1Image, dtype: type = np.float32) -> nib.Nifti1Image:
+    data = np.asarray(img.dataobj, dtype=dtype)
+    if data.ndim == 4:
+        data = data[..., 0]
+    return nib.Nifti1Image(data, img.affine)
+
+
+@functools.lru_cache(maxsize=1)
+def mni_brain() -> nib.Nifti1Image:
+    """MNI152 2009a 1 mm brain template (nilearn, bundled; 197x233x189)."""
+    from nilearn.datasets import load_mni152_template
+
+    return _squeeze(load_mni152_template(resolution=1))
+
+
+@functools.lru_cache(maxsize=1)
+def mni_brain_mask() -> nib.Nifti1Image:
+    """MNI152 2009a 1 mm brain mask (nilearn, bundled), uint8 on :func:`mni_brain`'s grid."""
+    from nilearn.datasets import load_mni152_brain_mask
+
+    img = load_mni152_brain_mask(resolution=1)
+    out = nib.Nifti1Image((np.asarray(img.dataobj) > 0.5).astype(np.uint8), img.affine)
+    out.set_data_dtype(np.uint8)
+    return out
+
+
+def pydeface_template() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """pydeface's template head and face mask (1 = keep, 0 = face), from the pydeface package."""
+    root = resources.files("pydeface") / "data"
+    with resources.as_file(root / "mean_reg2mean.nii.gz") as head_path, resources.as_file(root / "facemask.nii.gz") as mask_path:
+        head = _squeeze(nib.load(str(head_path)))
+        facemask = _squeeze(nib.load(str(mask_path)))
+    return head, facemask
+
+
+def _build_head(resolution_mm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Register pydeface's mean head to MNI through its brain; resample onto the head grid."""
+    from defacebench.preprocess.brain import extract_brain
+    from defacebench.preprocess.registration import register, resample_to
+
+    head, _ = pydeface_template()
+    brain = np.asarray(extract_brain(head).dataobj) > 0
+    head_data = np.asarray(head.dataobj, dtype=np.float32)
+    moving = nib.Nifti1Image(head_data * brain, head.affine)
+    to_mni = register(mni_brain(), moving, kind="affine", metric="mattes", resolution_mm=2.0, iterations=(200, 100, 50))
+    affine, shape = head_grid(resolution_mm)
+    data = resample_to(head, to_mni, affine, shape, order=1)
+    return data.astype(np.float32), to_mni, affine
+
+
+def _cached(name: str) -> Path:
+    return cache_dir() / f"{name}_v{HEAD_TEMPLATE_VERSION}.nii.gz"
+
+
+@functools.lru_cache(maxsize=4)
+def mni_head(resolution_mm: int = 1) -> nib.Nifti1Image:
+    """An MNI152-space T1w head (face, ears, neck) on :func:`head_grid`, built once and cached.
+
+    Parameters
+    ----------
+    resolution_mm : int
+        1 (the built template) or a coarser integer step (block-averaged from 1 mm).
+    """
+    path = _cached("mni_head_res-1")
+    if not path.is_file():
+        data, to_mni, affine = _build_head(1)
+        img = nib.Nifti1Image(data, affine)
+        with atomic_path(path) as tmp:
+            nib.save(img, str(tmp))
+        from defacebench.preprocess.registration import save_transform
+
+        save_transform(to_mni, cache_dir() / f"pydeface_to_mni_v{HEAD_TEMPLATE_VERSION}.txt")
+    img = _squeeze(nib.load(str(path)))
+    if int(resolution_mm) == 1:
+        return img
+    return _block_mean(img, int(resolution_mm))
+
+
+def _block_mean(img: nib.Nifti1Image, step: int) -> nib.Nifti1Image:
+    affine, shape = head_grid(step)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    padded = np.zeros(tuple(n * step for n in shape), dtype=np.float32)
+    padded[: data.shape[0], : data.shape[1], : data.shape[2]] = data
+    out = padded.reshape(shape[0], step, shape[1], step, shape[2], step).mean(axis=(1, 3, 5))
+    # block centres sit (step-1)/2 voxels in: shift the origin accordingly
+    affine = affine.copy()
+    affine[:3, 3] += (step - 1) / 2
+    return nib.Nifti1Image(out, affine)
+
+
+def on_head_grid(img: nib.Nifti1Image, resolution_mm: int = 1, order: int = 0) -> np.ndarray:
+    """Resample an MNI-space image (e.g. the brain mask) onto the head grid (identity transform)."""
+    from defacebench.preprocess.registration import resample_to
+
+    target = mni_head(resolution_mm)
+    return resample_to(img, np.eye(4), target.affine, target.shape, order=order)
+
+
+@functools.lru_cache(maxsize=4)
+def mni_head_brain_mask(resolution_mm: int = 1) -> nib.Nifti1Image:
+    """The MNI brain mask on the head grid (uint8)."""
+    target = mni_head(resolution_mm)
+    data = on_head_grid(mni_brain_mask(), resolution_mm, order=1) >= 0.5
+    out = nib.Nifti1Image(data.astype(np.uint8), target.affine)
+    out.set_data_dtype(np.uint8)
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def mni_brain_distance_mm(resolution_mm: int = 1) -> nib.Nifti1Image:
+    """Distance (mm) of every head-grid voxel to the MNI brain mask (0 inside)."""
+    from scipy import ndimage
+
+    mask = np.asarray(mni_head_brain_mask(resolution_mm).dataobj) > 0
+    step = float(resolution_mm)
+    distance = ndimage.distance_transform_edt(~mask, sampling=(step, step, step)).astype(np.float32)
+    return nib.Nifti1Image(distance, mni_head_brain_mask(resolution_mm).affine)
