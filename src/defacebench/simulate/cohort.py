@@ -1,0 +1,186 @@
+"""Write a simulated cohort as a BIDS dataset, atomically, serially or with worker processes.
+
+Layout::
+
+    OUT/dataset_description.json
+    OUT/participants.tsv                      participant_id, age, sex, base_head
+    OUT/sub-XXX/anat/sub-XXX_T1w.nii.gz       int16
+    OUT/derivatives/simulation/dataset_description.json, dseg.tsv, ground_truth.tsv
+    OUT/derivatives/simulation/sub-XXX/anat/sub-XXX_dseg.nii.gz              labels (uint8)
+    OUT/derivatives/simulation/sub-XXX/anat/sub-XXX_desc-brain_mask.nii.gz   intracranial mask
+    OUT/derivatives/simulation/sub-XXX/anat/sub-XXX_simulation.json          parameters + ground truth
+
+Everything is written into a hidden temporary directory beside ``OUT`` and renamed onto ``OUT``
+at the end, so a failed or killed run leaves nothing partial behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from defacebench.io.atomic import write_table_atomic, write_text_atomic
+from defacebench.io.bids import bids_name, subject_anat_dir, write_dataset_description
+from defacebench.io.errors import InputError
+from defacebench.io.nifti import save_image
+from defacebench.simulate.heads import BASE_HEADS, load_base_head
+from defacebench.simulate.labels import INTRACRANIAL, LABELS
+from defacebench.simulate.subject import sample_subject, simulate_subject
+
+PIPELINE = "simulation"
+
+
+def subject_ids(n: int) -> list[str]:
+    """``['001', '002', ...]`` zero-padded to at least three digits."""
+    width = max(3, len(str(n)))
+    return [f"{i:0{width}d}" for i in range(1, n + 1)]
+
+
+def sample_cohort(n: int, seed: int, base_heads: list[str], brain_ageing: float = 1.0, face_ageing: float = 1.0) -> list[dict]:
+    """Parameters of every subject; subject ``i`` depends only on ``(seed, i)``, not on ``n``."""
+    out = []
+    for i, sub in enumerate(subject_ids(n)):
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), i]))
+        params = sample_subject(rng, base_heads, brain_ageing, face_ageing)
+        out.append({"participant_id": f"sub-{sub}", "seed": [int(seed), i], **params})
+    return out
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(type(obj).__name__)
+
+
+def write_subject(root: Path, params: dict, voxel_mm: float) -> dict:
+    """Simulate one subject into ``root`` and return its ground-truth row."""
+    head = load_base_head(params["base_head"], voxel_mm)
+    sim = simulate_subject(head, params)
+    sub = params["participant_id"].removeprefix("sub-")
+    anat = subject_anat_dir(root, sub)
+    image = np.clip(np.rint(sim.image), 0, np.iinfo(np.int16).max).astype(np.int16)
+    save_image(image, anat / bids_name({"sub": sub}, "T1w", ".nii.gz"), affine=sim.affine, dtype=np.int16)
+    deriv = subject_anat_dir(root / "derivatives" / PIPELINE, sub)
+    save_image(sim.labels, deriv / bids_name({"sub": sub}, "dseg", ".nii.gz"), affine=sim.affine, dtype=np.uint8)
+    brain = np.isin(sim.labels, [LABELS[k] for k in INTRACRANIAL]).astype(np.uint8)
+    save_image(brain, deriv / bids_name({"sub": sub, "desc": "brain"}, "mask", ".nii.gz"), affine=sim.affine, dtype=np.uint8)
+    truth = dict(sim.ground_truth)
+    truth["min_jacobian_determinant"] = sim.min_jacobian
+    record = {"parameters": params, "voxel_mm": voxel_mm, "ground_truth": truth}
+    write_text_atomic(deriv / f"sub-{sub}_simulation.json", json.dumps(record, indent=1, default=_json_default) + "\n")
+    row = {"participant_id": params["participant_id"], "age": params["age_years"], "sex": params["sex"], "base_head": params["base_head"]}
+    row.update({k: v for k, v in truth.items() if not isinstance(v, dict)})
+    return row
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a directory", out)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError("exists and is not empty (use --overwrite to replace it)", out)
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise InputError("parent directory does not exist", parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError("cannot write here (permission denied)", parent)
+
+
+def simulate_cohort(
+    out: str | Path,
+    n: int,
+    seed: int = 0,
+    brain_ageing: float = 1.0,
+    face_ageing: float = 1.0,
+    voxel_mm: float = 1.5,
+    base_heads: list[str] | None = None,
+    jobs: int = 1,
+    overwrite: bool = False,
+    preview: bool = False,
+    progress=None,
+) -> pd.DataFrame:
+    """Write a simulated BIDS cohort to ``out`` and return its ground-truth table.
+
+    Parameters
+    ----------
+    out : path
+        Dataset directory; must be absent or empty unless ``overwrite``.
+    n : int
+        Number of subjects (>= 1).
+    seed : int
+        Same seed, same bytes.
+    brain_ageing, face_ageing : float
+        Multipliers of the published ageing rates (0 switches an effect off).
+    voxel_mm : float
+        Isotropic voxel size of the images (1.5 mm is the base heads' native size).
+    base_heads : list of str
+        Heads to draw from (default: all of :data:`BASE_HEADS`).
+    jobs : int
+        Worker processes.
+    """
+    out = Path(out)
+    base_heads = list(base_heads or BASE_HEADS)
+    if n < 1:
+        raise InputError(f"--n must be at least 1, got {n}")
+    if jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {jobs}")
+    if not 0.5 <= voxel_mm <= 4.0:
+        raise InputError(f"--voxel-mm must be within 0.5-4 mm, got {voxel_mm}")
+    if brain_ageing < 0 or face_ageing < 0:
+        raise InputError("ageing multipliers must be >= 0")
+    unknown = [h for h in base_heads if h not in BASE_HEADS]
+    if unknown:
+        raise InputError(f"unknown base head(s) {', '.join(unknown)}; choose from {', '.join(BASE_HEADS)}")
+    _check_out(out, overwrite)
+
+    for name in base_heads:  # build the cache once, before any worker starts
+        load_base_head(name, voxel_mm)
+    cohort = sample_cohort(n, seed, base_heads, brain_ageing, face_ageing)
+
+    parent = out.resolve().parent
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        desc = f"Simulated ageing cohort: n={n}, seed={seed}, brain_ageing={brain_ageing}, face_ageing={face_ageing}, voxel_mm={voxel_mm}"
+        write_dataset_description(tmp, "defacebench simulated ageing cohort", dataset_type="raw", description=desc)
+        write_dataset_description(tmp / "derivatives" / PIPELINE, "defacebench simulation ground truth", source="../..", description=desc)
+        dseg = pd.DataFrame({"index": list(LABELS.values()), "name": list(LABELS)})
+        write_table_atomic(tmp / "derivatives" / PIPELINE / "dseg.tsv", dseg)
+        if jobs == 1:
+            rows = []
+            for params in cohort:
+                rows.append(write_subject(tmp, params, voxel_mm))
+                if progress:
+                    progress(len(rows), n)
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(write_subject, tmp, params, voxel_mm) for params in cohort]
+                rows = []
+                for fut in futures:
+                    rows.append(fut.result())
+                    if progress:
+                        progress(len(rows), n)
+        table = pd.DataFrame(rows)
+        participants = table[["participant_id", "age", "sex", "base_head"]]
+        write_table_atomic(tmp / "participants.tsv", participants)
+        write_table_atomic(tmp / "derivatives" / PIPELINE / "ground_truth.tsv", table.round(4))
+        if preview:
+            from defacebench.simulate.preview import write_preview
+
+            write_preview(tmp, table, tmp / "derivatives" / PIPELINE / "preview.png")
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
+            os.replace(out, trash / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return table
