@@ -1,7 +1,7 @@
 """Grad-CAM saliency of the brain-age CNN: where in the head does the model look?
 
-Grad-CAM (Selvaraju et al. 2017) on the last convolution (:attr:`BrainAgeCNN.last_conv`):
-channel weights are the spatial mean of d(predicted age)/d(activation); the map is the
+Grad-CAM (Selvaraju et al. 2017) on the last conv block (``model.features[-1]``: conv ->
+instance norm -> ReLU -> max pool): channel weights are the spatial mean of d(predicted age)/d(activation); the map is the
 weighted sum of the activation channels. For a regression target we keep the map **signed
 and unnormalised** (no ReLU, no per-subject min-max scaling): positive values are where
 the features push the predicted age up, and maps of different subjects stay on one scale
@@ -12,6 +12,12 @@ A small hook-based implementation rather than captum or MONAI: captum's ``LayerG
 computes the same quantity but pins ``numpy<2`` in its recent releases, and MONAI's
 ``GradCAM`` min-max normalises each map by default (which also inverts maps whose values
 are mostly negative), so per-subject maps could not be averaged.
+
+Why the block and not the convolution inside it (:attr:`BrainAgeCNN.last_conv`): instance
+norm makes the output invariant to adding a constant to a channel, so the gradient with
+respect to the pre-norm activation sums to zero over space in every channel; Grad-CAM's
+channel weights (the spatial mean of that gradient) are then exactly zero and the map is
+numerical noise (tests/test_saliency.py shows it).
 
 Summary per condition (``results/saliency.csv``): the share of the mean map's positive
 saliency inside the **removal region** (voxels any defacer removes in more than half of the
@@ -36,6 +42,12 @@ FACE_BOX_MM: dict[str, tuple[float, float]] = {"y": (30.0, np.inf), "z": (-np.in
 REMOVAL_THRESHOLD = 0.5
 
 
+def default_target_layer(model):
+    """The last conv block (``model.features[-1]``), else ``model.last_conv``."""
+    features = getattr(model, "features", None)
+    return features[-1] if features is not None and len(features) else model.last_conv
+
+
 def grad_cam(model, images, target_layer=None, upsample: bool = True):
     """Signed, unnormalised Grad-CAM maps of a batch.
 
@@ -47,7 +59,7 @@ def grad_cam(model, images, target_layer=None, upsample: bool = True):
     images : torch.Tensor
         ``(B, 1, X, Y, Z)`` input batch.
     target_layer : torch.nn.Module, optional
-        Layer whose output is explained; default ``model.last_conv``.
+        Layer whose output is explained; default :func:`default_target_layer`.
     upsample : bool
         Resize the maps trilinearly to the input grid (``X, Y, Z``).
 
@@ -59,9 +71,16 @@ def grad_cam(model, images, target_layer=None, upsample: bool = True):
     import torch
     import torch.nn.functional as F
 
-    layer = target_layer if target_layer is not None else model.last_conv
+    layer = target_layer if target_layer is not None else default_target_layer(model)
     captured: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, _i, output: captured.append(output))
+
+    def cut(_module, _inputs, output):
+        # a fresh leaf: backward stops here (no gradient through the earlier, costly blocks)
+        leaf = output.detach().requires_grad_(True)
+        captured.append(leaf)
+        return leaf
+
+    handle = layer.register_forward_hook(cut)
     try:
         with torch.enable_grad():
             output = model(images)
@@ -231,7 +250,7 @@ def compute_saliency(
 
         model_loader = lambda path: load_model(path, device=device)  # noqa: E731
     stored = set(list_conditions(study_dir, grid))
-    trained = {p.parent.name for p in (study_dir / "runs").glob("*/run-*/model.pt")}
+    trained = {p.parent.parent.name for p in (study_dir / "runs").glob("*/run-*/model.pt")}
     if conditions is None:
         conditions = [c for c in order_conditions(stored & trained) if condition_kind(c) in ("raw", "skullstripped", "face")]
     if not conditions:
