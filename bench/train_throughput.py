@@ -10,7 +10,8 @@ the images resident on the device. Variants:
 ``fused+compile``   the same, ``torch.compile``-d (CUDA only)
 ``vmapG-fused``     G independent runs trained at once (``torch.func.vmap`` over stacked
                     weights; each run still sees its own batches of 4)
-``trainer``         the real :class:`defacebench.model.train.Trainer` epoch loop
+``trainer``         the real :class:`defacebench.model.train.Trainer` epoch loop (paper profile:
+                    fused + compiled on CUDA)
 
 Usage: ``python bench/train_throughput.py [--device cuda] [--steps 30] [--budget-s 300]``.
 Not a test: it prints figures, it does not pass or fail.
@@ -37,20 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from defacebench.model.augment import rotate, sample_rotation_angles  # noqa: E402
 from defacebench.model.cnn import BrainAgeCNN, describe  # noqa: E402
-from defacebench.model.fast import fused_forward  # noqa: E402
+from defacebench.model.fast import FusedBrainAgeCNN as Fused  # noqa: E402
 
 SHAPE = (91, 109, 91)
-
-
-class Fused(nn.Module):
-    """``fused_forward`` as a module (for ``torch.compile`` and ``functional_call``)."""
-
-    def __init__(self, model: BrainAgeCNN) -> None:
-        super().__init__()
-        self.m = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_forward(self.m, x)
 
 
 def _data(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
         attempt(f"vmap{g}-fused+compile", vmc)
     if "trainer" in wanted:
-        attempt("trainer (fused, eager)", lambda: _trainer_rate(device, 216 if device.type == "cuda" else 24))
+        attempt("trainer (paper profile)", lambda: _trainer_rate(device, 216 if device.type == "cuda" else 24))
     if device.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     print(f"total {time.perf_counter() - start:.0f} s")

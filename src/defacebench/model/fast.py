@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from defacebench.model.cnn import BrainAgeCNN
 
@@ -133,3 +134,17 @@ def fused_forward(model: BrainAgeCNN, x: torch.Tensor) -> torch.Tensor:
     for block in model.features[1:]:
         h = F.relu(block.pool(block.norm(block.conv(h))))
     return model.head(h).squeeze(-1).float()
+
+
+class FusedBrainAgeCNN(nn.Module):
+    """:func:`fused_forward` of a wrapped model as a module (for ``torch.compile``).
+
+    Holds no parameters of its own: ``self.model``'s are trained.
+    """
+
+    def __init__(self, model: BrainAgeCNN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_forward(self.model, x)

@@ -40,6 +40,7 @@ class TrainProfile:
     eval_batch_size: int = 16
     seed: int = 0
     fused_first_block: bool = True  # CUDA only: model/fast.py (same function, faster)
+    compile: bool = True  # CUDA only: torch.compile the training forward pass
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

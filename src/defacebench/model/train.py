@@ -36,7 +36,7 @@ from defacebench.io.atomic import atomic_path, write_table_atomic, write_text_at
 from defacebench.io.errors import InputError
 from defacebench.model.augment import rotate, sample_rotation_angles
 from defacebench.model.cnn import BrainAgeCNN, describe, parameter_breakdown
-from defacebench.model.fast import fused_forward
+from defacebench.model.fast import FusedBrainAgeCNN, fused_forward
 from defacebench.model.profiles import TrainProfile, profile_from_dict
 from defacebench.store import ConditionStore, open_condition
 
@@ -148,6 +148,9 @@ class Trainer:
         self.feed = ImageFeed(store.images, device)
         self.autocast = device.type == "cuda"
         self.fused = device.type == "cuda" and profile.fused_first_block
+        self.compiled = device.type == "cuda" and profile.compile
+        train_net = FusedBrainAgeCNN(self.model) if self.fused else self.model
+        self._train_net = torch.compile(train_net) if self.compiled else train_net
         self.epoch = 0
         self.history: list[dict] = []
         self.best_val_mae = math.inf
@@ -157,8 +160,10 @@ class Trainer:
         self.train_seconds = 0.0
 
     # -- one step, one epoch -------------------------------------------------------
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            if train:
+                return self._train_net(x).float()
             return fused_forward(self.model, x) if self.fused else self.model(x).float()
 
     def train_epoch(self) -> float:
@@ -174,7 +179,7 @@ class Trainer:
             if self.profile.rotation_deg > 0:
                 x = rotate(x, sample_rotation_angles(len(rows), self.profile.rotation_deg, gen), self.spacing_mm)
             y = self.ages[rows].to(self.device)
-            loss = F.mse_loss(self._forward(x), y)
+            loss = F.mse_loss(self._forward(x, train=True), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -385,6 +390,7 @@ def train_condition(
         "versions": versions(),
         "device": device_name(dev),
         "fused_first_block": trainer.fused,
+        "compiled": trainer.compiled,
         "samples_per_s": trainer.samples_per_s,
         "epochs_trained": trainer.epoch,
         "best_epoch": trainer.best_epoch,
