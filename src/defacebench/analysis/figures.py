@@ -103,15 +103,16 @@ def plot_removal_regions(frequencies: Mapping[str, np.ndarray], template: np.nda
     methods = [m for m in ("afni", "fsl", "pydeface", "spm", "quickshear") if m in frequencies] + sorted(set(frequencies) - set(METHOD_NAMES))
     fig, axes = plt.subplots(len(methods), 2, figsize=(7.5, 2.9 * len(methods)), squeeze=False)
     image = None
-    for row, method in zip(axes, methods):
+    for r, (row, method) in enumerate(zip(axes, methods)):
         freq = np.asarray(frequencies[method], np.float32)
         for ax, view in zip(row, ("sagittal", "axial")):
             extent = _background(ax, template, head, affine, view, reduce="max")
             f, _ = plane(freq, affine, view, reduce="max")
             image = ax.imshow(np.ma.masked_less_equal(f, 0.0), origin="lower", extent=extent, cmap="autumn_r", vmin=0, vmax=1, alpha=0.85, interpolation="nearest")
         row[0].set_ylabel(METHOD_NAMES.get(method, method), fontsize=13)
-        row[0].set_title("side view (max over left-right)" if row is axes[0] else "", fontsize=9)
-        row[1].set_title("top view (max over height)" if row is axes[0] else "", fontsize=9)
+        if r == 0:
+            row[0].set_title("side view (max over left-right)", fontsize=9)
+            row[1].set_title("top view (max over height)", fontsize=9)
     fig.suptitle("Fig. 1  Tissue removed by each defacer" + (f" (share of {n_scans} scans)" if n_scans else " (share of scans)"), fontsize=12)
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="share of scans with the voxel removed")
@@ -128,7 +129,7 @@ def plot_saliency(maps: Mapping[str, np.ndarray], template: np.ndarray, affine: 
     plt = _pyplot()
     conditions = order_conditions(maps)
     fig, axes = plt.subplots(len(conditions), 2, figsize=(7.8, 2.9 * len(conditions)), squeeze=False)
-    for row, condition in zip(axes, conditions):
+    for r, (row, condition) in enumerate(zip(axes, conditions)):
         sal = np.asarray(maps[condition], np.float32)
         vmax = float(np.abs(sal).max()) or 1.0
         image = None
@@ -137,7 +138,7 @@ def plot_saliency(maps: Mapping[str, np.ndarray], template: np.ndarray, affine: 
             extent = _background(ax, template, head, affine, view, at_mm=at)
             s, _ = plane(sal, affine, view, at_mm=at)
             image = ax.imshow(np.ma.masked_where(np.abs(s) < 0.1 * vmax, s), origin="lower", extent=extent, cmap="RdBu_r", vmin=-vmax, vmax=vmax, alpha=0.8, interpolation="bilinear")
-            if row is axes[0]:
+            if r == 0:
                 ax.set_title(f"{view}, {'x' if view == 'sagittal' else 'z'} = {at:g} mm", fontsize=9)
         label = condition_title(condition)
         if shares is not None and condition in set(shares["condition"]):
