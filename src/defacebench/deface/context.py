@@ -1,0 +1,156 @@
+"""What every method of one scan shares: the image, its brain mask, head mask and MNI transforms.
+
+One brain extraction and one subject -> MNI registration (brain to brain, 12 DOF) per
+scan serve every method that can use them; the head -> MNI head registration (9 DOF,
+AFNI) and pydeface's template -> subject registration run only when a method asks.
+Transforms are cached on the context and on disk by the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+#: Registration settings shared by the defacers (low resolution is ample for an affine).
+REGISTRATION_RESOLUTION_MM = 4.0
+REGISTRATION_ITERATIONS = (100, 50)
+
+
+def head_mask(data: np.ndarray, fraction: float = 0.12) -> np.ndarray:
+    """Head tissue: above ``fraction`` of the robust maximum, largest component, holes filled."""
+    positive = data[data > 0]
+    if positive.size == 0:
+        return np.zeros(data.shape, dtype=bool)
+    threshold = fraction * float(np.percentile(positive, 99))
+    mask = data > threshold
+    # work on a 2x-downsampled copy for speed, then bring back to full size
+    small = mask[::2, ::2, ::2]
+    labels, n = ndimage.label(small)
+    if n > 1:
+        sizes = ndimage.sum_labels(small, labels, index=np.arange(1, n + 1))
+        small = labels == (1 + int(np.argmax(sizes)))
+    small = ndimage.binary_closing(small, iterations=2)
+    small = np.stack([ndimage.binary_fill_holes(s) for s in small])  # slice-wise fill of the sinuses
+    small = ndimage.binary_fill_holes(small)
+    full = np.repeat(np.repeat(np.repeat(small, 2, 0), 2, 1), 2, 2)[: data.shape[0], : data.shape[1], : data.shape[2]]
+    return (full & (data > 0.5 * threshold)) | (mask & full)
+
+
+@dataclass
+class SubjectContext:
+    """One scan on its own voxel grid plus lazily computed shared results.
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        The input T1w image on its own grid (never reoriented or resampled).
+    brain_mask : ndarray of bool, optional
+        Brain mask on the same grid (deepbet when not given).
+    to_mni, head_to_mni, template_to_subject : ndarray, optional
+        Cached 4x4 RAS matrices (subject world -> MNI world; pydeface template world ->
+        subject world).
+    """
+
+    img: nib.Nifti1Image
+    brain_mask: np.ndarray | None = None
+    to_mni: np.ndarray | None = None
+    head_to_mni: np.ndarray | None = None
+    template_to_subject: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    _head: np.ndarray | None = None
+    _data: np.ndarray | None = None
+
+    @property
+    def data(self) -> np.ndarray:
+        if self._data is None:
+            self._data = np.asarray(self.img.dataobj, dtype=np.float32)
+        return self._data
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self.img.affine
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape[:3])  # type: ignore[return-value]
+
+    @property
+    def voxel_ml(self) -> float:
+        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+
+    def _timed(self, name: str, func: Callable[[], object]) -> object:
+        import time
+
+        start = time.perf_counter()
+        value = func()
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        return value
+
+    def brain(self) -> np.ndarray:
+        """Brain mask (bool), deepbet on first use."""
+        if self.brain_mask is None:
+            from defacebench.preprocess.brain import extract_brain
+
+            mask_img = self._timed("brain_extraction", lambda: extract_brain(self.img))
+            self.brain_mask = np.asarray(mask_img.dataobj) > 0  # type: ignore[union-attr]
+        return self.brain_mask
+
+    def head(self) -> np.ndarray:
+        """Head tissue mask (bool)."""
+        if self._head is None:
+            self._head = self._timed("head_mask", lambda: head_mask(self.data) | self.brain())  # type: ignore[assignment]
+        return self._head  # type: ignore[return-value]
+
+    def subject_to_mni(self) -> np.ndarray:
+        """Subject brain -> MNI152 brain, 12 DOF, Mattes MI (FSL, SPM and QC use it)."""
+        if self.to_mni is None:
+            from defacebench.preprocess.registration import register
+            from defacebench.templates import mni_brain, mni_brain_mask
+
+            brain = self.brain()
+            moving = nib.Nifti1Image(self.data * brain, self.affine)
+            self.to_mni = self._timed(
+                "register_brain_to_mni",
+                lambda: register(mni_brain(), moving, kind="affine", metric="mattes", fixed_mask=None, moving_mask=None,
+                                 resolution_mm=REGISTRATION_RESOLUTION_MM, iterations=REGISTRATION_ITERATIONS),
+            )
+            _ = mni_brain_mask
+        return self.to_mni  # type: ignore[return-value]
+
+    def subject_head_to_mni(self) -> np.ndarray:
+        """Subject head -> MNI head, 9 DOF (rotation, translation, per-axis scale), Mattes MI (AFNI)."""
+        if self.head_to_mni is None:
+            from defacebench.preprocess.registration import register, remove_shear
+            from defacebench.templates import mni_head
+
+            initial = remove_shear(self.subject_to_mni())
+            self.head_to_mni = self._timed(
+                "register_head_to_mni",
+                lambda: register(mni_head(2), self.img, kind="affine9", metric="mattes", initial=initial,
+                                 resolution_mm=REGISTRATION_RESOLUTION_MM, iterations=REGISTRATION_ITERATIONS),
+            )
+        return self.head_to_mni  # type: ignore[return-value]
+
+    def pydeface_template_to_subject(self) -> np.ndarray:
+        """pydeface's template head registered ONTO the subject, 12 DOF, Mattes MI."""
+        if self.template_to_subject is None:
+            from defacebench.preprocess.registration import register
+            from defacebench.templates import pydeface_template
+
+            template, _ = pydeface_template()
+            self.template_to_subject = self._timed(
+                "register_pydeface_template",
+                lambda: register(self.img, template, kind="affine", metric="mattes",
+                                 resolution_mm=REGISTRATION_RESOLUTION_MM, iterations=REGISTRATION_ITERATIONS),
+            )
+        return self.template_to_subject  # type: ignore[return-value]
+
+    def mni_coordinates(self, matrix: np.ndarray | None = None) -> np.ndarray:
+        """MNI mm of every voxel, shape (3, *shape), through ``matrix`` (default brain to_mni)."""
+        from defacebench.preprocess.registration import world_coordinates
+
+        return world_coordinates(self.affine, self.shape, self.subject_to_mni() if matrix is None else matrix)

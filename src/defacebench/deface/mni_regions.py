@@ -1,0 +1,80 @@
+"""Removal regions defined in MNI152 millimetres, and sampling MNI-space maps at subject voxels."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+#: fsl_deface boxes (|x| limits, y range, z range) in MNI mm; BigFoV variant extends the
+#: ears to z -122 and adds the lower face/neck box.
+FSL_BOXES: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {
+    "ears": ((70.0, np.inf), (-76.0, 23.0), (-72.0, 17.0)),
+    "jaw": ((0.0, 60.0), (64.0, 91.0), (-72.0, -43.0)),
+    "cheeks": ((0.0, 51.0), (74.0, 91.0), (-42.0, -23.0)),
+    "nose_eyes": ((0.0, 41.0), (84.0, 91.0), (-22.0, 7.0)),
+}
+FSL_BIGFOV_BOXES = {
+    **FSL_BOXES,
+    "ears": ((70.0, np.inf), (-76.0, 23.0), (-122.0, 17.0)),
+    "lower_face_neck": ((0.0, 60.0), (44.0, 103.0), (-152.0, -43.0)),
+}
+FSL_BRAIN_MARGIN_MM = 7.0
+AFNI_Z_RANGE_MM = (-142.0, -30.0)
+AFNI_Y_MIN_MM = -59.0
+AFNI_BRAIN_MARGIN_MM = 10.0
+
+#: QC regions (MNI mm, head tissue only): a standard face, the nose, the ears.
+FACE_REGION = ((0.0, 70.0), (60.0, np.inf), (-80.0, 20.0))
+NOSE_REGION = ((0.0, 15.0), (85.0, np.inf), (-45.0, -5.0))
+EAR_REGION = ((68.0, np.inf), (-45.0, 15.0), (-60.0, -10.0))
+
+
+def in_box(coords: np.ndarray, box) -> np.ndarray:
+    """Voxels whose MNI mm (3, ...) fall in an (|x|, y, z) box (inclusive)."""
+    (ax0, ax1), (y0, y1), (z0, z1) = box
+    ax = np.abs(coords[0])
+    return (ax >= ax0) & (ax <= ax1) & (coords[1] >= y0) & (coords[1] <= y1) & (coords[2] >= z0) & (coords[2] <= z1)
+
+
+def fsl_boxes(coords: np.ndarray, bigfov: bool = True) -> np.ndarray:
+    """Union of fsl_deface's MNI boxes."""
+    boxes = FSL_BIGFOV_BOXES if bigfov else FSL_BOXES
+    out = np.zeros(coords.shape[1:], dtype=bool)
+    for box in boxes.values():
+        out |= in_box(coords, box)
+    return out
+
+
+def afni_box(coords: np.ndarray) -> np.ndarray:
+    """AFNI refacer's shell box: -142 < z < -30 and y > -59 (MNI mm)."""
+    z0, z1 = AFNI_Z_RANGE_MM
+    return (coords[2] > z0) & (coords[2] < z1) & (coords[1] > AFNI_Y_MIN_MM)
+
+
+def spm_plane(coords: np.ndarray) -> np.ndarray:
+    """spm_deface's cut: -1.1*y + 0.98*z + 100 < 0 (MNI mm)."""
+    return -1.1 * coords[1] + 0.98 * coords[2] + 100.0 < 0
+
+
+def sample_mni_map(img, coords: np.ndarray, where: np.ndarray | None = None, order: int = 1, cval: float = 0.0) -> np.ndarray:
+    """Values of an MNI-space image at MNI mm ``coords`` (3, ...); only at ``where`` if given."""
+    inverse = np.linalg.inv(img.affine)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    out = np.full(coords.shape[1:], cval, dtype=np.float32)
+    points = coords[:, where] if where is not None else coords.reshape(3, -1)
+    if points.shape[1] == 0:
+        return out
+    vox = inverse[:3, :3] @ points + inverse[:3, 3:4]
+    values = ndimage.map_coordinates(data, vox, order=order, mode="constant", cval=cval, prefilter=False)
+    if where is not None:
+        out[where] = values
+    else:
+        out = values.reshape(coords.shape[1:])
+    return out
+
+
+def distance_to_mni_brain(coords: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Distance (mm) to the MNI brain mask at ``coords``, evaluated where ``where`` is true (inf elsewhere)."""
+    from defacebench.templates import mni_brain_distance_mm
+
+    return sample_mni_map(mni_brain_distance_mm(2), coords, where, order=1, cval=np.inf)

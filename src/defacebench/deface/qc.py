@@ -1,0 +1,186 @@
+"""Quality control of a defacing: what was removed (ml, brain, face, nose, ears) and a picture.
+
+Face, nose and ear regions come from the simulator's ground-truth labels when present
+(``derivatives/simulation/.../<prefix>_dseg.nii.gz``), otherwise from standard boxes in
+MNI mm (head tissue only; see :mod:`defacebench.deface.mni_regions`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from defacebench.deface.mni_regions import EAR_REGION, FACE_REGION, NOSE_REGION, in_box
+
+BRAIN_REMOVED_WARN = 0.001
+EARS_REMOVED_THRESHOLD = 0.5
+#: Less face-region tissue than this (ml) means no face: already defaced or skull-stripped.
+MIN_FACE_ML = 15.0
+#: Head volume / brain volume below this means the image is skull-stripped.
+MIN_HEAD_TO_BRAIN = 1.5
+SIMULATION_LABELS = {"face": 7, "nose": 8, "ears": 9}
+QC_COLUMNS = (
+    "key", "method", "backend", "removed_ml", "brain_removed_fraction", "face_removed_fraction",
+    "nose_removed_fraction", "ears_removed_fraction", "ears_removed", "region_source",
+    "registration_dice", "warnings",
+)
+
+
+def find_ground_truth(bids_root: str | Path | None, subject, shape: tuple[int, ...], affine: np.ndarray) -> dict[str, np.ndarray] | None:
+    """Simulator labels (face, nose, ears) for a scan on its grid, or None."""
+    if bids_root is None:
+        return None
+    import pandas as pd
+
+    from defacebench.io.bids import subject_anat_dir
+
+    sim = Path(bids_root) / "derivatives" / "simulation"
+    candidates = [
+        subject_anat_dir(sim, subject.subject, subject.session) / f"{subject.key}_dseg.nii.gz",
+        subject_anat_dir(sim, subject.subject, None) / f"sub-{subject.subject}_dseg.nii.gz",
+    ]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        return None
+    labels = dict(SIMULATION_LABELS)
+    table = sim / "dseg.tsv"
+    if table.is_file():
+        frame = pd.read_csv(table, sep="\t")
+        names = dict(zip(frame["name"].astype(str), frame["index"].astype(int)))
+        labels = {k: names.get(k, v) for k, v in labels.items()}
+    img = nib.load(str(path))
+    data = np.asarray(img.dataobj).astype(np.int32)
+    if data.shape[:3] != tuple(shape[:3]) or not np.allclose(img.affine, affine, atol=1e-3):
+        from defacebench.preprocess.registration import resample_to
+
+        data = np.rint(resample_to(img, np.eye(4), affine, shape, order=0)).astype(np.int32)
+    return {
+        "face": np.isin(data, [labels["face"], labels["nose"]]),
+        "nose": data == labels["nose"],
+        "ears": data == labels["ears"],
+    }
+
+
+def standard_regions(mni_coords: np.ndarray, head: np.ndarray) -> dict[str, np.ndarray]:
+    """Standard face, nose and ear regions (head tissue in MNI boxes)."""
+    return {
+        "face": in_box(mni_coords, FACE_REGION) & head,
+        "nose": in_box(mni_coords, NOSE_REGION) & head,
+        "ears": in_box(mni_coords, EAR_REGION) & head,
+    }
+
+
+def _fraction(removal: np.ndarray, region: np.ndarray) -> float:
+    n = int(region.sum())
+    return float("nan") if n == 0 else float(removal[region].sum() / n)
+
+
+def removal_metrics(removal: np.ndarray, brain: np.ndarray, head: np.ndarray, regions: dict[str, np.ndarray], voxel_ml: float) -> dict[str, object]:
+    """QC numbers of one removal mask (fraction removed per voxel)."""
+    ears = _fraction(removal, regions["ears"])
+    return {
+        "removed_ml": round(float(removal[head].sum() * voxel_ml), 2),
+        "brain_removed_fraction": float(removal[brain].sum() / max(1, int(brain.sum()))),
+        "face_removed_fraction": _fraction(removal, regions["face"]),
+        "nose_removed_fraction": _fraction(removal, regions["nose"]),
+        "ears_removed_fraction": ears,
+        "ears_removed": "n/a" if np.isnan(ears) else ("yes" if ears > EARS_REMOVED_THRESHOLD else "no"),
+    }
+
+
+def input_warnings(head: np.ndarray, brain: np.ndarray, regions: dict[str, np.ndarray], voxel_ml: float) -> list[str]:
+    """Warnings about the input itself: skull-stripped, or no face (already defaced)."""
+    warnings = []
+    head_ml, brain_ml = head.sum() * voxel_ml, brain.sum() * voxel_ml
+    if brain_ml > 0 and head_ml / brain_ml < MIN_HEAD_TO_BRAIN:
+        warnings.append(f"input looks skull-stripped (head {head_ml:.0f} ml vs brain {brain_ml:.0f} ml)")
+    elif regions["face"].sum() * voxel_ml < MIN_FACE_ML:
+        warnings.append(f"input has no face ({regions['face'].sum() * voxel_ml:.1f} ml of face tissue): already defaced?")
+    return warnings
+
+
+# --------------------------------------------------------------------------- picture
+
+
+def _surface_view(head: np.ndarray, removed: np.ndarray, axis: int = 0, from_end: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A shaded surface rendering of the head seen along ``axis`` and where its surface was removed."""
+    h = np.moveaxis(head, axis, 0)
+    r = np.moveaxis(removed, axis, 0)
+    if from_end:
+        h, r = h[::-1], r[::-1]
+    hit = h.any(axis=0)
+    depth = np.where(hit, h.argmax(axis=0), h.shape[0]).astype(np.float32)
+    first = np.take_along_axis(r, np.minimum(depth.astype(int), h.shape[0] - 1)[None], axis=0)[0] & hit
+    gy, gx = np.gradient(np.where(hit, depth, depth[hit].max() if hit.any() else 0))
+    normal = np.stack([-gx, -gy, np.ones_like(gx)])
+    normal /= np.linalg.norm(normal, axis=0)
+    light = np.array([0.4, 0.5, 0.77])
+    shade = np.clip(np.tensordot(light, normal, axes=1), 0, 1) * (1.0 - 0.4 * (depth - depth[hit].min()) / max(1.0, np.ptp(depth[hit]))) if hit.any() else depth * 0
+    return np.where(hit, shade, np.nan), first
+
+
+def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.ndarray], head: np.ndarray, brain: np.ndarray, title: str = "") -> Path:
+    """Each method's removed region in blue: mid-sagittal slice, axial slice through the nose, and a 3D surface view.
+
+    Images are shown in RAS orientation (nose up in the sagittal view); brain outline in yellow.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    from defacebench.io.atomic import atomic_path
+
+    canonical = nib.as_closest_canonical(img)
+    ornt = nib.orientations.ornt_transform(nib.io_orientation(img.affine), nib.io_orientation(canonical.affine))
+
+    def ras(a: np.ndarray) -> np.ndarray:
+        return nib.orientations.apply_orientation(a, ornt)
+
+    data = ras(np.asarray(img.dataobj, dtype=np.float32))
+    head_r, brain_r = ras(head.astype(np.uint8)) > 0, ras(brain.astype(np.uint8)) > 0
+    zooms = canonical.header.get_zooms()[:3]
+    vmax = float(np.percentile(data[head_r], 99)) if head_r.any() else float(data.max())
+    # slices: mid-sagittal through the brain centre; axial at the level of the nose
+    centre = np.array(np.nonzero(brain_r)).mean(axis=1).astype(int) if brain_r.any() else np.array(data.shape) // 2
+    below = np.nonzero(brain_r.any(axis=(0, 1)))[0]
+    z_axial = int(max(0, below.min() + 0.15 * (below.max() - below.min()))) if below.size else data.shape[2] // 2
+    blue = ListedColormap([(0.1, 0.35, 1.0, 1.0)])
+    n = len(removals)
+    fig, axes = plt.subplots(n, 3, figsize=(9.5, 3.2 * n), squeeze=False, facecolor="black")
+    for ax in axes.ravel():
+        ax.set_facecolor("black")
+    for row, (method, removal) in enumerate(removals.items()):
+        rem = ras(removal.astype(np.float32)) >= 0.5
+        sag = (data[centre[0]].T, rem[centre[0]].T, brain_r[centre[0]].T, zooms[2] / zooms[1])
+        axi = (data[:, :, z_axial].T, rem[:, :, z_axial].T, brain_r[:, :, z_axial].T, zooms[1] / zooms[0])
+        for col, (image, mask, br, aspect) in enumerate((sag, axi)):
+            ax = axes[row, col]
+            ax.imshow(image, cmap="gray", origin="lower", vmin=0, vmax=vmax, aspect=aspect, interpolation="nearest")
+            ax.imshow(np.ma.masked_where(~(mask & (image > 0.05 * vmax)), mask), cmap=blue, origin="lower", alpha=0.65, aspect=aspect, interpolation="nearest")
+            if br.any():
+                ax.contour(br, levels=[0.5], colors=["yellow"], linewidths=0.6)
+        shade, first = _surface_view(head_r, rem, axis=0, from_end=False)  # seen from the left
+        ax = axes[row, 2]
+        ax.imshow(shade.T, cmap="gray", origin="lower", vmin=0, vmax=1, aspect=zooms[2] / zooms[1], interpolation="bilinear")
+        ax.imshow(np.ma.masked_where(~first.T, first.T), cmap=blue, origin="lower", alpha=0.75, aspect=zooms[2] / zooms[1], interpolation="nearest")
+        ax.invert_xaxis()  # seen from the left: anterior to the left
+        removed_pct = 100 * float((removal >= 0.5)[head].mean()) if head.any() else 0.0
+        axes[row, 0].set_ylabel(f"{method}\n{removed_pct:.1f}% of head", color="white", fontsize=11)
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+    for col, label in enumerate(("sagittal (anterior right)", f"axial, z = slice {z_axial}", "surface, left side")):
+        axes[0, col].set_title(label, color="white", fontsize=10)
+    fig.suptitle(f"{title}  removed = blue, brain = yellow", color="white", fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, facecolor="black", format="png")
+    plt.close(fig)
+    return path

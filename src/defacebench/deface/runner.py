@@ -1,0 +1,259 @@
+"""Deface one scan (or a cohort) with every method; write BIDS derivatives atomically.
+
+Per scan, in ``OUT/derivatives/defacebench/sub-X[/ses-Y]/anat/`` with prefix = the scan key:
+``<prefix>_desc-<method>defaced_T1w.nii.gz``, ``<prefix>_desc-<method>face_T1w.nii.gz``,
+``<prefix>_desc-<method>_mask.nii.gz`` (fraction removed), ``<prefix>_desc-brain_mask.nii.gz``,
+``<prefix>_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt``, ``<prefix>_desc-deface_qc.png``
+and ``<prefix>_desc-deface_qc.tsv`` (written last: it marks the scan complete). Every
+image is on the input's own grid and affine; defaced + face == input.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from defacebench.deface.context import SubjectContext
+from defacebench.deface.registry import METHODS, get_method, parse_methods
+from defacebench.io.atomic import write_table_atomic
+from defacebench.io.bids import derivatives_root, subject_anat_dir, write_dataset_description
+from defacebench.io.errors import InputError, StageError
+
+XFM_SUFFIX = "from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt"
+HEAD_XFM_SUFFIX = "from-T1w_to-MNI152NLin2009aSym_desc-head9dof_mode-image_xfm.txt"
+PYDEFACE_XFM_SUFFIX = "from-pydeface_to-T1w_mode-image_xfm.txt"
+REGISTRATION_MIN_DICE = 0.8
+MNI_METHODS = ("afni", "fsl", "spm")
+
+
+def output_paths(out_dir: str | Path, subject, methods: Sequence[str]) -> dict[str, Path]:
+    """Every output file of one scan, by role (``<method>_defaced``, ``brain_mask``, ...)."""
+    anat = subject_anat_dir(derivatives_root(out_dir), subject.subject, subject.session)
+    p = subject.key
+    paths = {
+        "brain_mask": anat / f"{p}_desc-brain_mask.nii.gz",
+        "to_mni": anat / f"{p}_{XFM_SUFFIX}",
+        "qc_png": anat / f"{p}_desc-deface_qc.png",
+        "qc_tsv": anat / f"{p}_desc-deface_qc.tsv",
+    }
+    for m in methods:
+        paths[f"{m}_defaced"] = anat / f"{p}_desc-{m}defaced_T1w.nii.gz"
+        paths[f"{m}_face"] = anat / f"{p}_desc-{m}face_T1w.nii.gz"
+        paths[f"{m}_mask"] = anat / f"{p}_desc-{m}_mask.nii.gz"
+    return paths
+
+
+def _complete(paths: dict[str, Path], methods: Sequence[str], backend: str) -> pd.DataFrame | None:
+    if not all(path.is_file() for path in paths.values()):
+        return None
+    try:
+        table = pd.read_csv(paths["qc_tsv"], sep="\t", keep_default_na=False)
+    except Exception:
+        return None
+    done = set(zip(table.get("method", []), table.get("backend", [])))
+    return table if all((m, backend) in done for m in methods) else None
+
+
+def _output_dtype(path: Path) -> np.dtype:
+    from defacebench.io.nifti import read_header
+
+    header = read_header(path).header
+    dtype = header.get_data_dtype()
+    slope, inter = header.get_slope_inter()
+    scaled = slope not in (None, 1.0) and not np.isnan(slope or np.nan) or inter not in (None, 0.0) and not np.isnan(inter or np.nan)
+    return np.dtype(dtype) if np.issubdtype(dtype, np.integer) and not scaled else np.dtype(np.float32)
+
+
+def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Defaced and face-only arrays with ``defaced + face == data`` exactly (in ``dtype``)."""
+    if np.issubdtype(dtype, np.integer):
+        original = np.rint(data).astype(np.int64)
+        defaced = np.rint(original * (1.0 - removal)).astype(np.int64)
+        return defaced.astype(dtype), (original - defaced).astype(dtype)
+    original = data.astype(np.float32)
+    defaced = (original * (1.0 - removal)).astype(np.float32)
+    face = (original - defaced).astype(np.float32)
+    # Where rounding broke the identity, move the residue into the face image.
+    face += original - (defaced + face)
+    return defaced, face
+
+
+def _load_cached(ctx: SubjectContext, paths: dict[str, Path], anat: Path, prefix: str) -> None:
+    from defacebench.preprocess.registration import load_transform
+
+    if paths["brain_mask"].is_file():
+        mask = nib.load(str(paths["brain_mask"]))
+        if mask.shape[:3] == ctx.shape and np.allclose(mask.affine, ctx.affine, atol=1e-4):
+            ctx.brain_mask = np.asarray(mask.dataobj) > 0
+    for attr, name in (("to_mni", XFM_SUFFIX), ("head_to_mni", HEAD_XFM_SUFFIX), ("template_to_subject", PYDEFACE_XFM_SUFFIX)):
+        path = anat / f"{prefix}_{name}"
+        if path.is_file():
+            try:
+                setattr(ctx, attr, load_transform(path))
+            except ValueError:
+                pass
+
+
+def registration_dice(ctx: SubjectContext) -> float:
+    """Dice of the subject brain mask carried to MNI (2 mm) with the MNI brain mask."""
+    from defacebench.preprocess.registration import mask_dice, resample_to
+    from defacebench.templates import mni_head_brain_mask
+
+    target = mni_head_brain_mask(2)
+    warped = resample_to(ctx.brain().astype(np.float32), ctx.subject_to_mni(), target.affine, target.shape, order=1, source_affine=ctx.affine)
+    return mask_dice(warped >= 0.5, np.asarray(target.dataobj))
+
+
+def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHODS, backend: str = "builtin", bids_root: str | Path | None = None, qc_png: bool = True) -> dict:
+    """Deface one scan with ``methods``; skip it when its outputs are complete.
+
+    Parameters
+    ----------
+    subject : defacebench.cohort.Subject
+        The scan (``path``, ``subject``, ``session``, ``key``).
+    out_dir : str or Path
+        Study directory; outputs go to ``OUT/derivatives/defacebench``.
+    methods : sequence of str
+        Method names (:data:`METHODS`).
+    backend : {"builtin", "native"}
+        Built-in reimplementations, or the real tools when installed.
+    bids_root : str or Path, optional
+        Source dataset, searched for simulator ground-truth labels.
+
+    Returns
+    -------
+    dict
+        ``{"key", "skipped", "qc": list of row dicts, "timings": {step: seconds}, "paths"}``.
+
+    Raises
+    ------
+    StageError
+        Brain extraction or registration failed (brain Dice to the MNI brain < 0.8);
+        methods that do not need the registration are still written.
+    """
+    from defacebench.deface import native, qc
+    from defacebench.io.nifti import load_image, save_image
+    from defacebench.preprocess.registration import save_transform
+
+    methods = parse_methods(list(methods))
+    if backend not in ("builtin", "native"):
+        raise InputError(f"unknown backend {backend!r}; choose builtin or native")
+    paths = output_paths(out_dir, subject, methods)
+    done = _complete(paths, methods, backend)
+    if done is not None:
+        return {"key": subject.key, "skipped": True, "qc": done.to_dict("records"), "timings": {}, "paths": paths}
+    anat = paths["qc_tsv"].parent
+    start = time.perf_counter()
+    img = load_image(subject.path, reorient=False)
+    dtype = _output_dtype(Path(subject.path))
+    ctx = SubjectContext(img)
+    ctx.timings["load"] = time.perf_counter() - start
+    _load_cached(ctx, paths, anat, subject.key)
+    brain = ctx.brain()
+    save_image(brain.astype(np.uint8), paths["brain_mask"], affine=img.affine, dtype=np.uint8)
+    head = ctx.head()
+
+    failure: str | None = None
+    dice = float("nan")
+    try:
+        to_mni = ctx.subject_to_mni()
+        save_transform(to_mni, paths["to_mni"])
+        dice = registration_dice(ctx)
+        if dice < REGISTRATION_MIN_DICE:
+            failure = f"registration to MNI failed (brain Dice {dice:.2f} < {REGISTRATION_MIN_DICE})"
+    except StageError as exc:
+        failure = str(exc)
+
+    truth = qc.find_ground_truth(bids_root, subject, ctx.shape, ctx.affine)
+    if truth is not None:
+        regions, source = truth, "ground_truth"
+    elif failure is None:
+        regions, source = qc.standard_regions(ctx.mni_coordinates(), head), "mni_boxes"
+    else:
+        empty = np.zeros(ctx.shape, dtype=bool)
+        regions, source = {"face": empty, "nose": empty, "ears": empty}, "none"
+    input_notes = qc.input_warnings(head, brain, regions, ctx.voxel_ml) if source != "none" else []
+    for note in input_notes:
+        warnings.warn(f"{subject.key}: {note}", stacklevel=2)
+
+    rows, removals = [], {}
+    for method in methods:
+        module = get_method(method)
+        if failure is not None and method in MNI_METHODS + ("pydeface",):
+            continue
+        t0 = time.perf_counter()
+        registered = sum(v for k, v in ctx.timings.items() if k.startswith("register"))
+        if backend == "native":
+            removal = native.removal_mask(method, img, brain if method == "quickshear" else None)
+        else:
+            removal = module.removal_mask(ctx)
+        registered = sum(v for k, v in ctx.timings.items() if k.startswith("register")) - registered
+        ctx.timings[f"method_{method}"] = time.perf_counter() - t0 - registered
+        t0 = time.perf_counter()
+        defaced, face = split_image(ctx.data, removal, dtype)
+        save_image(defaced, paths[f"{method}_defaced"], affine=img.affine, dtype=dtype)
+        save_image(face, paths[f"{method}_face"], affine=img.affine, dtype=dtype)
+        binary = bool(np.all((removal == 0) | (removal == 1)))
+        save_image(removal.astype(np.uint8 if binary else np.float32), paths[f"{method}_mask"], affine=img.affine, dtype=np.uint8 if binary else np.float32)
+        ctx.timings["write"] = ctx.timings.get("write", 0.0) + time.perf_counter() - t0
+        metrics = qc.removal_metrics(removal, brain, head, regions, ctx.voxel_ml)
+        notes = list(input_notes)
+        if metrics["brain_removed_fraction"] > qc.BRAIN_REMOVED_WARN:
+            notes.append(f"removed {100 * metrics['brain_removed_fraction']:.2f}% of the brain")
+            warnings.warn(f"{subject.key} {method}: {notes[-1]}", stacklevel=2)
+        rows.append({"key": subject.key, "method": method, "backend": backend, **metrics, "region_source": source,
+                     "registration_dice": round(dice, 4), "warnings": "; ".join(notes)})
+        removals[method] = removal
+    for attr, name in (("head_to_mni", HEAD_XFM_SUFFIX), ("template_to_subject", PYDEFACE_XFM_SUFFIX)):
+        if getattr(ctx, attr) is not None:
+            save_transform(getattr(ctx, attr), anat / f"{subject.key}_{name}")
+    if qc_png and removals:
+        t0 = time.perf_counter()
+        qc.write_qc_png(paths["qc_png"], img, removals, head, brain, title=subject.key)
+        ctx.timings["qc_png"] = time.perf_counter() - t0
+    if failure is not None:
+        raise StageError(f"{failure}; wrote {', '.join(removals) or 'no method'}")
+    table = pd.DataFrame(rows, columns=list(qc.QC_COLUMNS))
+    write_table_atomic(paths["qc_tsv"], table)
+    ctx.timings["total"] = time.perf_counter() - start
+    return {"key": subject.key, "skipped": False, "qc": rows, "timings": dict(ctx.timings), "paths": paths}
+
+
+def _deface_task(subject, out_dir: str, methods: tuple[str, ...], backend: str, bids_root: str | None) -> dict:
+    """Picklable per-scan task for the engine."""
+    return deface_subject(subject, out_dir, methods, backend=backend, bids_root=bids_root)
+
+
+def collect_qc(out_dir: str | Path, subjects: Sequence) -> pd.DataFrame:
+    """Concatenate the per-scan QC tables of ``subjects`` into one table."""
+    from defacebench.deface.qc import QC_COLUMNS
+
+    tables = []
+    for subject in subjects:
+        path = output_paths(out_dir, subject, [])["qc_tsv"]
+        if path.is_file():
+            tables.append(pd.read_csv(path, sep="\t", keep_default_na=False))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(QC_COLUMNS))
+
+
+def deface_cohort(cohort, out_dir: str | Path, methods: Sequence[str] = METHODS, jobs: int | None = 1, scheduler: str | None = None, backend: str = "builtin", bids_root: str | Path | None = None, progress: bool = True):
+    """Deface every scan of a cohort; write qc.tsv and failures.tsv; return the engine's results."""
+    from defacebench.engine import run_tasks, write_failures
+
+    methods = parse_methods(list(methods))
+    root = derivatives_root(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    write_dataset_description(root, "defacebench defaced images", source=str(bids_root or cohort.source or ""),
+                              description="defaced and face-only T1w images, removal masks, brain masks, MNI transforms, QC")
+    task = functools.partial(_deface_task, out_dir=str(out_dir), methods=methods, backend=backend, bids_root=None if bids_root is None else str(bids_root))
+    results = run_tasks(task, cohort.subjects, keys=[s.key for s in cohort.subjects], jobs=jobs, scheduler=scheduler, stage="deface", progress=progress)
+    write_table_atomic(root / "qc.tsv", collect_qc(out_dir, cohort.subjects))
+    write_failures(root / "failures.tsv", results.failures, stage="deface")
+    return results
