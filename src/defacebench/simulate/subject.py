@@ -60,7 +60,7 @@ def sample_subject(
         "face_ageing": {
             "strength": float(face_ageing),
             "rate_multiplier": float(np.exp(rng.normal(0, 0.3))),
-            "fat_offset": float(rng.normal(0, 0.06)),
+            "fat_offset": float(rng.normal(0, 0.03)),
         },
         "anatomy": {
             "head_scale": [float(np.exp(icv_log / 3 + j)) for j in axis_jitter],
@@ -89,6 +89,42 @@ def _coarse_factor(head: BaseHead) -> int:
     return max(1, int(round(FIELD_MM / head.voxel_mm)))
 
 
+BRAIN_REGIONS = ("gm", "wm", "hippocampus", "ventricles", "csf")
+
+
+def _region_gains(head: BaseHead) -> np.ndarray:
+    """G[r, s]: mean over region r's voxels of region s's share of their field block.
+
+    On the coarse field grid a region's divergence is diluted by its block neighbours;
+    ``G @ a`` predicts each region's achieved log-volume change for prescribed changes ``a``.
+    """
+    f = _coarse_factor(head)
+    shares = [block_mean(head.labels == LABELS[s], f) for s in BRAIN_REGIONS]
+    idx = np.indices(head.labels.shape) // f
+    G = np.zeros((len(BRAIN_REGIONS),) * 2)
+    for i, r in enumerate(BRAIN_REGIONS):
+        sel = tuple(ix[head.labels == LABELS[r]] for ix in idx)
+        for j in range(len(BRAIN_REGIONS)):
+            G[i, j] = shares[j][sel].mean()
+    return G
+
+
+def calibrate_brain_changes(head: BaseHead, target: dict[str, float], vols: dict[str, float]) -> dict[str, float]:
+    """Prescribed changes whose block-diluted effect meets ``target`` in GM, WM, hippocampus and
+    ventricles, with sulcal CSF balancing so no flux crosses the skull."""
+    key = f"_gains_{head.name}_{head.voxel_mm}"
+    G = _CACHE.get(key)
+    if G is None:
+        G = _CACHE[key] = _region_gains(head)
+    A = np.vstack([G[:4], [vols[s] for s in BRAIN_REGIONS]])
+    b = np.array([target[r] for r in BRAIN_REGIONS[:4]] + [0.0])
+    a = np.linalg.solve(A, b)
+    return {r: float(v) for r, v in zip(BRAIN_REGIONS, a)}
+
+
+_CACHE: dict[str, np.ndarray] = {}
+
+
 def field_box(head: BaseHead) -> tuple[slice, slice, slice]:
     """Coarse-grid box around the head (4 coarse voxels of margin)."""
     f = _coarse_factor(head)
@@ -112,7 +148,7 @@ def anatomy_velocity(head: BaseHead, params: dict) -> tuple[np.ndarray, dict]:
     b, fa, an = params["brain_ageing"], params["face_ageing"], params["anatomy"]
     vols = {k: head.stats[f"volume_{k}_ml"] for k in ("gm", "wm", "hippocampus", "ventricles", "csf")}
     changes = ageing.brain_log_changes(params["age_years"], b["strength"], b["rate_multiplier"], b["reserve"])
-    changes["csf"] = ageing.balance_csf(changes, vols)
+    changes = calibrate_brain_changes(head, changes, vols)
     face = ageing.face_changes(params["age_years"], fa["strength"], fa["rate_multiplier"], fa["fat_offset"])
 
     labels_c = head.labels
