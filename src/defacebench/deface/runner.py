@@ -77,11 +77,11 @@ def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype) -> tuple
         original = np.rint(data).astype(np.int64)
         defaced = np.rint(original * (1.0 - removal)).astype(np.int64)
         return defaced.astype(dtype), (original - defaced).astype(dtype)
+    # Dekker: with |x * m| <= |x|, d = fl(x - x*m) makes x - d exactly representable,
+    # so face = fl(x - d) is exact and d + face == x in float32.
     original = data.astype(np.float32)
-    defaced = (original * (1.0 - removal)).astype(np.float32)
+    defaced = (original - original * removal.astype(np.float32)).astype(np.float32)
     face = (original - defaced).astype(np.float32)
-    # Where rounding broke the identity, move the residue into the face image.
-    face += original - (defaced + face)
     return defaced, face
 
 

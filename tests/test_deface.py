@@ -1,0 +1,137 @@
+"""Defacing: MNI definitions, quickshear vs the package, defaced + face == input, the runner, the CLI."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from defacebench.cohort import Subject
+from defacebench.deface import deface_subject, output_paths, split_image
+from defacebench.deface.mni_regions import afni_box, fsl_boxes, spm_plane
+from defacebench.deface.quickshear import shear_removal
+from defacebench.io.nifti import save_image
+from deface_helpers import reoriented, robex_head
+
+
+def test_mni_region_definitions_at_known_points():
+    pts = np.array([[0, 90, -10], [75, 0, 0], [75, 0, -100], [0, 0, 50], [0, 70, -100], [0, -70, -100]], dtype=float).T
+    assert fsl_boxes(pts, bigfov=True).tolist() == [True, True, True, False, True, False]
+    assert fsl_boxes(pts, bigfov=False).tolist() == [True, True, False, False, False, False]
+    assert afni_box(pts).tolist() == [False, False, True, False, True, False]
+    assert spm_plane(pts).tolist() == [True, False, False, False, True, False]
+
+
+def test_quickshear_equals_package_on_cubic_grid():
+    import quickshear
+
+    head, brain = robex_head()
+    n = 120
+    cube = np.zeros((n, n, n), dtype=np.float32)
+    cube_brain = np.zeros((n, n, n), dtype=bool)
+    src = np.asarray(head.dataobj)[::1, :, :]
+    sl = tuple(slice(0, min(n, s)) for s in src.shape)
+    cube[sl] = src[sl][..., :n] if src.shape[2] >= n else src[sl]
+    cube_brain[sl] = brain[sl]
+    affine = np.diag([-1.5, 1.5, 1.5, 1.0])
+    anat = nib.Nifti1Image(cube, affine)
+    package = np.asarray(quickshear.quickshear(anat, nib.Nifti1Image(cube_brain.astype(np.uint8), affine), 10).dataobj)
+    ours = shear_removal(cube_brain, affine, 10)
+    np.testing.assert_array_equal(package == 0, (cube == 0) | ours)
+    assert ours.any() and not (ours & cube_brain).any()
+
+
+def test_quickshear_non_cubic_grid_and_orientations():
+    head, brain = robex_head()
+    removal = shear_removal(brain, head.affine)
+    assert 0.02 < removal.mean() < 0.35 and not (removal & brain).any()
+    for codes in ("RAS", "PIR", "LPS"):
+        img, back = reoriented(nib.Nifti1Image(brain.astype(np.uint8), head.affine), codes)
+        other = nib.orientations.apply_orientation(shear_removal(np.asarray(img.dataobj) > 0, img.affine), back)
+        assert (other != removal).mean() < 0.01
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_split_image_sums_to_input(dtype):
+    rng = np.random.default_rng(0)
+    data = (rng.random((7, 8, 9)) * 1000).astype(dtype).astype(np.float32)
+    removal = rng.random((7, 8, 9)).astype(np.float32)
+    defaced, face = split_image(data, removal, np.dtype(dtype))
+    # summed in the images' own type, as a reader would
+    total = defaced.astype(np.int64) + face if np.issubdtype(dtype, np.integer) else defaced + face
+    np.testing.assert_array_equal(total, data.astype(total.dtype))
+    assert defaced.dtype == dtype
+
+
+@pytest.fixture(scope="module")
+def robex_defaced(tmp_path_factory):
+    """ROBEX head defaced by fsl, spm, quickshear, pydeface with its atlas brain mask (no deepbet)."""
+    out = tmp_path_factory.mktemp("study")
+    head, brain = robex_head()
+    path = save_image(head, out / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz", dtype=np.int16)
+    subject = Subject(subject="01", age_years=60.0, path=path)
+    methods = ["fsl", "spm", "quickshear", "pydeface"]
+    paths = output_paths(out, subject, methods)
+    saved = nib.load(str(path))
+    save_image(brain.astype(np.uint8), paths["brain_mask"], affine=saved.affine, dtype=np.uint8)
+    result = deface_subject(subject, out, methods)
+    return out, subject, methods, result, saved
+
+
+def test_runner_outputs_sum_to_input(robex_defaced):
+    out, subject, methods, result, saved = robex_defaced
+    original = np.asarray(saved.dataobj)
+    for m in methods:
+        paths = result["paths"]
+        defaced, face, mask = (nib.load(str(paths[f"{m}_{k}"])) for k in ("defaced", "face", "mask"))
+        assert defaced.shape == original.shape and np.allclose(defaced.affine, saved.affine)
+        np.testing.assert_array_equal(np.asarray(defaced.dataobj).astype(np.int32) + np.asarray(face.dataobj), original)
+        assert 0 <= float(np.min(mask.dataobj)) and float(np.max(mask.dataobj)) <= 1
+    assert paths["qc_png"].stat().st_size > 10_000
+
+
+def test_runner_qc_brain_spared_and_ears(robex_defaced):
+    out, subject, methods, result, _ = robex_defaced
+    table = pd.read_csv(result["paths"]["qc_tsv"], sep="\t").set_index("method")
+    assert (table["brain_removed_fraction"] < 0.001).all(), table["brain_removed_fraction"]
+    assert table.loc["fsl", "ears_removed"] == "yes"
+    assert table.loc["spm", "ears_removed"] == "no" and table.loc["pydeface", "ears_removed"] == "no"
+    assert (table.loc[["fsl", "spm", "quickshear"], "nose_removed_fraction"] > 0.5).all()
+    assert table.loc["pydeface", "face_removed_fraction"] > 0.2
+    assert table["registration_dice"].min() > 0.8
+
+
+def test_runner_skips_complete(robex_defaced):
+    out, subject, methods, result, _ = robex_defaced
+    again = deface_subject(subject, out, methods)
+    assert again["skipped"] and len(again["qc"]) == len(methods)
+
+
+def test_cli_bad_input_exit_2(tmp_path, capsys):
+    from defacebench.commands.deface import main
+
+    assert main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "error" in err
+    assert main([str(tmp_path), str(tmp_path / "out"), "--methods", "nope"]) == 2
+
+
+def test_native_backend_refuses_missing_tools(tmp_path, tiny_bids):
+    from defacebench.commands.deface import main
+    from defacebench.deface.native import available
+
+    if available("fsl"):
+        pytest.skip("fsl_deface installed")
+    assert main([str(tiny_bids), str(tmp_path / "out"), "--methods", "fsl", "--backend", "native"]) == 2
+
+
+@pytest.mark.parametrize("method", ["pydeface", "fsl", "afni", "spm"])
+def test_native_tool_runs_when_installed(method, tmp_path):
+    from defacebench.deface.native import available, removal_mask
+
+    if not available(method):
+        pytest.skip(f"real {method} not installed")
+    head, _ = robex_head()
+    removal = removal_mask(method, head)
+    assert removal.shape == head.shape and 0 < removal.mean() < 0.5
