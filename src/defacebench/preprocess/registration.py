@@ -233,6 +233,8 @@ def resample_to(
     data = np.asarray(data, dtype=np.float32)
     # target voxel -> target world -> source world -> source voxel
     vox = np.linalg.inv(source_affine) @ np.linalg.inv(matrix) @ target_affine
+    # snap round-off (e.g. 57.0000001) so edge voxels of identical grids are not lost
+    vox = np.where(np.abs(vox - np.round(vox)) < 1e-5, np.round(vox), vox)
     return ndimage.affine_transform(data, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(target_shape[:3]), order=order, mode="constant", cval=cval, prefilter=order > 1)
 
 
