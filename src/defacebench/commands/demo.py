@@ -1,0 +1,90 @@
+"""``defacebench demo``: simulate a small cohort and run the demo study end to end on a CPU."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from defacebench.cli import make_parser, run_command
+
+#: Demo cohort: one base head (the ROBEX atlas head) so ageing, not head identity,
+#: drives the images; coarse voxels so 2 CPU cores finish in minutes.
+DEMO_SUBJECTS = 150
+DEMO_VOXEL_MM = 3.0
+DEMO_BASE_HEADS = "robex"
+
+DESCRIPTION = f"""\
+Simulate a cohort of {DEMO_SUBJECTS} T1w head MRIs aged 56-96 with brain and face ageing
+(`defacebench simulate`), then run the demo study on it (`defacebench run --preset demo`):
+five defacers, ten-plus conditions on the 4 mm MNI grid, a small CPU CNN, statistics,
+saliency and the HTML report. Prints the report's path. Rerunning resumes.
+
+The simulated ground truth lets you check the pipeline: with --face-ageing 0 no
+face-only condition should predict age better than the null baseline.
+
+examples:
+  defacebench demo
+  defacebench demo demo-noface/ --face-ageing 0
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser("demo", DESCRIPTION)
+    parser.add_argument("out", type=Path, nargs="?", default=Path("demo-out"), help="demo directory (default demo-out/)")
+    parser.add_argument("--n", type=int, default=DEMO_SUBJECTS, help=f"simulated subjects (default {DEMO_SUBJECTS})")
+    parser.add_argument("--seed", type=int, default=0, help="simulation and study seed (default 0)")
+    parser.add_argument("--face-ageing", type=float, default=1.0, help="face ageing multiplier; 0 = none (default 1)")
+    parser.add_argument("--brain-ageing", type=float, default=1.0, help="brain ageing multiplier; 0 = none (default 1)")
+    parser.add_argument("--voxel-mm", type=float, default=DEMO_VOXEL_MM, help=f"simulated voxel size (default {DEMO_VOXEL_MM:g})")
+    parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from defacebench.config import get_preset
+    from defacebench.engine import default_jobs
+    from defacebench.io.atomic import write_text_atomic
+    from defacebench.io.errors import InputError
+    from defacebench.study import Stage, record_config, run_study, study_stages
+
+    if args.n < 10:
+        raise InputError(f"--n must be >= 10 for a train/val/test split, got {args.n}")
+    jobs = args.jobs or default_jobs()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    simulation = {
+        "n": args.n, "seed": args.seed, "face_ageing": args.face_ageing, "brain_ageing": args.brain_ageing,
+        "voxel_mm": args.voxel_mm, "base_heads": DEMO_BASE_HEADS,
+    }
+    sim_record = out / "simulation.json"
+    if sim_record.is_file() and json.loads(sim_record.read_text()) != simulation:
+        raise InputError(f"{out} holds a demo simulated with other settings; use a new directory", sim_record)
+    write_text_atomic(sim_record, json.dumps(simulation, indent=2) + "\n")
+
+    bids = out / "bids"
+    stages: list[Stage] = []
+    if not (bids / "participants.tsv").is_file():
+        stages.append(
+            Stage("simulate", "simulate", (
+                str(bids), "--n", str(args.n), "--seed", str(args.seed), "--face-ageing", str(args.face_ageing),
+                "--brain-ageing", str(args.brain_ageing), "--voxel-mm", str(args.voxel_mm),
+                "--base-heads", DEMO_BASE_HEADS, "--jobs", str(jobs), "--preview", "--overwrite",
+            ))
+        )
+    config = dataclasses.replace(get_preset("demo"), seed=args.seed)
+    record_config(out, config)
+    stages += study_stages(bids, out, config, jobs=jobs, device="cpu", progress=not args.no_progress)
+    code = run_study(stages)
+    if code == 0:
+        print(f"report: {(out / 'report.html').resolve()}")
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``defacebench demo``."""
+    return run_command(build_parser(), _run, argv)

@@ -1,0 +1,102 @@
+"""The whole study as one resumable chain of stages that read and write disk.
+
+deface -> preprocess -> train -> analyse -> report, each stage a ``defacebench``
+command run with the study's configuration. Every stage skips what is already done,
+so rerunning the same command after a crash resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from defacebench.config import StudyConfig
+from defacebench.io.atomic import write_text_atomic
+from defacebench.io.errors import InputError
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the study: a name and the command line it runs."""
+
+    name: str
+    command: str
+    argv: tuple[str, ...]
+
+    def run(self) -> int:
+        import importlib
+
+        module = importlib.import_module(f"defacebench.commands.{self.command}")
+        main: Callable[[Sequence[str]], int] = module.main
+        return int(main(list(self.argv)))
+
+
+def study_stages(
+    source: Path,
+    out: Path,
+    config: StudyConfig,
+    *,
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    device: str = "auto",
+    individual_figures: bool = False,
+    progress: bool = True,
+) -> list[Stage]:
+    """The stages of a study on ``source`` written to ``out``, configured by ``config``."""
+    methods = ",".join(config.methods)
+    parallel = [*(["--jobs", str(jobs)] if jobs else []), *(["--scheduler", scheduler] if scheduler else [])]
+    quiet = [] if progress else ["--no-progress"]
+    split = ",".join(str(f) for f in config.split_fractions)
+    return [
+        Stage("cohort", "cohort", (str(source), "--out", str(out), "--split", split, "--seed", str(config.seed))),
+        Stage("deface", "deface", (str(source), str(out), "--methods", methods, *parallel, *quiet)),
+        Stage(
+            "preprocess",
+            "preprocess",
+            (str(source), str(out), "--grid", config.grid, "--methods", methods, "--conditions", *config.conditions, *parallel, *quiet),
+        ),
+        Stage(
+            "train",
+            "train",
+            (str(out), "--profile", config.profile, "--grid", config.grid, "--runs", str(config.runs), "--device", device,
+             "--seed", str(config.seed), "--conditions", *config.conditions, *quiet),
+        ),
+        Stage("analyse", "analyse", (str(out), "--grid", config.grid, "--seed", str(config.seed))),
+        Stage("report", "report", (str(out), *(["--individual-figures"] if individual_figures else []))),
+    ]
+
+
+def record_config(out: Path, config: StudyConfig) -> None:
+    """Write ``OUT/study.json``; refuse to resume a study made with another configuration."""
+    path = out / "study.json"
+    current = json.loads(json.dumps(config.to_dict()))
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != current:
+            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+            raise InputError(
+                f"{out} holds a study made with other settings ({', '.join(changed)}); use a new OUT or delete it",
+                path,
+            )
+        return
+    write_text_atomic(path, json.dumps(current, indent=2) + "\n")
+
+
+def run_study(stages: Sequence[Stage], log: Callable[[str], None] | None = None) -> int:
+    """Run the stages in order; stop at the first that fails (exit code != 0)."""
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    start = time.perf_counter()
+    for i, stage in enumerate(stages, 1):
+        log(f"== [{i}/{len(stages)}] {stage.name}: defacebench {stage.command} {' '.join(stage.argv)}")
+        t0 = time.perf_counter()
+        code = stage.run()
+        log(f"== [{i}/{len(stages)}] {stage.name} finished in {time.perf_counter() - t0:.0f} s (exit {code})")
+        if code != 0:
+            log(f"== stopped at stage {stage.name!r}; fix the problem above and rerun the same command to resume")
+            return code
+    log(f"== study finished in {time.perf_counter() - start:.0f} s")
+    return 0
