@@ -1,0 +1,144 @@
+"""What image each study condition is made of.
+
+A condition is one kind of model input, built from the same scan for every subject
+(DESIGN.md section 3). Four kinds exist:
+
+``raw``
+    The whole head: no defacing, no skull stripping.
+``skullstripped``
+    The brain only (head x brain mask), no defacing.
+``defaced-<method>``
+    The defaced head, skull kept: head x (1 - removal mask of the method).
+``face-<method>``
+    Only the tissue the method removed: head x removal mask.
+
+The removal masks are fractions (1 = removed), so for every method
+``defaced-<m> + face-<m> == raw`` voxel for voxel. Every condition is built from the
+same bias-corrected head, moved by the same transform and divided by the same number,
+so this identity survives preprocessing (see :mod:`defacebench.preprocess.pipeline`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from defacebench.config import PAPER_METHODS, condition_names
+from defacebench.io.errors import InputError
+
+__all__ = ["Condition", "KINDS", "build_all", "condition_names", "methods_of", "parse_condition", "resolve_conditions"]
+
+KINDS: tuple[str, ...] = ("raw", "skullstripped", "defaced", "face")
+_METHOD_KINDS = ("defaced", "face")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One study condition.
+
+    Attributes
+    ----------
+    name : str
+        ``raw``, ``skullstripped``, ``defaced-<method>`` or ``face-<method>``.
+    kind : str
+        One of :data:`KINDS`.
+    method : str or None
+        The defacing method of ``defaced``/``face`` conditions.
+    """
+
+    name: str
+    kind: str
+    method: str | None = None
+
+    @property
+    def identifying(self) -> bool:
+        """Whether images of this condition can identify a person (they show a face)."""
+        return self.kind in ("raw", "face")
+
+    @property
+    def needs_removal_mask(self) -> bool:
+        return self.kind in _METHOD_KINDS
+
+    def build(self, head: np.ndarray, brain_mask: np.ndarray | None = None, removal_mask: np.ndarray | None = None) -> np.ndarray:
+        """The condition's image from the head, the brain mask and the method's removal mask.
+
+        Parameters
+        ----------
+        head : ndarray
+            The (bias-corrected) head image, float32.
+        brain_mask : ndarray, optional
+            Binary brain mask on the head's grid (``skullstripped``).
+        removal_mask : ndarray, optional
+            Fraction of each voxel the method removed, 0..1 (``defaced``/``face``).
+        """
+        if self.kind == "raw":
+            return head
+        if self.kind == "skullstripped":
+            if brain_mask is None:
+                raise ValueError("skullstripped needs a brain mask")
+            return head * (brain_mask > 0)
+        if removal_mask is None:
+            raise ValueError(f"{self.name} needs the removal mask of {self.method}")
+        removed = np.clip(removal_mask, 0.0, 1.0, dtype=np.float32)
+        if self.kind == "face":
+            return head * removed
+        return head * (np.float32(1.0) - removed)
+
+
+def parse_condition(name: str) -> Condition:
+    """``"defaced-afni"`` -> ``Condition("defaced-afni", "defaced", "afni")``.
+
+    Raises
+    ------
+    InputError
+        For a name that is none of the four kinds.
+    """
+    name = str(name).strip()
+    if name in ("raw", "skullstripped"):
+        return Condition(name, name)
+    kind, _, method = name.partition("-")
+    if kind in _METHOD_KINDS and method:
+        return Condition(name, kind, method)
+    raise InputError(f"unknown condition {name!r}: use raw, skullstripped, defaced-<method> or face-<method>")
+
+
+def resolve_conditions(names: Sequence[str] | None = None, methods: Sequence[str] | None = None, known_methods: Sequence[str] | None = None) -> list[Condition]:
+    """The conditions to build, in a stable order, without duplicates.
+
+    Parameters
+    ----------
+    names : sequence of str, optional
+        Explicit condition names (a subset, or conditions of extra methods).
+        Default: every condition of ``methods``.
+    methods : sequence of str, optional
+        Defacing methods (default: the paper's four).
+    known_methods : sequence of str, optional
+        Methods that exist; a condition naming another one is an :class:`InputError`.
+    """
+    methods = tuple(methods) if methods else PAPER_METHODS
+    conditions = [parse_condition(n) for n in (names if names else condition_names(methods))]
+    if known_methods is not None:
+        unknown = sorted({c.method for c in conditions if c.method and c.method not in known_methods})
+        if unknown:
+            raise InputError(f"unknown defacing method(s) {', '.join(unknown)}; choose from {', '.join(known_methods)}")
+    seen: dict[str, Condition] = {}
+    for condition in conditions:
+        seen.setdefault(condition.name, condition)
+    return list(seen.values())
+
+
+def methods_of(conditions: Iterable[Condition]) -> tuple[str, ...]:
+    """The defacing methods a set of conditions needs, in first-seen order."""
+    return tuple(dict.fromkeys(c.method for c in conditions if c.method))
+
+
+def build_all(
+    conditions: Iterable[Condition],
+    head: np.ndarray,
+    brain_mask: np.ndarray | None,
+    removal_masks: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Every condition's native-space image, by condition name."""
+    return {c.name: c.build(head, brain_mask, removal_masks.get(c.method) if c.method else None) for c in conditions}
