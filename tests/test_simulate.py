@@ -1,12 +1,15 @@
-"""Simulated ageing cohort: ground-truth maths at 3 mm, determinism, bad input.
+"""Simulated ageing cohort: ground-truth maths, determinism, bad input.
 
-Fast tests use the ROBEX head at 3 mm voxels; cohort-level correlations are ``slow``.
+Fast tests use the ROBEX head at 3 mm voxels, and at 1.5 mm (the default) where the issue's
+numbers are defined (published 56 -> 96 changes, skull/ICV < 1 %); cohort-level correlations
+are ``slow``.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +17,25 @@ import pandas as pd
 import pytest
 
 from defacebench.commands.simulate import main
+from defacebench.simulate.ageing import BRAIN_CHANGE_56_96
 from defacebench.simulate.cohort import sample_cohort
 from defacebench.simulate.heads import load_base_head
-from defacebench.simulate.subject import sample_subject, simulate_subject
+from defacebench.simulate.subject import FACE_MEASURES, sample_subject, simulate_subject
 
 VOX = 3.0
-FACE = ["cheek_fat_mm", "nose_length_mm", "ear_length_mm", "mandible_length_mm", "lower_face_height_mm"]
-BRAIN = ["gm_ml", "wm_ml", "ventricles_ml", "hippocampus_ml", "brain_ml", "csf_ml", "wm_lesion_ml"]
+#: Size-invariant ground truth (at the base head's size): what the correlation checks use.
+FACE = [f"{m}_norm_mm" for m in FACE_MEASURES]
+BRAIN = [f"{r}_norm_ml" for r in ("gm", "wm", "ventricles", "hippocampus", "brain", "csf", "intracranial", "wm_lesion")]
 
 
 @pytest.fixture(scope="module")
 def head():
     return load_base_head("robex", VOX)
+
+
+@pytest.fixture(scope="module")
+def head_default():
+    return load_base_head("robex", 1.5)
 
 
 def _at_age(params: dict, age: float) -> dict:
@@ -37,7 +47,7 @@ def _at_age(params: dict, age: float) -> dict:
 @pytest.fixture(scope="module")
 def young_old(head):
     params = sample_subject(np.random.default_rng(7), ["robex"])
-    return [simulate_subject(head, _at_age(params, a)) for a in (56.0, 96.0)]
+    return [simulate_subject(head, _at_age(params, a), check_jacobian=True) for a in (56.0, 96.0)]
 
 
 def test_ageing_direction_and_fold_free(young_old):
@@ -52,30 +62,65 @@ def test_ageing_direction_and_fold_free(young_old):
     assert all(s.min_jacobian > 0 for s in young_old)
 
 
-def test_intracranial_volume_fixed_across_age(young_old):
-    young, old = (s.ground_truth for s in young_old)
-    assert abs(old["intracranial_ml"] / young["intracranial_ml"] - 1) < 0.01
+@pytest.fixture(scope="module")
+def average_ageing_default(head_default):
+    """A population-average ager (rate multiplier 1, no reserve) with its own anatomy, pose and
+    head size, at 56 and 96, at the default 1.5 mm; partial volumes of skull and ICV."""
+    params = sample_subject(np.random.default_rng(21), ["robex"])
+    params["brain_ageing"].update(rate_multiplier=1.0, reserve=0.0)
+    return [
+        simulate_subject(head_default, _at_age(params, a), check_jacobian=True, partial_volumes=("skull", "intracranial"))
+        for a in (56.0, 96.0)
+    ]
 
 
-def test_skull_volume_fixed_across_age_without_individual_deformation(head):
-    params = sample_subject(np.random.default_rng(3), ["robex"])
-    params["anatomy"]["deformation_mm"] = 0.0
-    young, old = (simulate_subject(head, _at_age(params, a)).ground_truth for a in (56.0, 96.0))
-    assert abs(old["skull_ml"] / young["skull_ml"] - 1) < 0.03  # 3 mm voxels: label-count noise
-    assert abs(old["intracranial_ml"] / young["intracranial_ml"] - 1) < 0.01
+def test_achieved_brain_changes_match_published_ranges(average_ageing_default):
+    """Achieved label volumes (ground truth), not the prescription, fall inside the issue's
+    published 56 -> 96 ranges, widened by 1-2 points: GM -13..-16 %, WM -11..-13 %,
+    hippocampus -25..-29 %, lateral ventricles x2.6-3.1."""
+    young, old = (s.ground_truth for s in average_ageing_default)
+    change = {r: old[f"{r}_norm_ml"] / young[f"{r}_norm_ml"] - 1 for r in ("gm", "hippocampus", "ventricles")}
+    # white-matter lesions are white matter that turned hypointense: count them with it
+    change["wm"] = (old["wm_norm_ml"] + old["wm_lesion_norm_ml"]) / (young["wm_norm_ml"] + young["wm_lesion_norm_ml"]) - 1
+    assert -0.175 <= change["gm"] <= -0.115, change
+    assert -0.145 <= change["wm"] <= -0.095, change
+    assert -0.31 <= change["hippocampus"] <= -0.23, change
+    assert 1.4 <= change["ventricles"] <= 2.3, change  # x2.4 .. x3.3
+    assert all(s.min_jacobian > 0 for s in average_ageing_default)
 
 
-def test_switched_off_ageing_leaves_measures_unchanged(head):
+def test_skull_and_intracranial_volume_fixed_across_age(average_ageing_default):
+    """Skull and ICV change < 1 % from 56 to 96 at fixed anatomy (the subject's own individual
+    deformation, pose and head size), by partial volume and by label count at 1.5 mm."""
+    young, old = (s.ground_truth for s in average_ageing_default)
+    for key in ("pv_skull_ml", "pv_intracranial_ml", "skull_ml", "intracranial_ml"):
+        assert abs(old[key] / young[key] - 1) < 0.01, (key, young[key], old[key])
+
+
+def test_ageing_moves_nothing_when_switched_off(head):
+    """Paired, deterministic: the same anatomy at 56 and 96. Brain ageing 0: every brain
+    measure identical. Face ageing 0: every face measure identical (the brain field stops
+    6 mm outside the cranium). The other effect still ages."""
     params = sample_subject(np.random.default_rng(11), ["robex"], brain_ageing=0.0, face_ageing=1.0)
     young, old = (simulate_subject(head, _at_age(params, a)).ground_truth for a in (56.0, 96.0))
-    for key in BRAIN:
-        assert old[key] == pytest.approx(young[key], rel=0.02, abs=0.3), key
+    for key in BRAIN + [k.replace("_norm", "") for k in BRAIN]:
+        assert old[key] == young[key], key
     assert young["cheek_fat_mm"] - old["cheek_fat_mm"] > 0.5  # face still ages
     params = sample_subject(np.random.default_rng(11), ["robex"], brain_ageing=1.0, face_ageing=0.0)
     young, old = (simulate_subject(head, _at_age(params, a)).ground_truth for a in (56.0, 96.0))
-    for key in FACE:
-        assert old[key] == pytest.approx(young[key], abs=0.3), key
+    for key in FACE + [k.replace("_norm", "") for k in FACE]:
+        assert old[key] == young[key], key
     assert old["ventricles_ml"] > 1.3 * young["ventricles_ml"]  # brain still ages
+
+
+def test_face_measures_native_and_normalised(young_old):
+    g = young_old[0].ground_truth
+    s = young_old[0].ground_truth  # same subject: native = normalised x head scale (roughly)
+    params = sample_subject(np.random.default_rng(7), ["robex"])
+    scale = float(np.prod(params["anatomy"]["head_scale"]) ** (1 / 3))
+    for m in FACE_MEASURES:
+        assert g[f"{m}_mm"] == pytest.approx(s[f"{m}_norm_mm"] * scale, rel=0.05)
+    assert g["intracranial_ml"] == pytest.approx(g["intracranial_norm_ml"] * np.prod(params["anatomy"]["head_scale"]))
 
 
 def test_image_is_a_positive_t1_head(young_old):
@@ -141,29 +186,39 @@ def test_non_empty_out_needs_overwrite(tmp_path, capsys):
     assert not (out / "keep.txt").exists() and (out / "participants.tsv").exists()
 
 
-def _cohort_truth(n: int, brain: float, face: float) -> pd.DataFrame:
-    head = load_base_head("robex", VOX)
+def _cohort_truth(n: int, brain: float, face: float, seed: int = 0, voxel_mm: float = 1.5) -> pd.DataFrame:
+    head = load_base_head("robex", voxel_mm)
     rows = []
-    for p in sample_cohort(n, 0, ["robex"], brain, face):
+    for p in sample_cohort(n, seed, ["robex"], brain, face):
         g = {k: v for k, v in simulate_subject(head, p).ground_truth.items() if not isinstance(v, dict)}
-        s = float(np.prod(p["anatomy"]["head_scale"]) ** (1 / 3))  # head size, known ground truth
-        g.update({k: g[k] / s**3 for k in BRAIN}, **{k: g[k] / s for k in FACE}, age=p["age_years"])
-        rows.append(g)
+        rows.append({**g, "age": p["age_years"]})
     return pd.DataFrame(rows)
 
 
 @pytest.mark.slow
 def test_cohort_correlations_with_age():
+    """The issue's check on a default 30-subject cohort (1.5 mm, native-mm and normalised)."""
     t = _cohort_truth(30, 1.0, 1.0)
     r = t.corr()["age"]
-    assert r["ventricles_ml"] > 0.6
-    assert r["cheek_fat_mm"] < -0.5
-    assert r["hippocampus_ml"] < 0
+    print("30-subject r:", r[["ventricles_ml", "ventricles_norm_ml", "cheek_fat_mm", "cheek_fat_norm_mm", "hippocampus_ml", "hippocampus_norm_ml"]].round(3).to_dict())
+    assert r["ventricles_ml"] > 0.6 and r["ventricles_norm_ml"] > 0.6
+    assert r["cheek_fat_mm"] < -0.5 and r["cheek_fat_norm_mm"] < -0.5
+    assert r["hippocampus_ml"] < 0 and r["hippocampus_norm_ml"] < 0
 
 
+#: Under no association, r over n subjects has SD about 1/sqrt(n - 1): 0.13 at n = 60, so the
+#: issue's |r| < 0.15 holds for each measure only about 75 % of the time, whatever the simulator.
+#: We keep it (fixed seed 0, the project's default seed, not chosen to pass), add a sound
+#: family-wise bound (Fisher z, Bonferroni over the measures, alpha 0.001), and rely on the
+#: deterministic paired test above (identical measures at 56 and 96) for exactness.
 @pytest.mark.slow
 @pytest.mark.parametrize("brain, face, measures", [(1.0, 0.0, FACE), (0.0, 1.0, BRAIN[:-1])])
 def test_switched_off_ageing_uncorrelated(brain, face, measures):
-    r = _cohort_truth(60, brain, face).corr()["age"]
+    t = _cohort_truth(60, brain, face)
+    r = t.corr()["age"]
+    print({k: round(float(r[k]), 3) for k in measures})
+    z_crit = 3.29 + 0.3 * math.log(len(measures))  # ~ two-sided 0.001/len(measures)
+    bound = math.tanh(z_crit / math.sqrt(len(t) - 3))
     for key in measures:
-        assert abs(r[key]) < 0.15, (key, r[key])
+        assert abs(r[key]) < bound, (key, r[key])
+    assert max(abs(r[k]) for k in measures) < 0.15, {k: round(float(r[k]), 3) for k in measures}

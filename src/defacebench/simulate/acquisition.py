@@ -41,16 +41,22 @@ def sample_bias(rng: np.random.Generator) -> dict:
 
 def bias_field(shape: tuple[int, int, int], span: float, coefficients: list[float]) -> np.ndarray:
     """``exp(p)`` of a degree-3 polynomial in [-1, 1] coordinates, scaled so ``|p| <= log(1 + span)``."""
-    axes = [np.linspace(-1, 1, n, dtype=np.float32) for n in shape]
-    poly = np.zeros(shape, np.float32)
+    axes = [np.linspace(-1, 1, n, dtype=np.float64) for n in shape]
     c = iter(coefficients)
+    planes = []  # planes[i](y, z) = sum_j y^j * zpoly_ij(z): one full-volume term per power of x
     for i in range(BIAS_ORDER + 1):
+        plane = np.zeros(shape[1:], np.float64)
         for j in range(BIAS_ORDER + 1 - i):
             zpoly = sum(next(c) * axes[2] ** k for k in range(BIAS_ORDER + 1 - i - j))
-            poly += (axes[0][:, None, None] ** i) * (axes[1][None, :, None] ** j) * zpoly[None, None, :]
+            plane += (axes[1][:, None] ** j) * zpoly[None, :]
+        planes.append(plane.astype(np.float32))
+    poly = np.zeros(shape, np.float32)
+    x = axes[0].astype(np.float32)
+    for i, plane in enumerate(planes):
+        poly += (x[:, None, None] ** i) * plane[None, :, :]
     peak = float(np.abs(poly).max()) or 1.0
     poly *= np.float32(np.log1p(span) / peak)
-    return np.exp(poly)
+    return np.exp(poly, out=poly)
 
 
 def sample_intensity(rng: np.random.Generator) -> dict:

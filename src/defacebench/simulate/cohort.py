@@ -32,7 +32,7 @@ from defacebench.io.errors import InputError
 from defacebench.io.nifti import save_image
 from defacebench.simulate.heads import BASE_HEADS, load_base_head
 from defacebench.simulate.labels import INTRACRANIAL, LABELS
-from defacebench.simulate.subject import sample_subject, simulate_subject
+from defacebench.simulate.subject import head_fields, sample_subject, simulate_subject
 
 PIPELINE = "simulation"
 
@@ -59,10 +59,10 @@ def _json_default(obj):
     raise TypeError(type(obj).__name__)
 
 
-def write_subject(root: Path, params: dict, voxel_mm: float) -> dict:
+def write_subject(root: Path, params: dict, voxel_mm: float, check_jacobian: bool = False) -> dict:
     """Simulate one subject into ``root`` and return its ground-truth row."""
     head = load_base_head(params["base_head"], voxel_mm)
-    sim = simulate_subject(head, params)
+    sim = simulate_subject(head, params, check_jacobian=check_jacobian)
     sub = params["participant_id"].removeprefix("sub-")
     anat = subject_anat_dir(root, sub)
     image = np.clip(np.rint(sim.image), 0, np.iinfo(np.int16).max).astype(np.int16)
@@ -72,7 +72,8 @@ def write_subject(root: Path, params: dict, voxel_mm: float) -> dict:
     brain = np.isin(sim.labels, [LABELS[k] for k in INTRACRANIAL]).astype(np.uint8)
     save_image(brain, deriv / bids_name({"sub": sub, "desc": "brain"}, "mask", ".nii.gz"), affine=sim.affine, dtype=np.uint8)
     truth = dict(sim.ground_truth)
-    truth["min_jacobian_determinant"] = sim.min_jacobian
+    if check_jacobian:
+        truth["min_jacobian_determinant"] = sim.min_jacobian
     record = {"parameters": params, "voxel_mm": voxel_mm, "ground_truth": truth}
     write_text_atomic(deriv / f"sub-{sub}_simulation.json", json.dumps(record, indent=1, default=_json_default) + "\n")
     row = {"participant_id": params["participant_id"], "age": params["age_years"], "sex": params["sex"], "base_head": params["base_head"]}
@@ -139,8 +140,8 @@ def simulate_cohort(
         raise InputError(f"unknown base head(s) {', '.join(unknown)}; choose from {', '.join(BASE_HEADS)}")
     _check_out(out, overwrite)
 
-    for name in base_heads:  # build the cache once, before any worker starts
-        load_base_head(name, voxel_mm)
+    for name in base_heads:  # build the caches (labels, calibration) once, before any worker starts
+        head_fields(load_base_head(name, voxel_mm))
     cohort = sample_cohort(n, seed, base_heads, brain_ageing, face_ageing)
 
     parent = out.resolve().parent

@@ -163,8 +163,21 @@ def _cache_file(name: str, voxel_mm: float) -> Path:
     return cache_dir() / f"v{CACHE_VERSION}" / f"{name}_{voxel_mm:g}mm.npz"
 
 
+_LOADED: dict[tuple[str, float], BaseHead] = {}
+
+
 def load_base_head(name: str, voxel_mm: float = 1.5) -> BaseHead:
-    """A labelled base head at ``voxel_mm``: from the cache, built and cached the first time."""
+    """A labelled base head at ``voxel_mm``: from memory, the disk cache, or built and cached.
+
+    The returned head is shared within the process: treat its arrays as read-only.
+    """
+    key = (name, float(voxel_mm))
+    if key not in _LOADED:
+        _LOADED[key] = _load_base_head(name, float(voxel_mm))
+    return _LOADED[key]
+
+
+def _load_base_head(name: str, voxel_mm: float) -> BaseHead:
     path = _cache_file(name, voxel_mm)
     if path.is_file():
         try:
