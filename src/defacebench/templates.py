@@ -143,22 +143,62 @@ def on_head_grid(img: nib.Nifti1Image, resolution_mm: int = 1, order: int = 0) -
     return resample_to(img, np.eye(4), target.affine, target.shape, order=order)
 
 
-@functools.lru_cache(maxsize=4)
-def mni_head_brain_mask(resolution_mm: int = 1) -> nib.Nifti1Image:
-    """The MNI brain mask on the head grid (uint8)."""
+#: nilearn's MNI brain mask ends at z = -72 mm (the template grid's edge) inside the
+#: medulla; the brainstem carries on below it, and subjects' brain masks (deepbet, the
+#: simulator) follow it to about z = -95 mm in MNI space. For the defacers' brain margins
+#: the medulla's cross-section at z = -70 mm is extended straight down to this depth.
+BRAINSTEM_BOTTOM_MM = -100.0
+BRAINSTEM_SECTION_MM = -70.0
+
+
+@functools.lru_cache(maxsize=8)
+def mni_head_brain_mask(resolution_mm: int = 1, brainstem: bool = False) -> nib.Nifti1Image:
+    """The MNI brain mask on the head grid (uint8).
+
+    Parameters
+    ----------
+    resolution_mm : int
+        Head grid step.
+    brainstem : bool
+        Also extend the medulla below the template's edge (z = -72 mm) down to
+        :data:`BRAINSTEM_BOTTOM_MM` (its cross-section at :data:`BRAINSTEM_SECTION_MM`).
+    """
     target = mni_head(resolution_mm)
     data = on_head_grid(mni_brain_mask(), resolution_mm, order=1) >= 0.5
+    if brainstem:
+        data |= _brainstem_extension(target.affine, target.shape)
     out = nib.Nifti1Image(data.astype(np.uint8), target.affine)
     out.set_data_dtype(np.uint8)
     return out
 
 
+def _brainstem_extension(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Voxels of a grid (axis-aligned, MNI mm) below the MNI mask in the medulla's column."""
+    mask = mni_brain_mask()
+    section_k = int(round((BRAINSTEM_SECTION_MM - mask.affine[2, 3]) / mask.affine[2, 2]))
+    section = np.asarray(mask.dataobj)[:, :, section_k] > 0
+    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    x = affine[0, 0] * i + affine[0, 3]
+    y = affine[1, 1] * j + affine[1, 3]
+    si = np.rint((x - mask.affine[0, 3]) / mask.affine[0, 0]).astype(int)
+    sj = np.rint((y - mask.affine[1, 3]) / mask.affine[1, 1]).astype(int)
+    inside = (si >= 0) & (si < section.shape[0]) & (sj >= 0) & (sj < section.shape[1])
+    column = np.zeros(shape[:2], dtype=bool)
+    column[inside] = section[si[inside], sj[inside]]
+    z = affine[2, 2] * np.arange(shape[2]) + affine[2, 3]
+    rows = (z >= BRAINSTEM_BOTTOM_MM) & (z < mask.affine[2, 3])
+    out = np.zeros(tuple(shape[:3]), dtype=bool)
+    out[:, :, rows] = column[:, :, None]
+    return out
+
+
 @functools.lru_cache(maxsize=2)
 def mni_brain_distance_mm(resolution_mm: int = 1) -> nib.Nifti1Image:
-    """Distance (mm) of every head-grid voxel to the MNI brain mask (0 inside)."""
+    """Distance (mm) of every head-grid voxel to the MNI brain mask with its brainstem (0 inside)."""
     from scipy import ndimage
 
-    mask = np.asarray(mni_head_brain_mask(resolution_mm).dataobj) > 0
+    ref = mni_head_brain_mask(resolution_mm, brainstem=True)
+    mask = np.asarray(ref.dataobj) > 0
     step = float(resolution_mm)
     distance = ndimage.distance_transform_edt(~mask, sampling=(step, step, step)).astype(np.float32)
-    return nib.Nifti1Image(distance, mni_head_brain_mask(resolution_mm).affine)
+    return nib.Nifti1Image(distance, ref.affine)

@@ -18,6 +18,18 @@ from scipy import ndimage
 #: Registration settings shared by the defacers (low resolution is ample for an affine).
 REGISTRATION_RESOLUTION_MM = 4.0
 REGISTRATION_ITERATIONS = (100, 50)
+#: The head -> MNI head metric is evaluated over the cranium: MNI brain + this margin
+#: (skull and scalp). Faces and necks differ in shape and proportion between people;
+#: fitted over the whole head they pull the brain out of line by up to ~15 mm at the
+#: skull base (brain Dice 0.89 vs 0.95 on simulated heads).
+CRANIUM_MARGIN_MM = 20.0
+
+
+def cranium_mask(resolution_mm: int = 2) -> np.ndarray:
+    """MNI head-grid voxels within :data:`CRANIUM_MARGIN_MM` of the MNI brain (uint8)."""
+    from defacebench.templates import mni_brain_distance_mm
+
+    return (np.asarray(mni_brain_distance_mm(resolution_mm).dataobj) <= CRANIUM_MARGIN_MM).astype(np.uint8)
 
 
 def head_mask(data: np.ndarray, fraction: float = 0.12) -> np.ndarray:
@@ -131,7 +143,8 @@ class SubjectContext:
             self.head_to_mni = self._timed(
                 "register_head_to_mni",
                 lambda: register(mni_head(2), self.img, kind="affine9", metric="mattes", initial=initial,
-                                 resolution_mm=REGISTRATION_RESOLUTION_MM, iterations=REGISTRATION_ITERATIONS),
+                                 fixed_mask=cranium_mask(2), resolution_mm=REGISTRATION_RESOLUTION_MM,
+                                 iterations=REGISTRATION_ITERATIONS),
             )
         return self.head_to_mni  # type: ignore[return-value]
 
