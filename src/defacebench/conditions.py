@@ -12,7 +12,7 @@ A condition is one kind of model input, built from the same scan for every subje
 ``face-<method>``
     Only the tissue the method removed: head x removal mask.
 
-The removal masks are fractions (1 = removed), so for every method
+A defaced image is the head minus the method's face-only image, so for every method
 ``defaced-<m> + face-<m> == raw`` voxel for voxel. Every condition is built from the
 same bias-corrected head, moved by the same transform and divided by the same number,
 so this identity survives preprocessing (see :mod:`defacebench.preprocess.pipeline`).
@@ -58,11 +58,11 @@ class Condition:
         return self.kind in ("raw", "face")
 
     @property
-    def needs_removal_mask(self) -> bool:
+    def needs_face(self) -> bool:
         return self.kind in _METHOD_KINDS
 
-    def build(self, head: np.ndarray, brain_mask: np.ndarray | None = None, removal_mask: np.ndarray | None = None) -> np.ndarray:
-        """The condition's image from the head, the brain mask and the method's removal mask.
+    def build(self, head: np.ndarray, brain_mask: np.ndarray | None = None, face: np.ndarray | None = None) -> np.ndarray:
+        """The condition's image from the head, the brain mask and the method's face-only image.
 
         Parameters
         ----------
@@ -70,8 +70,9 @@ class Condition:
             The (bias-corrected) head image, float32.
         brain_mask : ndarray, optional
             Binary brain mask on the head's grid (``skullstripped``).
-        removal_mask : ndarray, optional
-            Fraction of each voxel the method removed, 0..1 (``defaced``/``face``).
+        face : ndarray, optional
+            The method's face-only image (the removed tissue), in the head's units
+            (``face-<m>``; ``defaced-<m>`` is ``head - face``).
         """
         if self.kind == "raw":
             return head
@@ -79,12 +80,9 @@ class Condition:
             if brain_mask is None:
                 raise ValueError("skullstripped needs a brain mask")
             return head * (brain_mask > 0)
-        if removal_mask is None:
-            raise ValueError(f"{self.name} needs the removal mask of {self.method}")
-        removed = np.clip(removal_mask, 0.0, 1.0, dtype=np.float32)
-        if self.kind == "face":
-            return head * removed
-        return head * (np.float32(1.0) - removed)
+        if face is None:
+            raise ValueError(f"{self.name} needs the face-only image of {self.method}")
+        return face if self.kind == "face" else head - face
 
 
 def parse_condition(name: str) -> Condition:
@@ -138,7 +136,7 @@ def build_all(
     conditions: Iterable[Condition],
     head: np.ndarray,
     brain_mask: np.ndarray | None,
-    removal_masks: Mapping[str, np.ndarray],
+    faces: Mapping[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """Every condition's native-space image, by condition name."""
-    return {c.name: c.build(head, brain_mask, removal_masks.get(c.method) if c.method else None) for c in conditions}
+    """Every condition's image by name; ``faces`` maps method -> face-only image."""
+    return {c.name: c.build(head, brain_mask, faces.get(c.method) if c.method else None) for c in conditions}

@@ -36,7 +36,7 @@ PAPER_AFFINE = np.array([[-2.0, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 
 HEAD_BOUNDS_MM: tuple[tuple[float, float], ...] = ((-98.0, 98.0), (-134.0, 124.0), (-136.0, 108.0))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Grid:
     """A voxel grid in template (MNI) world space.
 
@@ -72,6 +72,15 @@ class Grid:
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "shape": list(self.shape), "affine": np.asarray(self.affine).tolist()}
+
+    def _key(self) -> tuple:
+        return (self.name, tuple(self.shape), tuple(np.round(np.asarray(self.affine, dtype=float), 9).ravel()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Grid) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 def grid_from_bounds(name: str, voxel_mm: float, bounds_mm: Iterable[tuple[float, float]] = HEAD_BOUNDS_MM, flip_x: bool = True) -> Grid:
