@@ -3,9 +3,9 @@
 ``paper`` is the seed study's set-up exactly where the paper is specific (architecture,
 Adam, lr 1e-4, exponential decay rate 1e-4, MSE, batch 4, up to 100 epochs, random
 rotation, early stopping) and explicit where it is not (head, patience, decay schedule:
-see docs/training.md). ``cpu`` is the same architecture family on the 4 mm grid with
-1/8 of the widths and fewer epochs, sized so the demo trains a condition in seconds
-on two CPU cores.
+see docs/training.md). ``cpu`` is the same architecture family on the 4 mm store, average-pooled to
+8 mm at the input, with 1/8 of the widths and fewer epochs, sized so the demo trains a
+condition in seconds on two CPU cores.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class TrainProfile:
     widths: tuple[int, int, int] = (128, 64, 64)
     width_multiplier: float = 1.0
     head: str = "flatten"
+    input_pool: int = 1  # average-pool the store's grid by this factor first (1: none, the paper's)
     batch_size: int = 4
     max_epochs: int = 100
     patience: int = 10
@@ -41,6 +42,7 @@ class TrainProfile:
     seed: int = 0
     fused_first_block: bool = True  # CUDA only: model/fast.py (same function, faster)
     compile: bool = True  # CUDA only: torch.compile the training forward pass
+    cpu_threads: int | None = None  # CPU only: torch threads while training (None: torch's default)
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -56,9 +58,11 @@ PROFILES: dict[str, TrainProfile] = {
         name="cpu",
         grid="mni4mm",
         width_multiplier=0.125,
-        max_epochs=12,
-        patience=4,
-        learning_rate=1e-3,
+        input_pool=2,
+        max_epochs=8,
+        patience=3,
+        cpu_threads=1,
+        learning_rate=3e-3,
     ),
 }
 

@@ -81,17 +81,28 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 class ImageFeed:
     """Batches of a store's images on the device, as ``(B, 1, X, Y, Z)`` float32.
 
+    With ``downsample`` (the model's input pooling) the pooled store is kept instead, and
+    batches come out on the pooled grid (the model then runs ``forward_downsampled``).
+
     On CUDA the whole store is copied to the GPU once (float16) when it fits in 60 % of
     the free memory; on CPU it is read into memory when under ``cpu_limit_bytes``.
     Otherwise batches are read from the memory map.
     """
 
-    def __init__(self, images: np.ndarray, device: torch.device, cpu_limit_bytes: int = 4 << 30) -> None:
+    def __init__(self, images: np.ndarray, device: torch.device, cpu_limit_bytes: int = 4 << 30, downsample: torch.nn.Module | None = None) -> None:
         self.device = device
         self.images = images
         self.resident: torch.Tensor | None = None
+        self.downsample = downsample
         nbytes = images.size * images.dtype.itemsize
-        if device.type == "cuda":
+        if downsample is not None:  # keep the downsampled store (float32) resident instead
+            chunks = []
+            with torch.no_grad():
+                for start in range(0, len(images), 32):
+                    chunk = torch.from_numpy(np.array(images[start : start + 32], dtype=np.float32)).to(device)
+                    chunks.append(downsample(chunk[:, None])[:, 0])
+            self.resident = torch.cat(chunks)
+        elif device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             if nbytes < 0.6 * free:
                 self.resident = torch.empty(images.shape, dtype=torch.float16, device=device)
@@ -140,16 +151,17 @@ class Trainer:
             width_multiplier=profile.width_multiplier,
             head=profile.head,
             output_bias=float(self.ages[self.train_rows].mean()),
+            input_pool=profile.input_pool,
         ).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=profile.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=math.exp(-profile.lr_decay_rate))
         zooms = np.linalg.norm(np.asarray(store.affine, dtype=float)[:3, :3], axis=0)
-        self.spacing_mm = tuple(float(v) if v > 0 else 1.0 for v in zooms)
-        self.feed = ImageFeed(store.images, device)
+        self.spacing_mm = tuple((float(v) if v > 0 else 1.0) * profile.input_pool for v in zooms)
+        self.feed = ImageFeed(store.images, device, downsample=self.model.downsample if profile.input_pool > 1 else None)
         self.autocast = device.type == "cuda"
-        self.fused = device.type == "cuda" and profile.fused_first_block
+        self.fused = device.type == "cuda" and profile.fused_first_block and profile.input_pool == 1
         self.compiled = device.type == "cuda" and profile.compile
-        train_net = FusedBrainAgeCNN(self.model) if self.fused else self.model
+        train_net = FusedBrainAgeCNN(self.model) if self.fused else self.model.forward_downsampled
         self._train_net = torch.compile(train_net) if self.compiled else train_net
         self.epoch = 0
         self.history: list[dict] = []
@@ -164,7 +176,7 @@ class Trainer:
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             if train:
                 return self._train_net(x).float()
-            return fused_forward(self.model, x) if self.fused else self.model(x).float()
+            return fused_forward(self.model, x) if self.fused else self.model.forward_downsampled(x).float()
 
     def train_epoch(self) -> float:
         """One pass over the training scans in a seeded random order; returns the mean loss."""
@@ -314,7 +326,7 @@ def is_complete(path: Path, profile: TrainProfile | None = None, checksum: str |
     meta = read_run_json(path)
     if not meta or meta.get("complete") is not True:
         return False
-    if profile is not None and meta.get("config") != profile.to_dict():
+    if profile is not None and meta.get("config") != json.loads(json.dumps(profile.to_dict())):
         return False
     return checksum is None or meta.get("store_checksum") == checksum
 
@@ -349,8 +361,22 @@ def train_condition(
             log(f"{condition} run-{run}: complete, skipped")
         return out
     dev = resolve_device(device)
+    threads = torch.get_num_threads()
+    if dev.type == "cpu" and profile.cpu_threads:
+        torch.set_num_threads(profile.cpu_threads)
+    try:
+        return _train(study_dir, store, grid, condition, run, profile, dev, out, progress, on_epoch_end, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(study_dir, store, grid, condition, run, profile, dev, out, progress, on_epoch_end, log) -> Path:  # noqa: ANN001
+    """Body of :func:`train_condition` (device and threads chosen)."""
     seed = run_seed(profile, run)
-    trainer = Trainer(store, profile, seed, dev)
+    try:
+        trainer = Trainer(store, profile, seed, dev)
+    except ValueError as exc:  # e.g. a grid too small for three poolings
+        raise InputError(f"store {condition!r} on grid {grid!r}: {exc}") from None
     checkpoint = out / "checkpoint.pt"
     (out / "run.json").unlink(missing_ok=True)
     if checkpoint.is_file():
@@ -426,7 +452,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> BrainAge
 
 def model_summary(store: ConditionStore, profile: TrainProfile) -> str:
     """The architecture line (with the real parameter count) for a store and profile."""
-    model = BrainAgeCNN(store.images.shape[1:], profile.widths, profile.width_multiplier, profile.head)
+    model = BrainAgeCNN(store.images.shape[1:], profile.widths, profile.width_multiplier, profile.head, input_pool=profile.input_pool)
     return describe(model)
 
 

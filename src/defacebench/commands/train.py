@@ -1,0 +1,80 @@
+"""``defacebench train``: train the brain-age CNN on condition stores, predict held-out ages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from defacebench.cli import make_parser, run_command
+
+DESCRIPTION = """\
+Train the paper's brain-age 3D CNN on each condition store of STUDY_DIR/stores/<grid>/
+(--runs runs per condition, run k seeded with seed + k) and predict every val and test
+scan. Writes STUDY_DIR/runs/<condition>/run-<k>/{model.pt, checkpoint.pt, history.csv,
+predictions.csv, run.json}. Finished runs are skipped; interrupted ones resume from their
+last checkpoint. Profiles: paper (MNI 2 mm, widths 128/64/64, up to 100 epochs) and cpu
+(MNI 4 mm, 1/8 width, 12 epochs; the demo's). See docs/training.md.
+
+example:
+  defacebench train study/ --profile cpu --runs 1
+  defacebench train study/ --conditions raw skullstripped --device cuda
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser("train", DESCRIPTION)
+    parser.add_argument("study_dir", type=Path, help="study directory holding stores/<grid>/")
+    parser.add_argument("--profile", default="paper", help="training profile: paper or cpu (default paper)")
+    parser.add_argument("--grid", default=None, help="store grid (default: the profile's, mni2mm or mni4mm)")
+    parser.add_argument("--conditions", nargs="+", default=None, metavar="NAME", help="conditions to train (default: every store of the grid)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per condition, with different seeds (default 3)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: CUDA when present)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the profile's maximum epochs")
+    parser.add_argument("--patience", type=int, default=None, help="override the early-stopping patience (epochs)")
+    parser.add_argument("--rotation-deg", type=float, default=None, help="override the random-rotation range (+- degrees; 0 disables)")
+    parser.add_argument("--seed", type=int, default=None, help="override the base seed (run k uses seed + k)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from defacebench.io.errors import InputError
+    from defacebench.model.profiles import get_profile
+    from defacebench.model.train import model_summary, resolve_device, train_condition
+    from defacebench.store import list_conditions, open_condition
+
+    if args.runs < 1:
+        raise InputError(f"--runs must be at least 1, got {args.runs}")
+    for name in ("epochs", "patience"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name} must be at least 1, got {value}")
+    profile = get_profile(args.profile, max_epochs=args.epochs, patience=args.patience, rotation_deg=args.rotation_deg, seed=args.seed)
+    grid = args.grid or profile.grid
+    if not args.study_dir.is_dir():
+        raise InputError("study directory not found", args.study_dir)
+    available = list_conditions(args.study_dir, grid)
+    if not available:
+        raise InputError(f"no condition stores for grid {grid!r} (run `defacebench preprocess` first)", args.study_dir / "stores" / grid)
+    conditions = args.conditions or available
+    unknown = [c for c in conditions if c not in available]
+    if unknown:
+        raise InputError(f"unknown condition(s) {', '.join(unknown)}; stores on grid {grid!r}: {', '.join(available)}")
+    device = resolve_device(args.device)
+    first = open_condition(args.study_dir, grid, conditions[0])
+    print(profile.describe())
+    print(f"grid {grid} {tuple(first.images.shape[1:])}, device {device}, {len(conditions)} condition(s) x {args.runs} run(s)")
+    print(model_summary(first, profile))
+    sys.stdout.flush()
+    for condition in conditions:
+        for run in range(1, args.runs + 1):
+            train_condition(args.study_dir, grid, condition, run, profile, device=device, progress=not args.no_progress)
+            sys.stdout.flush()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``defacebench train``."""
+    return run_command(build_parser(), _run, argv)

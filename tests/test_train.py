@@ -1,0 +1,151 @@
+"""Training: a planted age signal is learned (and an absent one is not), outputs, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from defacebench.commands.train import main as train_main
+from defacebench.model.profiles import get_profile
+from defacebench.model.train import PREDICTION_COLUMNS, load_model, train_condition
+
+from model_stores import make_blob_store
+
+SHAPE = (12, 14, 13)
+
+
+def _profile(**changes):
+    base = dict(grid="tiny", input_pool=1, width_multiplier=0.125, max_epochs=10, patience=10, learning_rate=1e-2, rotation_deg=5.0)
+    base.update(changes)
+    return get_profile("cpu", **base)
+
+
+def _mae_and_baseline(study: Path, out: Path) -> tuple[float, float]:
+    pred = pd.read_csv(out / "predictions.csv")
+    index = pd.read_csv(study / "stores" / "tiny" / "index.tsv", sep="\t")
+    test = pred[pred["split"] == "test"]
+    mean_age = index.loc[index["split"] == "train", "age"].mean()
+    return float((test["predicted_age"] - test["age"]).abs().mean()), float((test["age"] - mean_age).abs().mean())
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> tuple[Path, Path]:
+    study = make_blob_store(tmp_path_factory.mktemp("planted"), n=100, shape=SHAPE, planted=True)
+    torch.set_num_threads(2)
+    return study, train_condition(study, "tiny", "raw", 1, _profile(), device="cpu", progress=False, log=None)
+
+
+def test_planted_signal_is_learned(planted) -> None:
+    study, out = planted
+    mae, baseline = _mae_and_baseline(study, out)
+    assert baseline > 8
+    print(f"planted: test MAE {mae:.2f}, predict-the-mean {baseline:.2f}")
+    assert mae < 0.4 * baseline, (mae, baseline)
+
+
+def test_unrelated_signal_is_not_learned(tmp_path: Path) -> None:
+    study = make_blob_store(tmp_path, n=100, shape=SHAPE, planted=False)
+    out = train_condition(study, "tiny", "raw", 1, _profile(), device="cpu", progress=False, log=None)
+    mae, baseline = _mae_and_baseline(study, out)
+    print(f"unrelated: test MAE {mae:.2f}, predict-the-mean {baseline:.2f}")
+    assert mae > 0.8 * baseline, (mae, baseline)
+
+
+def test_output_contract(planted) -> None:
+    study, out = planted
+    pred = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert tuple(pred.columns) == PREDICTION_COLUMNS
+    assert sorted(set(pred["split"])) == ["test", "val"] and len(pred) == 40
+    assert set(pred["condition"]) == {"raw"} and set(pred["run"]) == {1}
+    hist = pd.read_csv(out / "history.csv")
+    assert list(hist.columns) == ["epoch", "train_loss", "val_mae", "lr", "seconds"]
+    assert np.isclose(hist["lr"].iloc[-1], 1e-2 * np.exp(-1e-4 * 15 * len(hist)))  # 60 train scans / batch 4 = 15 steps per epoch
+    meta = json.loads((out / "run.json").read_text())
+    assert list(meta)[-1] == "complete" and meta["complete"] is True
+    assert meta["parameter_count"] == sum(p.numel() for p in load_model(out).parameters())
+    assert meta["best_epoch"] == int(hist.loc[hist["val_mae"].idxmin(), "epoch"])
+    assert meta["seed"] == 1 and meta["device"].startswith("cpu") and meta["samples_per_s"] > 0
+    model = load_model(out)
+    assert not model.training and model.last_conv is model.features[-1].conv
+    _reproduce(study, out, "raw")  # the saved model is the best epoch's
+
+
+def test_complete_run_is_skipped(planted) -> None:
+    study, out = planted
+    before = (out / "model.pt").stat().st_mtime_ns
+    train_condition(study, "tiny", "raw", 1, _profile(), device="cpu", progress=False, log=None)
+    assert (out / "model.pt").stat().st_mtime_ns == before
+
+
+def test_resume_gives_the_same_weights(tmp_path: Path) -> None:
+    study = make_blob_store(tmp_path, n=40, shape=SHAPE, planted=True)
+    profile = _profile(max_epochs=4)
+    straight = train_condition(study, "tiny", "raw", 2, profile, device="cpu", progress=False, log=None)
+    reference = {k: v.clone() for k, v in load_model(straight).state_dict().items()}
+    ref_history = pd.read_csv(straight / "history.csv")
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch: int, row: dict) -> None:
+        if epoch == 2:
+            raise Killed
+
+    other = tmp_path / "copy"
+    make_blob_store(other, n=40, shape=SHAPE, planted=True)
+    with pytest.raises(Killed):
+        train_condition(other, "tiny", "raw", 2, profile, device="cpu", progress=False, on_epoch_end=kill, log=None)
+    run = other / "runs" / "raw" / "run-2"
+    assert (run / "checkpoint.pt").is_file() and not (run / "run.json").exists()
+    assert len(pd.read_csv(run / "history.csv")) == 2
+    train_condition(other, "tiny", "raw", 2, profile, device="cpu", progress=False, log=None)
+    resumed = load_model(run).state_dict()
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+    history = pd.read_csv(run / "history.csv")
+    assert np.allclose(history[["train_loss", "val_mae"]], ref_history[["train_loss", "val_mae"]])
+
+
+def _reproduce(study: Path, run: Path, condition: str) -> None:
+    """The saved model, fed the store's images, reproduces the written test predictions."""
+    from defacebench.store import open_condition
+
+    pred = pd.read_csv(run / "predictions.csv", keep_default_na=False)
+    store = open_condition(study, "tiny", condition)
+    rows = store.rows("test")
+    with torch.no_grad():
+        again = load_model(run)(torch.from_numpy(np.asarray(store.images[rows], dtype=np.float32))[:, None]).numpy()
+    assert np.allclose(again, pred.loc[pred["split"] == "test", "predicted_age"], atol=1e-3)
+
+
+def test_cli_trains_then_skips(tmp_path: Path, capsys) -> None:
+    # the cpu profile as the demo uses it: 2x average pooling at the input
+    study = make_blob_store(tmp_path, n=12, shape=(20, 24, 22), conditions=("raw", "face-fsl"))
+    argv = [str(study), "--grid", "tiny", "--profile", "cpu", "--runs", "1", "--epochs", "1", "--no-progress", "--device", "cpu", "--conditions", "face-fsl"]
+    assert train_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "profile name=cpu" in out and "trainable parameters" in out and "face-fsl run-1: best val MAE" in out
+    run = study / "runs" / "face-fsl" / "run-1"
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["complete"] is True and meta["model"]["input_pool"] == 2
+    assert not (study / "runs" / "raw").exists()
+    _reproduce(study, run, "face-fsl")
+    assert train_main(argv) == 0
+    assert "complete, skipped" in capsys.readouterr().out
+
+
+def test_cli_bad_input_exit_2(tmp_path: Path, capsys) -> None:
+    assert train_main([str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert train_main([str(tmp_path), "--grid", "tiny"]) == 2  # no stores
+    assert "no condition stores" in capsys.readouterr().err
+    study = make_blob_store(tmp_path / "s", n=12, shape=SHAPE)
+    assert train_main([str(study), "--grid", "tiny", "--conditions", "defaced-nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown condition" in err and err.count("\n") == 1
+    assert train_main([str(study), "--grid", "tiny", "--profile", "gpu-huge"]) == 2
+    assert train_main([str(study), "--grid", "tiny", "--runs", "0"]) == 2
