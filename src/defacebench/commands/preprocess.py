@@ -1,0 +1,122 @@
+"""``defacebench preprocess``: bias-correct, register to MNI and build the condition stores."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from defacebench.cli import make_parser, run_command
+
+DESCRIPTION = """\
+Turn every scan and its defacing derivatives into model-ready images in one template
+grid, for every condition (raw, skullstripped, defaced-<method>, face-<method>):
+reorient, N4 bias field (estimated once per scan at 8 mm, applied to every image of it),
+the brain mask and 12-DOF subject -> MNI transform computed by `defacebench deface`
+(run first, here, for scans whose outputs are missing), one intensity scale per scan
+(median of the raw brain = 1), trilinear resampling into the grid.
+
+Writes OUT/work/<grid>/<scan>.npz per scan (a rerun skips finished scans), then
+OUT/stores/<grid>/<condition>.npy + index.tsv (rows in OUT/splits.tsv order, made
+when missing; failed scans left out and listed in excluded.tsv),
+OUT/derivatives/defacebench/qc_preprocess.tsv (brain Dice vs the MNI mask, flag < 0.85),
+OUT/derivatives/defacebench/failures.tsv and, per condition, a QC mosaic in
+OUT/derivatives/defacebench/qc/ (it shows faces: do not share it).
+
+grids: mni2mm (the paper's 91x109x91, cuts off the nose tip and jaw), mni2mm-head
+(2 mm, whole head with face, jaw and ears), mni4mm (4 mm head box, CPU demos), or a
+JSON file {"name", "shape", "affine"}.
+
+examples:
+  defacebench preprocess /data/ixi study/ --grid mni2mm --jobs 8
+  defacebench preprocess /data/ixi study/ --conditions raw face-afni defaced-afni
+  defacebench preprocess /data/ixi study/ --scheduler scheduler.json   # Dask cluster
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser("preprocess", DESCRIPTION)
+    parser.add_argument("source", type=Path, help="BIDS dataset directory, or a .csv/.tsv manifest")
+    parser.add_argument("out", type=Path, help="study directory")
+    parser.add_argument("--grid", default="mni2mm", help="target grid: mni2mm (default), mni2mm-head, mni4mm, or a grid .json")
+    parser.add_argument("--conditions", nargs="+", default=None,
+                        help="conditions to build (space- or comma-separated; default: all of --methods)")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="defacing methods (space- or comma-separated; default: the paper's afni,fsl,pydeface,spm)")
+    parser.add_argument("--jobs", type=int, default=None, help="local worker processes (default: number of cores)")
+    parser.add_argument("--scheduler", default=None, help="tcp://host:port or scheduler file of a Dask cluster")
+    parser.add_argument("--split", default="0.7,0.2,0.1", help="train,val,test fractions when OUT/splits.tsv is missing")
+    parser.add_argument("--seed", type=int, default=0, help="split seed when OUT/splits.tsv is missing (default 0)")
+    parser.add_argument("--no-mosaics", action="store_true", help="skip the QC mosaics")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _items(values: Sequence[str] | None) -> list[str]:
+    return [v.strip() for text in values or [] for v in text.split(",") if v.strip()]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from defacebench.cohort import Cohort, read_cohort
+    from defacebench.commands.cohort import parse_fractions
+    from defacebench.conditions import methods_of, resolve_conditions
+    from defacebench.deface import METHODS, deface_cohort
+    from defacebench.io.bids import derivatives_root
+    from defacebench.io.errors import InputError
+    from defacebench.preprocess.grids import get_grid
+    from defacebench.preprocess.pipeline import missing_inputs, preprocess_study
+
+    if args.jobs is not None and args.jobs < 1:
+        raise InputError(f"--jobs must be >= 1, got {args.jobs}")
+    grid = get_grid(args.grid)
+    conditions = resolve_conditions(_items(args.conditions), _items(args.methods), known_methods=METHODS)
+    methods = methods_of(conditions)
+    fractions = parse_fractions(args.split)
+    cohort = read_cohort(args.source)
+    for rejection in cohort.rejected:
+        print(f"rejected    {rejection.name}: {rejection.reason}", file=sys.stderr)
+    if not len(cohort):
+        raise InputError("no usable scans", args.source)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    # defacing first, for scans whose derivatives are missing (brain mask and MNI transform
+    # come from there even when no defaced condition is asked for); failed scans are retried
+    undone = [s for s in cohort.subjects if missing_inputs(s, args.out, methods)]
+    prior: dict[str, str] = {}
+    if undone:
+        deface_methods = methods or ("spm",)
+        print(f"defacing    {len(undone)} scan(s) with {', '.join(deface_methods)} first (outputs missing)")
+        sys.stdout.flush()
+        bids_root = args.source if args.source.is_dir() else None
+        results = deface_cohort(Cohort(undone, source=cohort.source), args.out, deface_methods, jobs=args.jobs,
+                                scheduler=args.scheduler, bids_root=bids_root, progress=not args.no_progress)
+        prior = {f.key: f"defacing failed: {f.reason}" for f in results.failures}
+
+    result = preprocess_study(cohort, args.out, grid, [c.name for c in conditions], jobs=args.jobs, scheduler=args.scheduler,
+                              progress=not args.no_progress, split_fractions=fractions, seed=args.seed,
+                              mosaics=not args.no_mosaics, prior_failures=prior)
+    root = derivatives_root(args.out)
+    stores = result.stores
+    done = len(cohort) - len(result.reasons)
+    print(f"preprocessed {done} of {len(cohort)} scans into {grid.name} {'x'.join(map(str, grid.shape))} in {result.seconds:.0f} s")
+    ok = result.qc_table[result.qc_table["status"] == "ok"]
+    if len(ok):
+        dice = ok["brain_dice"].astype(float)
+        print(f"brain Dice  median {dice.median():.3f}, min {dice.min():.3f}; {int((dice < 0.85).sum())} flagged < 0.85 "
+              f"({root / 'qc_preprocess.tsv'})")
+    print(f"stores      {len(stores.index)} rows x {len(conditions)} conditions in {args.out / 'stores' / grid.name} "
+          f"(written: {len(stores.written)}, unchanged: {len(stores.unchanged)})")
+    if len(stores.excluded):
+        print(f"excluded    {len(stores.excluded)} scan(s) from the stores; reasons in {args.out / 'stores' / grid.name / 'excluded.tsv'}:")
+        for key, reason in zip(stores.excluded["key"], stores.excluded["reason"]):
+            print(f"  EXCLUDED  {key}: {reason}")
+    if result.mosaics:
+        print(f"mosaics     {len(result.mosaics)} PNG in {result.mosaics[0].parent} (they show faces: do not share)")
+    sys.stdout.flush()
+    return 1 if not len(stores.index) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``defacebench preprocess``."""
+    return run_command(build_parser(), _run, argv)

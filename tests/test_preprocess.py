@@ -1,0 +1,368 @@
+"""Per-subject preprocessing, condition stores, resume and faults, on synthetic scans.
+
+Each synthetic scan is a small oblique, anisotropic head (4-5 mm voxels, distinct axis
+sizes) built directly in MNI space through a known subject -> MNI transform, with
+its deface derivatives (brain mask, transform, face-only images of two methods)
+written in the layout `defacebench deface` uses, so no registration or brain
+extraction runs here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from defacebench.cohort import read_cohort
+from defacebench.deface.runner import output_paths, split_image
+from defacebench.preprocess.grids import GRIDS, apply_affine, grid_from_bounds
+from defacebench.preprocess.registration import save_transform
+from defacebench.store import list_conditions, open_condition
+
+METHODS = ("spm", "fsl")
+CONDITIONS = ("raw", "skullstripped", "defaced-spm", "defaced-fsl", "face-spm", "face-fsl")
+SHAPE = (41, 50, 47)
+
+
+def rotation(deg: tuple[float, float, float]) -> np.ndarray:
+    rx, ry, rz = np.deg2rad(deg)
+    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
+    r = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]) @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    out = np.eye(4)
+    out[:3, :3] = r
+    return out
+
+
+def native_affine(i: int) -> np.ndarray:
+    """Oblique, anisotropic (4.4 x 5 x 4.8 mm), stored in a non-RAS voxel order (LPI-ish)."""
+    base = np.diag([-4.4, 5.0, -4.8, 1.0])
+    base[:3, 3] = [90.0, -125.0, 110.0]
+    return rotation((3.0 * i, -2.0, 4.0)) @ base
+
+
+def to_mni_matrix(i: int) -> np.ndarray:
+    """A subject world -> MNI world matrix: rotation, scale, shift."""
+    m = rotation((-4.0 + i, 5.0, -3.0 * i))
+    m[:3, :3] *= 1.0 + 0.03 * (i % 3 - 1)
+    m[:3, 3] = [2.0 * i, -3.0, 4.0 - i]
+    return m
+
+
+def synthetic_scan(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(T1w data, affine, brain mask, removal masks by method) of scan ``i``."""
+    from scipy.ndimage import map_coordinates
+
+    from defacebench.templates import mni_brain_mask
+
+    affine = native_affine(i)
+    to_mni = to_mni_matrix(i)
+    ijk = np.indices(SHAPE, dtype=float).reshape(3, -1).T
+    mni = apply_affine(to_mni @ affine, ijk)
+    x, y, z = mni.T
+    template = mni_brain_mask()
+    tvox = apply_affine(np.linalg.inv(template.affine), mni).T
+    brain = map_coordinates(np.asarray(template.dataobj, dtype=np.float32), tvox, order=1) >= 0.5
+    head = (x / 82) ** 2 + ((y + 12) / 112) ** 2 + ((z + 15) / 118) ** 2 < 1
+    rng = np.random.default_rng(i)
+    data = np.where(head, 45.0 + 10 * np.cos(z / 20), 2.0) + np.where(brain, 55.0 + 15 * np.sin(y / 15), 0.0)
+    data = data * np.exp(0.15 * x / 90 - 0.1 * (z / 120) ** 2) + rng.normal(0, 1.0, data.shape)
+    removal = {
+        "spm": ((-1.1 * y + 0.98 * z + 100) < 0).astype(np.float32),  # one oblique plane, spm_deface-like
+        "fsl": (((np.abs(x) <= 60) & (y >= 40) & (z <= -30)) | (np.abs(x) >= 70)).astype(np.float32) * 0.75,  # soft, fsl-like boxes
+    }
+    shape = SHAPE
+    return (np.clip(data, 0, None).reshape(shape).astype(np.float32), affine, brain.reshape(shape),
+            {m: r.reshape(shape) for m, r in removal.items()})
+
+
+def write_scan(bids: Path, study: Path, sub: str, i: int, derivatives: bool = True) -> None:
+    from defacebench.cohort import Subject
+    from defacebench.io.nifti import save_image
+
+    data, affine, brain, removals = synthetic_scan(i)
+    path = bids / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
+    save_image(data, path, affine=affine)
+    if not derivatives:
+        return
+    subject = Subject(subject=sub, age_years=50.0, path=path)
+    paths = output_paths(study, subject, METHODS)
+    save_image(brain.astype(np.uint8), paths["brain_mask"], affine=affine, dtype=np.uint8)
+    save_transform(to_mni_matrix(i), paths["to_mni"])
+    for method, removal in removals.items():
+        defaced, face = split_image(data, removal, np.dtype(np.float32))
+        save_image(defaced, paths[f"{method}_defaced"], affine=affine)
+        save_image(face, paths[f"{method}_face"], affine=affine)
+        save_image(removal, paths[f"{method}_mask"], affine=affine)
+
+
+def make_study(root: Path, n: int = 6) -> tuple[Path, Path]:
+    """A BIDS dataset of ``n`` synthetic scans and a study directory with their deface outputs."""
+    bids, study = root / "bids", root / "study"
+    bids.mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "synthetic", "BIDSVersion": "1.9.0"}))
+    rows = ["participant_id\tage\tsex"]
+    for i in range(n):
+        sub = f"{i + 1:02d}"
+        rows.append(f"sub-{sub}\t{40 + 7 * i}\t{'MF'[i % 2]}")
+        write_scan(bids, study, sub, i)
+    (bids / "participants.tsv").write_text("\n".join(rows) + "\n")
+    return bids, study
+
+
+TEST_GRID = grid_from_bounds("test8mm", 8.0)
+
+
+def run_study(bids: Path, study: Path, grid=TEST_GRID, jobs: int = 1, conditions=CONDITIONS, **kw):
+    from defacebench.preprocess.pipeline import preprocess_study
+
+    return preprocess_study(read_cohort(bids), study, grid, conditions, jobs=jobs, progress=False, bias_resolution_mm=14.0, **kw)
+
+
+def store_bytes(study: Path, grid: str) -> dict[str, bytes]:
+    base = study / "stores" / grid
+    return {p.name: p.read_bytes() for p in sorted(base.glob("*")) if p.suffix in (".npy", ".tsv")}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path, object]:
+    root = tmp_path_factory.mktemp("pp")
+    bids, study = make_study(root)
+    result = run_study(bids, study, mosaics=True)
+    return bids, study, result
+
+
+# --------------------------------------------------------------------------- stores
+def test_stores_have_every_condition_in_splits_order(built) -> None:
+    bids, study, result = built
+    assert not result.reasons
+    assert list_conditions(study, "test8mm") == sorted(CONDITIONS)
+    splits = pd.read_csv(study / "splits.tsv", sep="\t", dtype=str, keep_default_na=False)
+    for condition in CONDITIONS:
+        store = open_condition(study, "test8mm", condition, verify=True)
+        assert store.images.shape == (6, *TEST_GRID.shape) and store.images.dtype == np.float16
+        np.testing.assert_array_equal(store.affine, TEST_GRID.affine)
+        assert list(store.index["participant_id"]) == list(splits["participant_id"])
+        assert list(store.index["split"]) == list(splits["split"])
+        assert np.all(np.isfinite(store.images))
+
+
+def test_defaced_plus_face_equals_raw_to_float16_precision(built) -> None:
+    _, study, _ = built
+    raw = open_condition(study, "test8mm", "raw").images.astype(np.float32)
+    for method in METHODS:
+        defaced = open_condition(study, "test8mm", f"defaced-{method}").images.astype(np.float32)
+        face = open_condition(study, "test8mm", f"face-{method}").images.astype(np.float32)
+        assert face.max() > 0.2 and (face > 0.05).sum() > 100, "the face-only image holds the face"
+        # three float16 roundings: |d + f - r| <= 2^-11 (|d| + |f| + |r|)
+        bound = 2.0**-11 * (np.abs(defaced) + np.abs(face) + np.abs(raw)) + 1e-6
+        assert np.all(np.abs(defaced + face - raw) <= bound)
+        assert not np.allclose(defaced, raw), "defacing removed something"
+
+
+def test_normalisation_is_shared_and_brain_median_is_one(built) -> None:
+    _, study, result = built
+    from scipy.ndimage import binary_dilation, binary_erosion
+
+    from defacebench.preprocess.pipeline import template_mask
+
+    raw = open_condition(study, "test8mm", "raw").images.astype(np.float32)
+    skull = open_condition(study, "test8mm", "skullstripped").images.astype(np.float32)
+    inside = template_mask(TEST_GRID)
+    for i in range(len(raw)):
+        assert 0.85 < np.median(skull[i][inside & (skull[i] > 0)]) < 1.15
+        # skullstripped is raw deep inside the brain (same scale, no own statistics), zero far outside it
+        deep = binary_erosion(inside, iterations=1)
+        same = np.isclose(skull[i][deep], raw[i][deep], rtol=2e-3)
+        assert same.mean() > 0.9
+        far = ~binary_dilation(inside, iterations=2)
+        assert np.all(skull[i][far] == 0) and raw[i][far].max() > 0.3
+    scales = [v["norm_scale"] for v in result.values.values()]
+    assert len(set(np.round(scales, 3))) > 1  # one scale per scan, not a constant
+
+
+def test_brain_is_aligned_to_the_template(built) -> None:
+    _, study, result = built
+    qc = pd.read_csv(study / "derivatives" / "defacebench" / "qc_preprocess.tsv", sep="\t", keep_default_na=False)
+    assert list(qc["status"]) == ["ok"] * 6
+    assert (qc["brain_dice"].astype(float) > 0.85).all()
+    assert set(qc["grid"]) == {"test8mm"}
+
+
+def test_qc_mosaics_exist_under_derivatives(built) -> None:
+    _, study, result = built
+    names = sorted(p.name for p in result.mosaics)
+    assert names == sorted(f"preprocess_test8mm_{c}.png" for c in CONDITIONS)
+    for path in result.mosaics:
+        assert path.parent == study / "derivatives" / "defacebench" / "qc"
+        assert path.stat().st_size > 5000
+
+
+def test_matches_an_independent_resampling(built) -> None:
+    """Raw store row == bias-free reference: N4 field is smooth, so compare after removing it roughly."""
+    bids, study, _ = built
+    from defacebench.preprocess.pipeline import read_work_meta, work_path
+    from defacebench.preprocess.registration import resample_to
+
+    store = open_condition(study, "test8mm", "face-spm")
+    row = list(store.index["participant_id"]).index("sub-03")
+    meta = read_work_meta(work_path(study, "test8mm", "sub-03"))
+    face = nib.load(str(study / "derivatives/defacebench/sub-03/anat/sub-03_desc-spmface_T1w.nii.gz"))
+    # independent: scipy affine_transform through the world matrix (no bias, no antialias needed at 8 mm from 4-5 mm)
+    reference = resample_to(face, to_mni_matrix(2), TEST_GRID.affine, TEST_GRID.shape, order=1) / meta["norm_scale"]
+    got = store.images[row].astype(np.float32)
+    support = reference > 0.3
+    ratio = got[support] / reference[support]  # = 1 / bias field there: smooth, near 1
+    assert support.sum() > 50
+    assert 0.7 < np.median(ratio) < 1.3 and np.std(ratio) < 0.2
+    assert np.corrcoef(got.ravel(), reference.ravel())[0, 1] > 0.97
+
+
+# --------------------------------------------------------------------------- resume, faults
+def test_rerun_skips_finished_scans_and_keeps_stores(tmp_path: Path) -> None:
+    bids, study = make_study(tmp_path, n=3)
+    first = run_study(bids, study, mosaics=False)
+    assert all(not v["skipped"] for v in first.values.values())
+    before = store_bytes(study, "test8mm")
+    again = run_study(bids, study, mosaics=False)
+    assert all(v["skipped"] for v in again.values.values())
+    assert sorted(again.stores.unchanged) == sorted(CONDITIONS) and not again.stores.written
+    assert store_bytes(study, "test8mm") == before
+    # a changed input redoes that scan (and only it), and the stores are rewritten
+    face = study / "derivatives/defacebench/sub-02/anat/sub-02_desc-spmface_T1w.nii.gz"
+    img = nib.load(str(face))
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj) * 0.5, img.affine), str(face))
+    third = run_study(bids, study, mosaics=False)
+    assert {k: v["skipped"] for k, v in third.values.items()} == {"sub-01": True, "sub-02": False, "sub-03": True}
+    assert "face-spm" in third.stores.written
+
+
+def test_faulty_scans_fail_alone_and_are_excluded(tmp_path: Path) -> None:
+    bids, study = make_study(tmp_path, n=6)
+    anat = study / "derivatives" / "defacebench"
+    # 02: empty brain extraction; 03: wrong transform (registration failed); 04: unreadable face image; 05: no deface outputs
+    brain = anat / "sub-02/anat/sub-02_desc-brain_mask.nii.gz"
+    img = nib.load(str(brain))
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), str(brain))
+    bad = to_mni_matrix(2)
+    bad[:3, 3] += [0, 60, -50]
+    save_transform(bad, anat / "sub-03/anat/sub-03_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt")
+    (anat / "sub-04/anat/sub-04_desc-fslface_T1w.nii.gz").write_bytes(b"not a nifti")
+    shutil.rmtree(anat / "sub-05")
+    result = run_study(bids, study, mosaics=False)
+    assert set(result.reasons) == {"sub-02", "sub-03", "sub-04", "sub-05"}
+    assert "brain extraction is empty" in result.reasons["sub-02"]
+    assert "registration to MNI failed" in result.reasons["sub-03"]
+    assert "unreadable fsl face-only image" in result.reasons["sub-04"]
+    assert "missing deface output" in result.reasons["sub-05"]
+    store = open_condition(study, "test8mm", "raw")
+    assert sorted(store.index["participant_id"]) == ["sub-01", "sub-06"]
+    excluded = pd.read_csv(study / "stores/test8mm/excluded.tsv", sep="\t")
+    assert sorted(excluded["key"]) == ["sub-02", "sub-03", "sub-04", "sub-05"]
+    failures = pd.read_csv(anat / "failures.tsv", sep="\t")
+    assert sorted(failures["key"]) == ["sub-02", "sub-03", "sub-04", "sub-05"] and set(failures["stage"]) == {"preprocess"}
+    qc = pd.read_csv(anat / "qc_preprocess.tsv", sep="\t", keep_default_na=False)
+    assert dict(zip(qc["key"], qc["status"]))["sub-03"] == "failed"
+
+
+def test_unreadable_t1w_fails_with_reason(tmp_path: Path) -> None:
+    bids, study = make_study(tmp_path, n=2)
+    cohort = read_cohort(bids)  # read while the image is fine, then break it
+    path = bids / "sub-02/anat/sub-02_T1w.nii.gz"
+    path.write_bytes(path.read_bytes()[:400])
+    from defacebench.preprocess.pipeline import preprocess_study
+
+    result = preprocess_study(cohort, study, TEST_GRID, CONDITIONS, jobs=1, progress=False, mosaics=False, bias_resolution_mm=14.0)
+    assert set(result.reasons) == {"sub-02"} and "unreadable" in result.reasons["sub-02"]
+
+
+def die_while_writing(task):
+    """Engine task for the kill test: sub-03's worker is SIGKILLed halfway through its work-file write."""
+    from defacebench.preprocess import pipeline
+
+    if task.key == "sub-03":
+        original = np.savez_compressed
+
+        def half_then_die(fh, **arrays):
+            fh.write(b"PK\x03\x04 half a zip file")
+            fh.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        pipeline.np.savez_compressed = half_then_die
+        try:
+            return pipeline.preprocess_subject(task)
+        finally:
+            pipeline.np.savez_compressed = original
+    return pipeline.preprocess_subject(task)
+
+
+def test_killed_worker_then_rerun_gives_identical_stores(tmp_path: Path) -> None:
+    from defacebench.engine import run_tasks
+    from defacebench.preprocess.pipeline import PreprocessTask, work_dir
+
+    bids, study = make_study(tmp_path / "a", n=3)
+    clean = tmp_path / "b" / "study"
+    shutil.copytree(study, clean)
+    for path in clean.rglob("*"):  # same inputs, same mtimes (part of the input fingerprint)
+        os.utime(path, ns=((study / path.relative_to(clean)).stat().st_atime_ns, (study / path.relative_to(clean)).stat().st_mtime_ns))
+    cohort = read_cohort(bids)
+    tasks = [PreprocessTask(s, str(study), TEST_GRID, CONDITIONS, 14.0) for s in cohort.subjects]
+    killed = run_tasks(die_while_writing, tasks, keys=[t.key for t in tasks], jobs=2, progress=False)
+    assert "sub-03" in killed.failed_keys and "died" in {f.key: f.reason for f in killed.failures}["sub-03"]
+    assert not (work_dir(study, "test8mm") / "sub-03.npz").exists()
+    resumed = run_study(bids, study, jobs=2, mosaics=False)
+    assert not resumed.reasons
+    run_study(bids, clean, jobs=2, mosaics=False)
+    assert store_bytes(study, "test8mm") == store_bytes(clean, "test8mm")
+
+
+def test_corrupt_work_file_is_redone(tmp_path: Path) -> None:
+    from defacebench.preprocess.pipeline import work_path
+
+    bids, study = make_study(tmp_path, n=2)
+    run_study(bids, study, mosaics=False)
+    before = store_bytes(study, "test8mm")
+    work_path(study, "test8mm", "sub-01").write_bytes(b"PK\x03\x04 truncated")
+    result = run_study(bids, study, mosaics=False)
+    assert result.values["sub-01"]["skipped"] is False
+    assert store_bytes(study, "test8mm") == before
+
+
+def test_conditions_subset_and_adding_one_later(tmp_path: Path) -> None:
+    bids, study = make_study(tmp_path, n=2)
+    run_study(bids, study, conditions=("raw", "face-spm"), mosaics=False)
+    assert list_conditions(study, "test8mm") == ["face-spm", "raw"]
+    later = run_study(bids, study, conditions=("raw", "face-spm", "defaced-fsl"), mosaics=False)
+    assert all(not v["skipped"] for v in later.values.values())  # the work files lacked defaced-fsl
+    assert list_conditions(study, "test8mm") == ["defaced-fsl", "face-spm", "raw"]
+
+
+# --------------------------------------------------------------------------- command line
+def test_cli_preprocess_builds_stores(tmp_path: Path, capsys) -> None:
+    from defacebench.commands.preprocess import main
+
+    bids, study = make_study(tmp_path, n=2)
+    code = main([str(bids), str(study), "--grid", "mni4mm", "--methods", "spm,fsl", "--conditions", "raw", "face-spm,defaced-spm",
+                 "--jobs", "1", "--no-progress", "--no-mosaics"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "preprocessed 2 of 2 scans into mni4mm 50x65x62" in out
+    assert list_conditions(study, "mni4mm") == ["defaced-spm", "face-spm", "raw"]
+    assert open_condition(study, "mni4mm", "raw").images.shape == (2, *GRIDS["mni4mm"].shape)
+
+
+def test_cli_rejects_bad_options(tmp_path: Path, capsys) -> None:
+    from defacebench.commands.preprocess import main
+
+    bids, study = make_study(tmp_path, n=1)
+    assert main([str(bids), str(study), "--grid", "mni3mm"]) == 2
+    assert "unknown grid" in capsys.readouterr().err
+    assert main([str(bids), str(study), "--conditions", "face-magic"]) == 2
+    assert "unknown defacing method" in capsys.readouterr().err
+    assert main([str(bids), str(study), "--conditions", "blurred"]) == 2
