@@ -21,6 +21,8 @@ $DEFACEBENCH_CACHE (default ~/.cache/defacebench).
 examples:
   defacebench simulate sim/ --n 100 --seed 0 --preview
   defacebench simulate sim-noface/ --n 60 --face-ageing 0 --jobs 2
+  defacebench simulate sim-fast/ --n 150 --voxel-mm 2 --jobs 2
+  defacebench simulate sim-mixed/ --n 40 --base-heads robex,pydeface
 """
 
 
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--brain-ageing", type=float, default=1.0, help="multiplier of the published brain ageing rates; 0 = none (default 1)")
     parser.add_argument("--face-ageing", type=float, default=1.0, help="multiplier of the published face ageing rates; 0 = none (default 1)")
     parser.add_argument("--voxel-mm", type=float, default=1.5, help="isotropic voxel size in mm (default 1.5)")
-    parser.add_argument("--base-heads", default="robex,pydeface", help="comma-separated base heads to draw from (default robex,pydeface)")
+    parser.add_argument("--base-heads", default="robex", help="comma-separated base heads to draw from: robex, pydeface (default robex; see docs/simulate.md)")
     parser.add_argument("--jobs", type=int, default=1, help="subjects simulated in parallel (default 1)")
     parser.add_argument("--preview", action="store_true", help="write derivatives/simulation/preview.png")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")

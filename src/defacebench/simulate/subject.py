@@ -91,11 +91,16 @@ def _coarse_factor(head: BaseHead) -> int:
     return max(1, int(round(FIELD_MM / head.voxel_mm)))
 
 
-BRAIN_REGIONS = ("gm", "wm", "hippocampus", "ventricles", "csf")
-#: Regions whose 56 -> 96 change is prescribed (sulcal CSF balances them).
-AGED_REGIONS = BRAIN_REGIONS[:4]
+#: Regions with a divergence source in the brain ageing field (sulcal CSF balances the others).
+BRAIN_REGIONS = ("gm", "wm", "hippocampus", "csf")
+#: Regions whose 56 -> 96 change is prescribed and calibrated. The ventricles are not deformed
+#: but grown by CSF substitution (:func:`grow_ventricles`): they are slits a voxel or two wide,
+#: and a smooth field that widened them enough would blow them up into balloons.
+AGED_REGIONS = ("gm", "wm", "hippocampus", "ventricles")
+#: Ventricles grow into brain tissue no farther than this from their base-head outline (mm).
+VENTRICLE_GROWTH_MAX_MM = 12.0
 #: Bump when the fields or the calibration change: cached calibration gains are then ignored.
-CALIBRATION_VERSION = 5
+CALIBRATION_VERSION = 7
 #: Fixed-point iterations of the empirical calibration against achieved label volumes.
 CALIBRATION_ITERATIONS = 5
 
@@ -167,6 +172,11 @@ class HeadFields:
     lesion_candidates: np.ndarray  #: flat indices (into the lesion box) where lesions may grow
     lesion_weight: np.ndarray  #: periventricular weight at those indices
     head_box: tuple[np.ndarray, np.ndarray]  #: fine-voxel bounding box of the head (padded), lo and hi
+    image: np.ndarray  #: the base image with the ventricles filled with CSF intensity
+    vent_box: tuple[slice, slice, slice]  #: box around the ventricles and their growth zone
+    vent_flat: np.ndarray  #: flat indices (in the box) of tissue the ventricles may grow into, nearest first
+    vent_dist_mm: np.ndarray  #: their distance from the ventricles, ascending
+    vent_count: int  #: base-head ventricle voxels
     gains: dict[str, float] | None = None
 
 
@@ -234,13 +244,26 @@ def head_fields(head: BaseHead) -> HeadFields:
     lbox = tuple(slice(int(a), int(b) + 1) for a, b in zip(np.argwhere(cand).min(0), np.argwhere(cand).max(0))) if cand.any() else (slice(0, 1),) * 3
     flat = np.flatnonzero(cand[lbox])
     occupied = np.argwhere(labels > 0)
+    # ventricles hold CSF: the labelled slits are partial-volume grey in a 1.5 mm image, and
+    # widening them by the ageing deformation would stretch grey, not dark, voxels
+    image = head.image.copy()
+    vent = labels == LABELS["ventricles"]
+    image[vent] = np.minimum(image[vent], np.float32(head.stats["csf_mean"]))
+    margin = int(np.ceil(VENTRICLE_GROWTH_MAX_MM / head.voxel_mm)) + 2
+    vi = np.argwhere(vent) if vent.any() else np.zeros((1, 3), int)
+    vbox = tuple(slice(max(0, int(a) - margin), min(n, int(b) + margin + 1)) for a, b, n in zip(vi.min(0), vi.max(0), labels.shape))
+    vdist = ndi.distance_transform_edt(~vent[vbox]) * head.voxel_mm
+    growable = np.isin(labels[vbox], [LABELS[k] for k in ("gm", "wm", "wm_lesion")]) & (vdist <= VENTRICLE_GROWTH_MAX_MM)
+    vflat = np.flatnonzero(growable)
+    order = np.argsort(vdist.ravel()[vflat], kind="stable")
     head_box = (occupied.min(0) - 2.0, np.minimum(occupied.max(0) + 2.0, np.array(labels.shape) - 1.0))
     hf = HeadFields(
         f=f, spacing=spacing, box=box, start=start, origin=origin, shape=shape, G=_region_gains(head, shares),
         volumes_ml=_source_volumes_ml(head, shares),
         brain_basis=brain_basis, fat_basis=fat_basis, feature_basis=feature_basis,
         intracranial=intracranial, wmness=wmness, lesion_box=lbox, lesion_candidates=flat,
-        lesion_weight=head.periventricular[lbox].ravel()[flat].astype(np.float32), head_box=head_box,
+        lesion_weight=head.periventricular[lbox].ravel()[flat].astype(np.float32), head_box=head_box, image=image,
+        vent_box=vbox, vent_flat=vflat[order], vent_dist_mm=vdist.ravel()[vflat][order].astype(np.float32), vent_count=int(vent.sum()),
     )
     _FIELDS[key] = hf
     hf.gains = calibration_gains(head, hf)
@@ -249,7 +272,7 @@ def head_fields(head: BaseHead) -> HeadFields:
 
 def calibrate_brain_changes(head: BaseHead, target: dict[str, float], vols: dict[str, float] | None = None,
                             gains: dict[str, float] | None = None) -> dict[str, float]:
-    """Prescribed changes whose effect meets ``target`` in GM, WM, hippocampus and ventricles,
+    """Prescribed changes whose effect meets ``target`` in GM, WM and hippocampus,
     with sulcal CSF balancing so no flux crosses the skull.
 
     Two corrections: the coarse grid's block dilution (``G``, from label shares), and the
@@ -264,8 +287,8 @@ def calibrate_brain_changes(head: BaseHead, target: dict[str, float], vols: dict
         G, vols = _region_gains(head, shares), vols or _source_volumes_ml(head, shares)
     if gains is None:
         gains = (hf.gains if hf is not None else None) or {}
-    A = np.vstack([G[:4], [vols[s] for s in BRAIN_REGIONS]])
-    b = np.array([gains.get(r, 1.0) * target[r] for r in AGED_REGIONS] + [0.0])
+    A = np.vstack([G[:3], [vols[s] for s in BRAIN_REGIONS]])
+    b = np.array([gains.get(r, 1.0) * target[r] for r in BRAIN_REGIONS[:3]] + [0.0])
     a = np.linalg.solve(A, b)
     return {r: float(v) for r, v in zip(BRAIN_REGIONS, a)}
 
@@ -318,6 +341,38 @@ def _lesions(head: BaseHead, volume_ml: float, seed: int) -> np.ndarray:
     sub.ravel()[chosen] = True
     out[hf.lesion_box] = sub
     return out
+
+
+def ventricle_growth(age_years: float, strength: float, rate_multiplier: float, gain: float = 1.0) -> float:
+    """Log-volume growth of the ventricles relative to the base head, which stands for age 56."""
+    base = ageing.brain_log_change("ventricles", AGE_RANGE[0])
+    return max(0.0, gain * strength * rate_multiplier * (ageing.brain_log_change("ventricles", age_years) - base))
+
+
+def grow_ventricles(hf: HeadFields, image: np.ndarray, labels: np.ndarray, csf_intensity: float, log_growth: float) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Enlarge the ventricles by ``exp(log_growth)`` by CSF substitution: the nearest tissue
+    (grey or white matter) within :data:`VENTRICLE_GROWTH_MAX_MM` of their outline becomes
+    ventricle, with a partial-volume CSF intensity ramp one voxel wide at the new edge.
+
+    Returns new image and labels (copies only when changed) and what was done.
+    """
+    n_extra = min(int(round(hf.vent_count * np.expm1(log_growth))), hf.vent_flat.size)
+    if n_extra <= 0:
+        return image, labels, {"grown_voxels": 0, "growth_mm": 0.0}
+    d = float(hf.vent_dist_mm[n_extra - 1])
+    vox = hf.spacing / hf.f
+    image, labels = image.copy(), labels.copy()
+    box_shape = tuple(sl.stop - sl.start for sl in hf.vent_box)
+    ramp_n = int(np.searchsorted(hf.vent_dist_mm, d + 0.5 * vox, side="right"))
+    sel = hf.vent_flat[:ramp_n]
+    frac = np.clip((d + 0.5 * vox - hf.vent_dist_mm[:ramp_n]) / vox, 0.0, 1.0).astype(np.float32)
+    sub_img = image[hf.vent_box].copy().reshape(-1)
+    sub_img[sel] = sub_img[sel] * (1 - frac) + np.minimum(sub_img[sel], np.float32(csf_intensity)) * frac
+    image[hf.vent_box] = sub_img.reshape(box_shape)
+    sub_lab = labels[hf.vent_box].copy().reshape(-1)
+    sub_lab[hf.vent_flat[:n_extra]] = LABELS["ventricles"]
+    labels[hf.vent_box] = sub_lab.reshape(box_shape)
+    return image, labels, {"grown_voxels": n_extra, "growth_mm": d}
 
 
 def _upsample_linear(coarse: np.ndarray, step: int, shape: tuple[int, int, int]) -> np.ndarray:
@@ -399,7 +454,8 @@ def _population_volumes(head: BaseHead, hf: HeadFields, age: float, gains: dict[
     target = ageing.brain_log_changes(age, 1.0, 1.0, 0.0)
     changes = calibrate_brain_changes(head, target, gains=gains)
     inverse = exp_velocity(-brain_velocity_mm(hf, changes) / np.float32(hf.spacing))
-    counts = np.bincount(_pull_labels(head, hf, head.labels, inverse).ravel(), minlength=256)
+    _, labels, _ = grow_ventricles(hf, hf.image, head.labels, head.stats["csf_mean"], ventricle_growth(age, 1.0, 1.0, gains["ventricles"]))
+    counts = np.bincount(_pull_labels(head, hf, labels, inverse).ravel(), minlength=256)
     return {r: float(counts[LABELS[r]]) for r in AGED_REGIONS}
 
 
@@ -466,7 +522,7 @@ def simulate_subject(head: BaseHead, params: dict, check_jacobian: bool = False,
     # intensity ageing in the template: grey/white contrast, lesions
     gm, wm = head.stats["gm_mean"], head.stats["wm_mean"]
     loss = ageing.contrast_loss(age, b["strength"])
-    image = head.image - np.float32(loss * (wm - gm)) * hf.wmness
+    image = hf.image - np.float32(loss * (wm - gm)) * hf.wmness
     lesion_ml = ageing.lesion_volume_ml(age, b["strength"], b["rate_multiplier"])
     lesion = _lesions(head, lesion_ml, b["lesion_seed"])
     labels = head.labels
@@ -474,6 +530,8 @@ def simulate_subject(head: BaseHead, params: dict, check_jacobian: bool = False,
         image[lesion] = np.float32(gm + 0.1 * (wm - gm))
         labels = labels.copy()
         labels[lesion] = LABELS["wm_lesion"]
+    vent_log = ventricle_growth(age, b["strength"], b["rate_multiplier"], (hf.gains or {}).get("ventricles", 1.0))
+    image, labels, grown = grow_ventricles(hf, image, labels, head.stats["csf_mean"], vent_log)
 
     velocity, applied = anatomy_velocity(head, params)
     inverse = exp_velocity(-velocity)
@@ -514,7 +572,10 @@ def simulate_subject(head: BaseHead, params: dict, check_jacobian: bool = False,
     truth.update(landmark_measures(head, velocity, hf.spacing, hf.f, scale, centre))
     truth["wm_lesion_target_ml"] = lesion_ml
     truth["gm_wm_contrast_loss"] = loss
+    truth["frame"] = {"brain_centre_mm": [float(c) for c in centre]}  # pose and head scale act about this point
     applied["brain_calibration_gains"] = dict(hf.gains or {})
+    applied["ventricle_log_growth_from_56"] = vent_log
+    applied["ventricle_growth"] = grown
     truth["applied"] = applied
     return SimulatedSubject(out_image, out_labels, out_affine, truth, min_jac)
 
