@@ -36,7 +36,6 @@ def _mae_and_baseline(study: Path, out: Path) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory) -> tuple[Path, Path]:
     study = make_blob_store(tmp_path_factory.mktemp("planted"), n=100, shape=SHAPE, planted=True)
-    torch.set_num_threads(2)
     return study, train_condition(study, "tiny", "raw", 1, _profile(), device="cpu", progress=False, log=None)
 
 
