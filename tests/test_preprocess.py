@@ -352,7 +352,7 @@ def test_cli_preprocess_builds_stores(tmp_path: Path, capsys) -> None:
                  "--jobs", "1", "--no-progress", "--no-mosaics"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "preprocessed 2 of 2 scans into mni4mm 50x65x62" in out
+    assert "preprocessed 2 of 2 scans into mni4mm 50x63x62" in out
     assert list_conditions(study, "mni4mm") == ["defaced-spm", "face-spm", "raw"]
     assert open_condition(study, "mni4mm", "raw").images.shape == (2, *GRIDS["mni4mm"].shape)
 

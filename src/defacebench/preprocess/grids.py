@@ -9,10 +9,10 @@ Built-in grids (all in MNI152 2009 world mm, x stored decreasing like FSL's temp
     the jaw (z < -72): face-only images on it hold only part of the face.
     (nilearn's own 2 mm MNI grid is 99 x 117 x 95, a different box.)
 ``mni2mm-head``
-    2 mm, x -98..98, y -134..124, z -136..108 mm: the whole head with face, jaw and
-    ears (99 x 130 x 123 voxels, 1.75 times the paper's voxels).
+    2 mm, x -98..98, y -134..114, z -136..108 mm: the whole head with nose tip, chin,
+    jaw and ears (99 x 125 x 123 voxels, 1.69 times the paper's voxels).
 ``mni4mm``
-    4 mm over the same head box (50 x 65 x 62): CPU demos.
+    4 mm over the same head box (50 x 63 x 62): CPU demos.
 
 Other grids: :func:`grid_from_bounds`, or a JSON file ``{"name", "shape", "affine"}``
 passed to :func:`get_grid`.
@@ -33,7 +33,7 @@ from defacebench.io.errors import InputError
 #: The paper's 91x109x91 2 mm box (FSL's MNI152 2 mm grid).
 PAPER_AFFINE = np.array([[-2.0, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
 #: World-mm box of the head grids: x, y, z (lo, hi) voxel centres.
-HEAD_BOUNDS_MM: tuple[tuple[float, float], ...] = ((-98.0, 98.0), (-134.0, 124.0), (-136.0, 108.0))
+HEAD_BOUNDS_MM: tuple[tuple[float, float], ...] = ((-98.0, 98.0), (-134.0, 114.0), (-136.0, 108.0))
 
 
 @dataclass(frozen=True, eq=False)

@@ -44,14 +44,15 @@ def slice_index(affine: np.ndarray, shape: Sequence[int], axis: int, position_mm
     return int(np.clip(round(ijk[axis]), 0, shape[axis] - 1))
 
 
-def _panels(volume: np.ndarray, affine: np.ndarray) -> list[tuple[str, np.ndarray, tuple[float, float, float, float]]]:
+def _panels(volume: np.ndarray, affine: np.ndarray, slices_mm: dict[str, float] | None = None) -> list[tuple[str, np.ndarray, tuple[float, float, float, float]]]:
     """(view, 2D image for imshow(origin='lower'), extent) of the three standard slices."""
+    slices_mm = {**SLICES_MM, **(slices_mm or {})}
     data, ras = _ras_view(volume, affine)
     lo = ras[:3, 3]
     hi = lo + np.diag(ras)[:3] * (np.array(data.shape) - 1)
     out = []
     for axis, view in enumerate(("sagittal", "coronal", "axial")):
-        idx = slice_index(ras, data.shape, axis, SLICES_MM[view])
+        idx = slice_index(ras, data.shape, axis, slices_mm[view])
         plane = np.take(data, idx, axis=axis)
         across, up = [a for a in range(3) if a != axis]
         out.append((view, plane.T, (lo[across], hi[across], lo[up], hi[up])))
@@ -139,7 +140,7 @@ def grids_figure(path: str | Path, grids: Sequence[Grid] | None = None) -> Path:
     head = mni_head(1)
     volume = np.asarray(head.dataobj, dtype=np.float32)
     volume = volume / np.percentile(volume[volume > 0], 99)
-    panels = _panels(volume, head.affine)
+    panels = _panels(volume, head.affine, {"sagittal": 0.0, "axial": -35.0})
     colours = ["#ff4040", "#40c0ff", "#80ff80", "#ffd040"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.2), facecolor="white")
     for ax, (view, plane, extent), dims in zip(axes, (panels[0], panels[2]), ((1, 2), (0, 1))):
@@ -152,9 +153,11 @@ def grids_figure(path: str | Path, grids: Sequence[Grid] | None = None) -> Path:
         names = "xyz"
         ax.set_xlabel(f"{names[dims[0]]} (mm)")
         ax.set_ylabel(f"{names[dims[1]]} (mm)")
-        ax.set_title(f"MNI head, {view} slice")
+        position = {"sagittal": "x = 0 mm", "axial": "z = -35 mm"}[view]
+        ax.set_title(f"MNI head, {view} slice at {position}")
         ax.set_xlim(extent[0] - 5, extent[1] + 5)
         ax.set_ylim(extent[2] - 5, extent[3] + 5)
-    axes[0].legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(grids), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return save_figure(fig, path, dpi=100)
