@@ -5,14 +5,26 @@ so every image and mask of a subject is resampled through the same matrix with s
 :func:`register` returns the matrix mapping MOVING world mm to FIXED world mm.
 
 ANTs works in LPS and writes its transforms to files; here each registration runs in
-a private temporary directory that is removed afterwards, with a fixed random seed and
-regular (not random) metric sampling, so the same inputs give the same matrix.
+a private temporary directory that is removed afterwards.
+
+Determinism: the same inputs give bit-identical matrices. Three things are needed, all
+measured: (1) a non-zero ANTs random seed (ANTs reads ``--random-seed 0`` as "unseeded"
+and jitters its regular sampling grid differently each run: ~0.01 differences), so
+``seed`` is passed as ``seed + 1``; (2) regular metric sampling; (3) one ITK thread, since
+ITK's multi-threaded metric sums differ in their last digits between runs (~0.002).
+ITK latches its thread count from ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` the first time
+it is used in a process (not at ``import ants``), so :func:`register` sets the variable
+to 1 around its ANTs call: when it is the first ITK user of the process (or ITK started
+with one thread, as in the engine's workers), every later registration is single-threaded
+and exact. If other code ran ITK multi-threaded earlier in the process, results can differ
+in the third decimal. A single thread is also faster here: at 4 mm the images are small.
 Registration runs on images downsampled to ``resolution_mm`` (default 4 mm) with a
 short shrink/smoothing pyramid: ample for a 12-parameter affine, and fast.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,6 +41,7 @@ LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: ANTs type_of_transform per kind. ``affine9`` is fitted as 12 parameters and then
 #: stripped of shear (see :func:`remove_shear`).
 KINDS = {"rigid": "Rigid", "similarity": "Similarity", "affine": "Affine", "affine9": "Affine"}
+ITK_THREADS = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 METRICS = {"mattes": "mattes", "mi": "mattes", "cc": "CC", "gc": "GC", "meansquares": "meansquares"}
 
 
@@ -117,7 +130,8 @@ def register(
     fixed_mask, moving_mask : image or array, optional
         Where the metric is evaluated (same grid as the image).
     seed : int
-        ANTs random seed (sampling is regular, so results are reproducible).
+        Random seed of the sampling grid's jitter (passed to ANTs as ``seed + 1``:
+        ANTs treats 0 as unseeded).
     resolution_mm : float
         Both images are block-averaged to about this voxel size first.
     iterations : tuple of int
@@ -145,23 +159,27 @@ def register(
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     levels = len(iterations)
     shrink = tuple(2**i for i in reversed(range(levels)))
     sigmas = tuple(float(s // 2) for s in shrink)
 
-    fixed_ants = _to_ants(block_downsample(fixed, resolution_mm))
-    moving_ants = _to_ants(block_downsample(moving, resolution_mm))
-    masks = {}
-    for name, mask, ref in (("mask", fixed_mask, fixed), ("moving_mask", moving_mask, moving)):
-        if mask is not None:
-            array = np.asarray(mask.dataobj if isinstance(mask, nib.Nifti1Image) else mask) > 0
-            small = block_downsample(ref, resolution_mm, array.astype(np.float32))
-            masks[name] = _to_ants(small, (np.asarray(small.dataobj) >= 0.5).astype(np.float32))
-
-    workdir = Path(tempfile.mkdtemp(prefix="defacebench-ants-"))
+    # before any ANTs call: ITK latches its thread count at its first use, maybe here
+    old_threads = os.environ.get(ITK_THREADS)
+    os.environ[ITK_THREADS] = "1"
     old_seed = ants.config._random_seed
+    workdir = Path(tempfile.mkdtemp(prefix="defacebench-ants-"))
     try:
-        ants.config._random_seed = int(seed)
+        fixed_ants = _to_ants(block_downsample(fixed, resolution_mm))
+        moving_ants = _to_ants(block_downsample(moving, resolution_mm))
+        masks = {}
+        for name, mask, ref in (("mask", fixed_mask, fixed), ("moving_mask", moving_mask, moving)):
+            if mask is not None:
+                array = np.asarray(mask.dataobj if isinstance(mask, nib.Nifti1Image) else mask) > 0
+                small = block_downsample(ref, resolution_mm, array.astype(np.float32))
+                masks[name] = _to_ants(small, (np.asarray(small.dataobj) >= 0.5).astype(np.float32))
+        ants.config._random_seed = int(seed) + 1
         initial_files = None
         if initial is not None:
             # ANTs maps fixed LPS points to moving LPS points: the inverse, in LPS.
@@ -191,6 +209,10 @@ def register(
         raise StageError(f"registration failed ({type(exc).__name__}: {exc})") from exc
     finally:
         ants.config._random_seed = old_seed
+        if old_threads is None:
+            os.environ.pop(ITK_THREADS, None)
+        else:
+            os.environ[ITK_THREADS] = old_threads
         shutil.rmtree(workdir, ignore_errors=True)
     fixed_to_moving = LPS @ fixed_to_moving_lps @ LPS
     matrix = np.linalg.inv(fixed_to_moving)
