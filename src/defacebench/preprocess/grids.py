@@ -162,8 +162,9 @@ def antialias_factors(source_affine: np.ndarray, grid: Grid) -> tuple[int, int, 
 class LinearResampler:
     """Resample many images of one native grid into a target grid with one transform.
 
-    The sampling coordinates are computed once; every image is then sampled with
-    trilinear interpolation (zero outside the image). Because interpolation is
+    The 8 neighbours and trilinear weights of every grid voxel are computed once; every
+    image is then a weighted sum of 8 gathers (zero outside the image, as scipy's
+    ``mode="constant"``). Because interpolation is
     linear, ``resample(a) + resample(b) == resample(a + b)``.
 
     Parameters
@@ -195,19 +196,41 @@ class LinearResampler:
         self.source_shape = shape
         # grid voxel -> template world -> subject world -> native voxel
         vox = np.linalg.inv(affine) @ np.linalg.inv(np.asarray(to_template, dtype=float)) @ grid.affine
-        ijk = np.indices(grid.shape, dtype=np.float32).reshape(3, -1).T
-        self.coords = apply_affine(vox, ijk).T.astype(np.float32)  # (3, N)
-        self.inside = np.all((self.coords > -1) & (self.coords < np.array(shape, dtype=np.float32)[:, None]), axis=0)
+        ijk = np.indices(grid.shape, dtype=np.float64).reshape(3, -1).T
+        coords = apply_affine(vox, ijk).T  # (3, N)
+        dims = np.array(shape)[:, None]
+        # like scipy's mode="constant": zero outside [0, n - 1], no blending beyond the edge
+        # (coordinates within 1e-4 voxel of the edge count as on it)
+        tol = 1e-4
+        self.inside = np.flatnonzero(np.all((coords >= -tol) & (coords <= dims - 1 + tol), axis=0))
+        coords = np.clip(coords[:, self.inside], 0, dims - 1)
+        base = np.floor(coords).astype(np.int64)
+        frac = (coords - base).astype(np.float32)
+        # the 8 corners of each sampling point: flat native index and trilinear weight
+        # (a corner past the last voxel has weight 0)
+        strides = np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
+        self.corners: list[tuple[np.ndarray, np.ndarray]] = []
+        for corner in np.ndindex(2, 2, 2):
+            offset = np.array(corner)[:, None]
+            idx = base + offset
+            valid = np.all((idx >= 0) & (idx < dims), axis=0)
+            weight = np.prod(np.where(offset == 1, frac, 1 - frac), axis=0) * valid
+            flat = np.where(valid, (idx * strides[:, None]).sum(axis=0), 0)
+            self.corners.append((flat, weight.astype(np.float32)))
 
     def __call__(self, data: np.ndarray) -> np.ndarray:
         """One native image -> the grid (float32)."""
-        from scipy.ndimage import map_coordinates
-
         data = np.asarray(data, dtype=np.float32)
         if self.factors != (1, 1, 1):
             data, _ = block_average(data, np.eye(4), self.factors)
-        out = np.zeros(self.coords.shape[1], dtype=np.float32)
-        out[self.inside] = map_coordinates(data, self.coords[:, self.inside], order=1, mode="constant", cval=0.0, prefilter=False)
+        if data.shape != self.source_shape:
+            raise ValueError(f"image shape {data.shape} is not the resampler's {self.source_shape}")
+        flat = data.ravel()
+        values = np.zeros(self.inside.size, dtype=np.float32)
+        for idx, weight in self.corners:
+            values += flat[idx] * weight
+        out = np.zeros(int(np.prod(self.grid.shape)), dtype=np.float32)
+        out[self.inside] = values
         return out.reshape(self.grid.shape)
 
 

@@ -14,7 +14,8 @@ For one scan (:func:`preprocess_subject`):
 5. move every condition's image into the target grid with that one transform and
    trilinear interpolation (:class:`.grids.LinearResampler`). Interpolation and the
    steps before it are linear, so ``defaced-<m> + face-<m> == raw`` survives to
-   float16 precision;
+   float16 precision (``defaced-<m>`` is composed in the grid as raw - face-<m>,
+   which is the same image as resampling it);
 6. write the grid images of every condition as one compressed ``.npz`` per scan,
    atomically, under ``STUDY/work/<grid>/`` (with the brain Dice against the template
    mask, the normalisation scale and the seconds per step).
@@ -266,7 +267,6 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     head *= inv
     for m in methods:
         faces[m] = faces[m] / bias * inv
-    native = build_all(conditions, head, brain, faces)
     lap("normalise")
 
     resampler = LinearResampler(img.affine, data.shape, to_mni, task.grid)
@@ -275,7 +275,14 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     lap("resample")
     if not dice >= task.min_brain_dice:
         raise StageError(f"registration to MNI failed: brain Dice {dice:.3f} < {task.min_brain_dice} in grid {task.grid.name}")
-    images = {name: resampler(image).astype(np.float16) for name, image in native.items()}
+    # Resampling is linear, so defaced-<m> = raw - face-<m> is composed in the grid:
+    # the same image as resampling head - face, one resampling fewer per method.
+    head_grid = resampler(head)
+    faces_grid = {m: resampler(faces[m]) for m in methods}
+    brain_only = next((c for c in conditions if c.kind == "skullstripped"), None)
+    stripped = {brain_only.name: resampler(brain_only.build(head, brain))} if brain_only else {}
+    grid_images = build_all([c for c in conditions if c.kind != "skullstripped"], head_grid, None, faces_grid)
+    images = {c.name: (stripped.get(c.name, grid_images.get(c.name))).astype(np.float16) for c in conditions}
     lap("resample")
 
     meta = {
