@@ -36,7 +36,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from defacebench.model.augment import rotate, sample_rotation_angles  # noqa: E402
+from defacebench.model.augment import apply_theta, rotation_theta, sample_rotation_angles  # noqa: E402
 from defacebench.model.cnn import BrainAgeCNN, describe  # noqa: E402
 from defacebench.model.fast import FusedBrainAgeCNN as Fused  # noqa: E402
 
@@ -57,11 +57,13 @@ def _single_step(forward: Callable, model: nn.Module, images, ages, device, batc
     state = {"i": 0}
     amp = device.type == "cuda"
 
+    thetas = rotation_theta(sample_rotation_angles(512, 10.0, gen), SHAPE).to(device, torch.float32)
+
     def step() -> None:
         i = state["i"]
         state["i"] = i + batch
-        idx = torch.arange(i, i + batch, device=device) % images.shape[0]
-        x = rotate(images.index_select(0, idx).float().unsqueeze(1), sample_rotation_angles(batch, 10.0, gen))
+        idx = (torch.arange(batch, device=device) + i) % images.shape[0]
+        x = apply_theta(images.index_select(0, idx).float().unsqueeze(1), thetas[i % 512 : i % 512 + batch])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = forward(x)
         loss = F.mse_loss(pred.float(), ages[idx])
@@ -95,11 +97,14 @@ def _vmap_step(n_models: int, images, ages, device, batch: int = 4, compiled: bo
     state = {"i": 0}
     amp = device.type == "cuda"
 
+    per = batch * n_models
+    thetas = rotation_theta(sample_rotation_angles(per, 10.0, gen), SHAPE).to(device, torch.float32)
+
     def step() -> None:
         i = state["i"]
-        state["i"] = i + batch * n_models
-        idx = torch.arange(i, i + batch * n_models, device=device) % images.shape[0]
-        x = rotate(images.index_select(0, idx).float().unsqueeze(1), sample_rotation_angles(len(idx), 10.0, gen))
+        state["i"] = i + per
+        idx = (torch.arange(per, device=device) + i) % images.shape[0]
+        x = apply_theta(images.index_select(0, idx).float().unsqueeze(1), thetas)
         x = x.view(n_models, batch, 1, *SHAPE)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = fwd(params, buffers, x)
@@ -235,6 +240,15 @@ def main(argv: list[str] | None = None) -> int:
             return _time(step, per, max(5, args.steps // g * 2), 4, device)
 
         attempt(f"vmap{g}-fused+compile", vmc)
+    if "compile-max-autotune" in wanted and device.type == "cuda":
+
+        def maxat() -> float:
+            torch.manual_seed(0)
+            model = BrainAgeCNN(SHAPE, output_bias=70.0).to(device)
+            fwd = torch.compile(Fused(model), mode="max-autotune-no-cudagraphs")
+            return _time(_single_step(fwd, model, images, ages, device), 4, args.steps, args.warmup + 3, device)
+
+        attempt("fused+compile(max-autotune-no-cudagraphs)", maxat)
     if "trainer" in wanted:
         n = 240 if device.type == "cuda" else 12
         attempt("train_condition (last epoch, with val)", lambda: _train_condition_rate(device, n, 3 if device.type == "cuda" else 1))

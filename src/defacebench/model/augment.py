@@ -54,8 +54,17 @@ def rotate(images: torch.Tensor, angles_deg: torch.Tensor, spacing_mm: Sequence[
     Deterministic twin of :class:`RandomRotation`. Voxels from outside the grid are 0.
     """
     theta = rotation_theta(angles_deg.cpu(), images.shape[2:], spacing_mm).to(images.device, torch.float32)
+    return apply_theta(images, theta, mode)
+
+
+def apply_theta(images: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Resample ``(B, C, X, Y, Z)`` images with ``affine_grid`` matrices ``(B, 3, 4)``.
+
+    ``theta`` from :func:`rotation_theta`, already on the images' device (so a training
+    loop can move a whole epoch's matrices to the GPU at once, without a copy per step).
+    """
     work = images if images.dtype in (torch.float32, torch.float64) else images.float()
-    grid = F.affine_grid(theta, list(work.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(work.dtype), list(work.shape), align_corners=False)
     out = F.grid_sample(work, grid, mode=mode, padding_mode="zeros", align_corners=False)
     return out.to(images.dtype)
 

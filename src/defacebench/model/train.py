@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from defacebench import __version__
 from defacebench.io.atomic import atomic_path, write_table_atomic, write_text_atomic
 from defacebench.io.errors import InputError
-from defacebench.model.augment import rotate, sample_rotation_angles
+from defacebench.model.augment import apply_theta, rotation_theta, sample_rotation_angles
 from defacebench.model.cnn import BrainAgeCNN, describe, parameter_breakdown
 from defacebench.model.fast import FusedBrainAgeCNN, fused_forward
 from defacebench.model.profiles import TrainProfile, profile_from_dict
@@ -112,9 +112,10 @@ class ImageFeed:
         elif nbytes < cpu_limit_bytes:
             self.resident = torch.from_numpy(np.array(images, dtype=np.float16))
 
-    def batch(self, rows: np.ndarray) -> torch.Tensor:
+    def batch(self, rows: np.ndarray, rows_on_device: torch.Tensor | None = None) -> torch.Tensor:
+        """Images of ``rows``; pass ``rows_on_device`` too to avoid a host-to-device copy."""
         if self.resident is not None:
-            idx = torch.as_tensor(rows, dtype=torch.long, device=self.resident.device)
+            idx = rows_on_device if rows_on_device is not None else torch.as_tensor(rows, dtype=torch.long, device=self.resident.device)
             x = self.resident.index_select(0, idx)
         else:
             x = torch.from_numpy(np.array(self.images[np.asarray(rows)])).to(self.device)
@@ -179,24 +180,34 @@ class Trainer:
             return fused_forward(self.model, x) if self.fused else self.model.forward_downsampled(x).float()
 
     def train_epoch(self) -> float:
-        """One pass over the training scans in a seeded random order; returns the mean loss."""
+        """One pass over the training scans in a seeded random order; returns the mean loss.
+
+        The order, rotation matrices and targets of the whole epoch go to the device at
+        once, so a step issues no host-to-device copy (nothing makes the CPU wait for the GPU).
+        """
         gen = _epoch_generator(self.seed, self.epoch + 1)
         order = self.train_rows[torch.randperm(len(self.train_rows), generator=gen).numpy()]
+        order_dev = torch.as_tensor(order, dtype=torch.long).to(self.device)
+        targets = self.ages[order].to(self.device)
+        thetas = None
+        if self.profile.rotation_deg > 0:
+            angles = sample_rotation_angles(len(order), self.profile.rotation_deg, gen)
+            grid = self.model.block_input_shape if self.profile.input_pool > 1 else self.model.input_shape
+            thetas = rotation_theta(angles, grid, self.spacing_mm).to(self.device, torch.float32)
         bs = self.profile.batch_size
         self.model.train()
         total = torch.zeros((), device=self.device)
         for start in range(0, len(order), bs):
-            rows = order[start : start + bs]
-            x = self.feed.batch(rows)
-            if self.profile.rotation_deg > 0:
-                x = rotate(x, sample_rotation_angles(len(rows), self.profile.rotation_deg, gen), self.spacing_mm)
-            y = self.ages[rows].to(self.device)
-            loss = F.mse_loss(self._forward(x, train=True), y)
+            stop = min(start + bs, len(order))
+            x = self.feed.batch(order[start:stop], order_dev[start:stop])
+            if thetas is not None:
+                x = apply_theta(x, thetas[start:stop])
+            loss = F.mse_loss(self._forward(x, train=True), targets[start:stop])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
-            total += loss.detach() * len(rows)
+            total += loss.detach() * (stop - start)
         return float(total) / len(order)
 
     @torch.no_grad()
