@@ -376,12 +376,23 @@ def train_condition(
     if dev.type == "cpu" and profile.cpu_threads:
         torch.set_num_threads(profile.cpu_threads)
     try:
-        return _train(study_dir, store, grid, condition, run, profile, dev, out, progress, on_epoch_end, log)
+        return _train(store, grid, condition, run, profile, dev, out, progress, on_epoch_end, log)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(study_dir, store, grid, condition, run, profile, dev, out, progress, on_epoch_end, log) -> Path:  # noqa: ANN001
+def _train(
+    store: ConditionStore,
+    grid: str,
+    condition: str,
+    run: int,
+    profile: TrainProfile,
+    dev: torch.device,
+    out: Path,
+    progress: bool,
+    on_epoch_end: EpochCallback | None,
+    log: Callable[[str], None] | None,
+) -> Path:
     """Body of :func:`train_condition` (device and threads chosen)."""
     seed = run_seed(profile, run)
     try:
