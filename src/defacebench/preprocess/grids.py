@@ -196,27 +196,32 @@ class LinearResampler:
         self.source_shape = shape
         # grid voxel -> template world -> subject world -> native voxel
         vox = np.linalg.inv(affine) @ np.linalg.inv(np.asarray(to_template, dtype=float)) @ grid.affine
-        ijk = np.indices(grid.shape, dtype=np.float64).reshape(3, -1).T
-        coords = apply_affine(vox, ijk).T  # (3, N)
-        dims = np.array(shape)[:, None]
+        i, j, k = (np.arange(n, dtype=np.float64) for n in grid.shape)
+        coords = [
+            (vox[r, 0] * i[:, None, None] + vox[r, 1] * j[None, :, None] + vox[r, 2] * k[None, None, :] + vox[r, 3]).ravel()
+            for r in range(3)
+        ]
         # like scipy's mode="constant": zero outside [0, n - 1], no blending beyond the edge
         # (coordinates within 1e-4 voxel of the edge count as on it)
         tol = 1e-4
-        self.inside = np.flatnonzero(np.all((coords >= -tol) & (coords <= dims - 1 + tol), axis=0))
-        coords = np.clip(coords[:, self.inside], 0, dims - 1)
-        base = np.floor(coords).astype(np.int64)
-        frac = (coords - base).astype(np.float32)
-        # the 8 corners of each sampling point: flat native index and trilinear weight
-        # (a corner past the last voxel has weight 0)
-        strides = np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
-        self.corners: list[tuple[np.ndarray, np.ndarray]] = []
-        for corner in np.ndindex(2, 2, 2):
-            offset = np.array(corner)[:, None]
-            idx = base + offset
-            valid = np.all((idx >= 0) & (idx < dims), axis=0)
-            weight = np.prod(np.where(offset == 1, frac, 1 - frac), axis=0) * valid
-            flat = np.where(valid, (idx * strides[:, None]).sum(axis=0), 0)
-            self.corners.append((flat, weight.astype(np.float32)))
+        inside = np.ones(coords[0].size, dtype=bool)
+        for c, n in zip(coords, shape):
+            inside &= (c >= -tol) & (c <= n - 1 + tol)
+        self.inside = np.flatnonzero(inside)
+        strides = (shape[1] * shape[2], shape[2], 1)
+        # per axis: the two neighbours' flat-index terms and their linear weights
+        terms, weights = [], []
+        for c, n, stride in zip(coords, shape, strides):
+            c = np.clip(c[self.inside], 0, n - 1)
+            base = np.floor(c).astype(np.int64)
+            frac = (c - base).astype(np.float32)
+            terms.append((base * stride, np.minimum(base + 1, n - 1) * stride))  # past the edge: weight is 0
+            weights.append((1 - frac, frac))
+        #: the 8 corners of each sampling point: flat native index and trilinear weight
+        self.corners: list[tuple[np.ndarray, np.ndarray]] = [
+            (terms[0][a] + terms[1][b] + terms[2][c], weights[0][a] * weights[1][b] * weights[2][c])
+            for a, b, c in np.ndindex(2, 2, 2)
+        ]
 
     def __call__(self, data: np.ndarray) -> np.ndarray:
         """One native image -> the grid (float32)."""

@@ -18,7 +18,7 @@ from defacebench.preprocess.grids import Grid, apply_affine
 #: Subjects per mosaic.
 MOSAIC_SUBJECTS = 8
 #: World-mm positions of the three slices: sagittal x, coronal y, axial z.
-SLICES_MM = {"sagittal": 2.0, "coronal": -20.0, "axial": -10.0}
+SLICES_MM = {"sagittal": 2.0, "coronal": -20.0, "axial": -30.0}
 #: Display range of normalised intensities (the brain median is 1 in every condition).
 DISPLAY_MAX = 2.0
 
