@@ -13,8 +13,12 @@ hippocampus    -27 %                  0.015
 ventricles     x 2.85                 0.015
 =============  =====================  ======
 
-Intracranial volume is fixed: sulcal CSF takes the log-volume the other regions lose, so the
-source integrates to zero inside the skull and no flux crosses it. Face (linear in age,
+Grey matter, white matter and hippocampus shrink by a deformation; the ventricles grow by CSF
+substitution into the nearest tissue (``subject.grow_ventricles``). Intracranial volume is
+fixed: sulcal CSF takes the log-volume the other regions lose, so the source integrates to
+zero inside the skull and no flux crosses it (sources live only in coarse blocks wholly
+inside the intracranial labels). ``subject.calibration_gains`` scales the prescriptions so
+that the *achieved* label volumes of an average subject meet the table at each voxel size. Face (linear in age,
 relative to 60): subcutaneous fat pads (cheek, infraorbital, temporal) thin about 2.4 mm over
 40 years, ears lengthen 0.22 mm/yr, noses 0.13 mm/yr, the mandible shrinks 0.12 %/yr
 (length and height); the face field is zero inside the skull.
