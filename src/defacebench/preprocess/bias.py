@@ -1,15 +1,16 @@
 """N4 bias field: estimated once per scan at low resolution, applied to every derived image.
 
 N4 at 1 mm costs 24-50 s per head (DESIGN.md section 4), and the bias field is smooth,
-so it is estimated on the head block-averaged to about ``resolution_mm`` (8 mm by
-default: 22 x 27 x 22 voxels for a 1 mm head) inside a head mask, with ANTsPy's
-N4 (4 levels x 50 iterations, B-spline mesh 1 -> 8 spans). Its log is interpolated
-back to the native grid (separable linear interpolation), and every image derived
-from the scan (raw, skull-stripped, defaced, face-only) is divided by that same field.
+so it is estimated on the head block-averaged to about ``resolution_mm`` (10 mm by
+default), cropped to the head's bounding box, inside a head mask, with ANTsPy's N4
+(4 levels x 30 iterations, B-spline mesh 1 -> 8 spans). N4's cost grows with voxels x
+iterations. Its log is interpolated back to the native grid (separable linear
+interpolation), and every image derived from the scan (raw, skull-stripped, defaced,
+face-only) is divided by that same field.
 
-On a 1 mm head with a known synthetic field the recovered field correlates with it
-at r = 0.997 (8 mm) against 0.995 for N4 on the full-resolution image with
-shrink 6 (``tests/test_bias.py``, ``bench/bench_preprocess.py``).
+On a 1 mm head (pydeface's mean head) with a known synthetic field the recovered field
+correlates with it at r = 0.984 (8 mm, 4 x 50 iterations: 0.987 at 2.6 times the cost;
+full-resolution N4 with shrink 6: 0.995 at 5-10 times the cost). See docs/preprocessing.md.
 """
 
 from __future__ import annotations
