@@ -237,15 +237,3 @@ class LinearResampler:
         out = np.zeros(int(np.prod(self.grid.shape)), dtype=np.float32)
         out[self.inside] = values
         return out.reshape(self.grid.shape)
-
-
-def resample_mask(mask: np.ndarray, resampler: LinearResampler, threshold: float = 0.5) -> np.ndarray:
-    """A binary mask moved into the grid (linear interpolation, then ``> threshold``)."""
-    return resampler((np.asarray(mask) > 0).astype(np.float32)) > threshold
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap of two binary masks (nan when both are empty)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = int(a.sum()) + int(b.sum())
-    return float("nan") if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
