@@ -135,3 +135,84 @@ def test_native_tool_runs_when_installed(method, tmp_path):
     head, _ = robex_head()
     removal = removal_mask(method, head)
     assert removal.shape == head.shape and 0 < removal.mean() < 0.5
+
+
+def test_input_warnings_skull_stripped_and_defaced():
+    from defacebench.deface.qc import input_warnings
+
+    shape = (20, 20, 20)
+    brain = np.zeros(shape, dtype=bool)
+    brain[5:15, 5:15, 8:18] = True
+    head = np.zeros(shape, dtype=bool)
+    head[2:18, 2:20, 2:19] = True
+    face = np.zeros(shape, dtype=bool)
+    face[2:18, 15:20, 2:8] = True
+    nose = np.zeros(shape, dtype=bool)
+    nose[9:11, 18:20, 4:7] = True
+    regions = {"face": face, "nose": nose, "ears": np.zeros(shape, dtype=bool)}
+    assert input_warnings(head, brain, regions, voxel_ml=1.0) == []
+    assert "skull-stripped" in input_warnings(brain, brain, regions, voxel_ml=1.0)[0]
+    # labels mark where the face was; the head mask says whether it is still there
+    defaced = head & ~face
+    assert "no face" in input_warnings(defaced, brain, regions, voxel_ml=1.0)[0]
+    no_nose = head & ~nose
+    assert "no face" in input_warnings(no_nose, brain, regions, voxel_ml=1.0)[0]
+
+
+def test_failed_registration_reported_not_crash(tmp_path):
+    """A registration whose brain Dice to the MNI mask is < 0.8 fails that scan in failures.tsv;
+    methods that need no registration are still written, and other scans go on."""
+    from defacebench.cohort import Cohort
+    from defacebench.deface import deface_cohort
+    from defacebench.deface.runner import XFM_SUFFIX
+    from defacebench.engine import read_failures
+    from defacebench.io.errors import StageError
+    from defacebench.preprocess.registration import save_transform
+
+    head, brain = robex_head()
+    path = save_image(head, tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz", dtype=np.int16)
+    subject = Subject(subject="01", age_years=60.0, path=path)
+    paths = output_paths(tmp_path / "out", subject, ["spm", "quickshear"])
+    saved = nib.load(str(path))
+    save_image(brain.astype(np.uint8), paths["brain_mask"], affine=saved.affine, dtype=np.uint8)
+    wrong = np.eye(4)
+    wrong[:3, 3] = [0, 45, -40]  # a cached "registration" 60 mm off
+    save_transform(wrong, paths["brain_mask"].parent / f"{subject.key}_{XFM_SUFFIX}")
+    with pytest.raises(StageError, match="registration to MNI failed"):
+        deface_subject(subject, tmp_path / "out", ["spm", "quickshear"])
+    assert paths["quickshear_mask"].is_file() and not paths["spm_mask"].is_file()
+    results = deface_cohort(Cohort([subject]), tmp_path / "out", ["spm", "quickshear"], jobs=1, progress=False)
+    failures = read_failures(tmp_path / "out" / "derivatives" / "defacebench" / "failures.tsv")
+    assert list(failures["key"]) == ["sub-01"] and "brain Dice" in failures["reason"].iloc[0]
+    assert not results.values
+
+
+def test_pydeface_template_onto_subject_direction():
+    """pydeface's template registered ONTO a moved copy of itself: the warped face mask
+    (1 = keep) lands on the moved face, and the template's nose is removed."""
+    from scipy.spatial.transform import Rotation
+
+    from defacebench.deface import pydeface
+    from defacebench.deface.context import SubjectContext
+    from defacebench.preprocess.registration import mask_dice, resample_to
+    from defacebench.templates import pydeface_template, pydeface_to_mni
+
+    template, facemask = pydeface_template()
+    known = np.eye(4)
+    known[:3, :3] = Rotation.from_euler("xyz", [10, -4, 3], degrees=True).as_matrix()
+    known[:3, 3] = [4, -6, 8]
+    step = np.diag([2.0, 2.0, 2.0, 1.0])  # the subject on a 2 mm grid: quicker
+    data = resample_to(template, np.eye(4), template.affine @ step, tuple(n // 2 for n in template.shape), order=1)
+    subject = nib.Nifti1Image(data, known @ template.affine @ step)  # subject world = known @ template world
+    start = np.eye(4)
+    start[:3, 3] = [6, 5, -6]  # the brain registration's guess is 10 mm off: the template registration fixes it
+    ctx = SubjectContext(subject, brain_mask=np.ones(subject.shape, dtype=bool), to_mni=pydeface_to_mni() @ np.linalg.inv(known) @ start)
+    removal = pydeface.removal_mask(ctx)
+    np.testing.assert_allclose(ctx.template_to_subject, known, atol=1.5)
+    truth = 1 - resample_to(facemask, known, subject.affine, subject.shape, order=1)
+    head = data > 0.1 * data.max()
+    assert mask_dice((removal >= 0.5) & head, (truth >= 0.5) & head) > 0.95
+    # the template's nose (voxels x 80-96, y 215-235, z 60-95 of the 1 mm template) is removed
+    nose = np.zeros(subject.shape, dtype=bool)
+    nose[40:48, 108:118, 30:48] = True
+    assert (nose & head).sum() > 500 and removal[nose & head].mean() > 0.9

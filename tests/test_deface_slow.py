@@ -75,3 +75,81 @@ def test_pipeline_on_pydeface_head_orientations(tmp_path):
             if codes == "oblique" and m == "quickshear":
                 continue  # voxel-axis method: an oblique affine changes what "sagittal" means
             assert (results[codes][m] != results["RAS"][m]).mean() < 0.01, (codes, m)
+
+
+@pytest.fixture(scope="module")
+def simulated_study(tmp_path_factory):
+    """A coarse (3 mm) simulated cohort with ground-truth labels; two scans broken on purpose."""
+    import gzip
+
+    from defacebench.cli import main as cli
+
+    root = tmp_path_factory.mktemp("simstudy")
+    sim = root / "sim"
+    assert cli(["simulate", str(sim), "--n", "5", "--seed", "2", "--voxel-mm", "3", "--base-heads", "robex"]) == 0
+    (sim / "sub-001" / "anat" / "sub-001_T1w.nii.gz").write_bytes(b"garbage, not a NIfTI")
+    broken = sim / "sub-002" / "anat" / "sub-002_T1w.nii.gz"
+    raw = gzip.decompress(broken.read_bytes())
+    broken.write_bytes(gzip.compress(raw[: 352 + 1000]))  # readable header, truncated voxels
+    return root, sim
+
+
+def test_cohort_acceptance_failures_and_rerun(simulated_study, capsys):
+    """defacebench deface on simulated heads: the issue's acceptance figures from qc.tsv,
+    broken scans in failures.tsv while the rest finish, and a rerun that skips finished scans."""
+    import pandas as pd
+
+    from defacebench.commands.deface import main
+
+    root, sim = simulated_study
+    out = root / "out"
+    assert main([str(sim), str(out), "--jobs", "2", "--no-progress"]) == 0
+    deriv = out / "derivatives" / "defacebench"
+    qc = pd.read_csv(deriv / "qc.tsv", sep="\t", keep_default_na=False)
+    failures = pd.read_csv(deriv / "failures.tsv", sep="\t")
+    print(qc[["key", "method", "nose_removed_fraction", "brain_removed_fraction", "ears_removed_fraction", "ears_removed"]].to_string())
+    assert set(failures["key"]) == {"sub-001_T1w", "sub-002"}, failures
+    assert "unreadable" in " ".join(failures["reason"])
+    assert sorted(qc["key"].unique()) == ["sub-003", "sub-004", "sub-005"]
+    assert len(qc) == 3 * 5 and (qc["region_source"] == "ground_truth").all()
+    by = qc.groupby("method")
+    assert (by["nose_removed_fraction"].min()[["afni", "fsl", "pydeface"]] >= 0.8).all()
+    assert (qc["brain_removed_fraction"] < 0.001).mean() >= 0.95
+    for method, expected in (("afni", "yes"), ("fsl", "yes"), ("pydeface", "no"), ("spm", "no")):
+        assert (qc.loc[qc["method"] == method, "ears_removed"] == expected).all(), method
+    stamps = {p: p.stat().st_mtime_ns for p in deriv.rglob("*_desc-deface_qc.tsv")}
+    assert len(stamps) == 3
+    capsys.readouterr()
+    assert main([str(sim), str(out), "--jobs", "2", "--no-progress"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in deriv.rglob("*_desc-deface_qc.tsv")} == stamps
+    assert len(pd.read_csv(deriv / "failures.tsv", sep="\t")) == 2
+
+
+def test_already_defaced_and_skull_stripped_inputs_warn_and_write(simulated_study, tmp_path):
+    """An fsl-defaced scan and a skull-stripped scan fed back in: warned in qc.tsv, outputs written."""
+    import warnings
+
+    from defacebench.cohort import Subject
+    from defacebench.deface import deface_subject
+    from defacebench.deface.runner import output_paths
+    from defacebench.io.nifti import save_image
+
+    root, sim = simulated_study
+    out = root / "out"
+    prefix = out / "derivatives" / "defacebench" / "sub-003" / "anat" / "sub-003"
+    defaced = nib.load(f"{prefix}_desc-fsldefaced_T1w.nii.gz")
+    original = nib.load(str(sim / "sub-003" / "anat" / "sub-003_T1w.nii.gz"))
+    truth_brain = nib.load(str(sim / "derivatives" / "simulation" / "sub-003" / "anat" / "sub-003_desc-brain_mask.nii.gz"))
+    stripped = np.asarray(original.dataobj) * (np.asarray(truth_brain.dataobj) > 0)
+    cases = {"defaced": (defaced, "no face"), "stripped": (nib.Nifti1Image(stripped.astype(np.float32), original.affine), "skull-stripped")}
+    methods = ["spm", "quickshear"]
+    for name, (img, expected) in cases.items():
+        path = save_image(img, tmp_path / name / "sub-003" / "anat" / "sub-003_T1w.nii.gz", dtype=np.float32)
+        subject = Subject(subject="003", age_years=70.0, path=path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = deface_subject(subject, tmp_path / f"out-{name}", methods, bids_root=sim)
+        assert any(expected in str(w.message) for w in caught), [str(w.message) for w in caught]
+        assert all(expected in row["warnings"] for row in result["qc"])
+        paths = output_paths(tmp_path / f"out-{name}", subject, methods)
+        assert all(paths[f"{m}_{k}"].is_file() for m in methods for k in ("defaced", "face", "mask"))

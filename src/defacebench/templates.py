@@ -123,6 +123,18 @@ def mni_head(resolution_mm: int = 1) -> nib.Nifti1Image:
     return _block_mean(img, int(resolution_mm))
 
 
+def pydeface_to_mni() -> np.ndarray:
+    """4x4 RAS matrix: pydeface's template world -> MNI world (found when :func:`mni_head` was built)."""
+    from defacebench.preprocess.registration import load_transform
+
+    path = cache_dir() / f"pydeface_to_mni_v{HEAD_TEMPLATE_VERSION}.txt"
+    if not path.is_file():
+        _cached("mni_head_res-1").unlink(missing_ok=True)
+        mni_head.cache_clear()
+        mni_head(1)
+    return load_transform(path)
+
+
 def _block_mean(img: nib.Nifti1Image, step: int) -> nib.Nifti1Image:
     affine, shape = head_grid(step)
     data = np.asarray(img.dataobj, dtype=np.float32)

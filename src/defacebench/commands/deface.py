@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     for rejection in cohort.rejected:
         print(f"rejected    {rejection.name}: {rejection.reason}", file=sys.stderr)
     bids_root = args.source if args.source.is_dir() else None
-    results = deface_cohort(Cohort(subjects, source=cohort.source), args.out, methods, jobs=args.jobs, scheduler=args.scheduler,
+    results = deface_cohort(Cohort(subjects, rejected=list(cohort.rejected), source=cohort.source), args.out, methods, jobs=args.jobs, scheduler=args.scheduler,
                             backend=args.backend, bids_root=bids_root, progress=not args.no_progress)
     root = args.out / "derivatives" / "defacebench"
     print(f"defaced     {len(results.values)} of {len(subjects)} scans with {', '.join(methods)} in {results.seconds:.0f} s")

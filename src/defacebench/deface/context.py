@@ -149,15 +149,23 @@ class SubjectContext:
         return self.head_to_mni  # type: ignore[return-value]
 
     def pydeface_template_to_subject(self) -> np.ndarray:
-        """pydeface's template head registered ONTO the subject, 12 DOF, Mattes MI."""
+        """pydeface's template head registered ONTO the subject, 12 DOF, Mattes MI.
+
+        Initialised from the brain registration (template -> MNI -> subject) instead of
+        FLIRT's own search from the centres of mass: same optimum, fewer iterations.
+        """
         if self.template_to_subject is None:
             from defacebench.preprocess.registration import register
             from defacebench.templates import pydeface_template
 
+            from defacebench.templates import pydeface_to_mni
+
             template, _ = pydeface_template()
+            # start from what is known: template -> MNI (built once) then MNI -> subject
+            initial = np.linalg.inv(self.subject_to_mni()) @ pydeface_to_mni()
             self.template_to_subject = self._timed(
                 "register_pydeface_template",
-                lambda: register(self.img, template, kind="affine", metric="mattes",
+                lambda: register(self.img, template, kind="affine", metric="mattes", initial=initial,
                                  resolution_mm=REGISTRATION_RESOLUTION_MM, iterations=REGISTRATION_ITERATIONS),
             )
         return self.template_to_subject  # type: ignore[return-value]

@@ -23,9 +23,10 @@ AFNI_Z_RANGE_MM = (-142.0, -30.0)
 AFNI_Y_MIN_MM = -59.0
 AFNI_BRAIN_MARGIN_MM = 10.0
 
-#: QC regions (MNI mm, head tissue only): a standard face, the nose, the ears.
+#: QC regions (MNI mm, head tissue only): a standard face and the ears. The nose is
+#: found per head (:func:`defacebench.deface.qc.nose_tip_region`): a fixed MNI box sat
+#: above the nose on heads whose face is pitched relative to the brain.
 FACE_REGION = ((0.0, 70.0), (60.0, np.inf), (-80.0, 20.0))
-NOSE_REGION = ((0.0, 15.0), (85.0, np.inf), (-45.0, -5.0))
 EAR_REGION = ((68.0, np.inf), (-45.0, 15.0), (-60.0, -10.0))
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from defacebench.deface.context import SubjectContext
 
 NAME = "pydeface"
-NEEDS = ("template_to_subject",)
+NEEDS = ("brain", "to_mni", "template_to_subject")
 
 
 def removal_from_matrix(template_to_subject: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:

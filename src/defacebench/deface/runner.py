@@ -245,7 +245,7 @@ def collect_qc(out_dir: str | Path, subjects: Sequence) -> pd.DataFrame:
 
 def deface_cohort(cohort, out_dir: str | Path, methods: Sequence[str] = METHODS, jobs: int | None = 1, scheduler: str | None = None, backend: str = "builtin", bids_root: str | Path | None = None, progress: bool = True):
     """Deface every scan of a cohort; write qc.tsv and failures.tsv; return the engine's results."""
-    from defacebench.engine import run_tasks, write_failures
+    from defacebench.engine import Failure, run_tasks, write_failures
 
     methods = parse_methods(list(methods))
     root = derivatives_root(out_dir)
@@ -255,5 +255,8 @@ def deface_cohort(cohort, out_dir: str | Path, methods: Sequence[str] = METHODS,
     task = functools.partial(_deface_task, out_dir=str(out_dir), methods=methods, backend=backend, bids_root=None if bids_root is None else str(bids_root))
     results = run_tasks(task, cohort.subjects, keys=[s.key for s in cohort.subjects], jobs=jobs, scheduler=scheduler, stage="deface", progress=progress)
     write_table_atomic(root / "qc.tsv", collect_qc(out_dir, cohort.subjects))
+    # scans rejected when the cohort was read (unreadable header, ...) are failures too
+    rejected = [Failure(key=r.name, stage="deface", reason=f"input rejected: {r.reason}") for r in getattr(cohort, "rejected", [])]
+    results.failures.extend(rejected)
     write_failures(root / "failures.tsv", results.failures, stage="deface")
     return results
