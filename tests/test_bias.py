@@ -59,3 +59,26 @@ def test_head_mask_and_blocks() -> None:
     assert block_mean(np.ones((9, 10, 11)), (2, 3, 4)).shape == (4, 3, 2)
     with pytest.raises(StageError, match="no head"):
         head_mask(np.zeros((20, 20, 20), np.float32))
+
+
+def test_field_is_bit_identical_whatever_the_thread_setting() -> None:
+    """N4 runs with one ITK thread, set before ITK's first use (sums differ with the thread count)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import hashlib, sys; sys.path.insert(0, %r)\n"
+        "from test_bias import synthetic_head\n"
+        "from defacebench.preprocess.bias import estimate_bias_field\n"
+        "d, _, _ = synthetic_head((30, 36, 33), 6.0)\n"
+        "print(hashlib.sha256(estimate_bias_field(d, (6.0,) * 3, resolution_mm=12.0).full().tobytes()).hexdigest())\n"
+    ) % str(Path(__file__).parent)
+    digests = set()
+    for threads in (None, "2"):
+        env = {k: v for k, v in os.environ.items() if k != "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"}
+        if threads:
+            env["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
+        digests.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip())
+    assert len(digests) == 1

@@ -15,6 +15,7 @@ full-resolution N4 with shrink 6: 0.995 at 5-10 times the cost). See docs/prepro
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from scipy import ndimage
 
 from defacebench.io.errors import StageError
 
+ITK_THREADS = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 #: Default voxel size (mm) at which the bias field is estimated.
 BIAS_RESOLUTION_MM = 10.0
 #: N4 iterations per fitting level (each level doubles the B-spline mesh).
@@ -160,6 +162,11 @@ def estimate_bias_field(
     small_box, mask_box = small[box], small_mask[box]
     # N4 works on positive intensities; keep the field independent of a global scale.
     scale = float(np.percentile(small_box[mask_box], 50)) or 1.0
+    # One ITK thread: N4's multi-threaded sums differ in their last digits with the thread
+    # count. ITK latches the count at its first use in a process, so set it before any ANTs call
+    # (as registration.register does); the engine's workers start with one thread anyway.
+    old_threads = os.environ.get(ITK_THREADS)
+    os.environ[ITK_THREADS] = "1"
     image = ants.from_numpy(np.maximum(small_box / scale, 0).astype(np.float32), spacing=spacing)
     weight = ants.from_numpy(mask_box.astype(np.float32), spacing=spacing)
     try:
@@ -168,6 +175,11 @@ def estimate_bias_field(
         ).numpy()
     except Exception as exc:
         raise StageError(f"N4 bias correction failed ({type(exc).__name__}: {exc})") from exc
+    finally:
+        if old_threads is None:
+            os.environ.pop(ITK_THREADS, None)
+        else:
+            os.environ[ITK_THREADS] = old_threads
     if not np.all(np.isfinite(field)) or np.any(field <= 0):
         raise StageError("N4 returned a non-positive or non-finite bias field")
     log_field = np.log(field).astype(np.float32)
