@@ -114,13 +114,16 @@ def test_ageing_moves_nothing_when_switched_off(head):
 
 
 def test_face_measures_native_and_normalised(young_old):
+    """Native = size-normalised x head scale (exactly for volumes; for lengths up to the
+    per-axis scale jitter, about 1.5 %)."""
     g = young_old[0].ground_truth
-    s = young_old[0].ground_truth  # same subject: native = normalised x head scale (roughly)
-    params = sample_subject(np.random.default_rng(7), ["robex"])
-    scale = float(np.prod(params["anatomy"]["head_scale"]) ** (1 / 3))
+    params = sample_subject(np.random.default_rng(7), ["robex"])  # the fixture's subject
+    scales = np.array(params["anatomy"]["head_scale"])
+    assert abs(np.log(scales).mean()) > 0.005  # a head size that differs from the base head's
     for m in FACE_MEASURES:
-        assert g[f"{m}_mm"] == pytest.approx(s[f"{m}_norm_mm"] * scale, rel=0.05)
-    assert g["intracranial_ml"] == pytest.approx(g["intracranial_norm_ml"] * np.prod(params["anatomy"]["head_scale"]))
+        assert g[f"{m}_mm"] == pytest.approx(g[f"{m}_norm_mm"] * scales.prod() ** (1 / 3), rel=0.05)
+        assert g[f"{m}_mm"] != g[f"{m}_norm_mm"]
+    assert g["intracranial_ml"] == pytest.approx(g["intracranial_norm_ml"] * scales.prod())
 
 
 def test_image_is_a_positive_t1_head(young_old):
@@ -212,18 +215,27 @@ def test_cohort_correlations_with_age():
 
 
 #: Under no association, r over n subjects has SD about 1/sqrt(n - 1): 0.13 at n = 60, so the
-#: issue's |r| < 0.15 holds for each measure only about 75 % of the time, whatever the simulator.
-#: We keep it (fixed seed 0, the project's default seed, not chosen to pass), add a sound
-#: family-wise bound (Fisher z, Bonferroni over the measures, alpha 0.001), and rely on the
-#: deterministic paired test above (identical measures at 56 and 96) for exactness.
+#: issue's |r| < 0.15 holds for each measure only about 75 % of the time, whatever the simulator
+#: (seed 0 at 1.5 mm gave cheek fat r = -0.19 with the face measures exactly age-free: see the
+#: paired test above). So, without choosing a seed: (1) the issue's cohort (n = 60, seed 0,
+#: 1.5 mm) must pass a sound family-wise bound (Fisher z, Bonferroni, alpha 0.001); (2) the
+#: issue's threshold |r| < 0.15 must hold over five such cohorts pooled (seeds 0-4, n = 300,
+#: r SD 0.058; all at 3 mm for time), where it is a 2.6-SD test that a real leak would fail.
+def _null_bound(n: int, k: int) -> float:
+    z_crit = 3.29 + 0.3 * math.log(k)  # about two-sided 0.001 / k
+    return math.tanh(z_crit / math.sqrt(n - 3))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("brain, face, measures", [(1.0, 0.0, FACE), (0.0, 1.0, BRAIN[:-1])])
+@pytest.mark.parametrize("brain, face, measures", [(1.0, 0.0, FACE), (0.0, 1.0, BRAIN[:-1])], ids=["face-off", "brain-off"])
 def test_switched_off_ageing_uncorrelated(brain, face, measures):
     t = _cohort_truth(60, brain, face)
     r = t.corr()["age"]
-    print({k: round(float(r[k]), 3) for k in measures})
-    z_crit = 3.29 + 0.3 * math.log(len(measures))  # ~ two-sided 0.001/len(measures)
-    bound = math.tanh(z_crit / math.sqrt(len(t) - 3))
+    print("n=60 seed 0 1.5 mm:", {k: round(float(r[k]), 3) for k in measures})
     for key in measures:
-        assert abs(r[key]) < bound, (key, r[key])
-    assert max(abs(r[k]) for k in measures) < 0.15, {k: round(float(r[k]), 3) for k in measures}
+        assert abs(r[key]) < _null_bound(len(t), len(measures)), (key, r[key])
+    pooled = pd.concat([_cohort_truth(60, brain, face, seed=s, voxel_mm=3.0) for s in range(5)])
+    r_pooled = pooled.corr(numeric_only=True)["age"]
+    print("n=300 seeds 0-4:", {k: round(float(r_pooled[k]), 3) for k in measures})
+    for key in measures:
+        assert abs(r_pooled[key]) < 0.15, (key, r_pooled[key])
