@@ -470,10 +470,12 @@ def calibration_gains(head: BaseHead, hf: HeadFields | None = None) -> dict[str,
 
     A population-average subject (rate multiplier 1, no reserve, no individual anatomy) is aged
     from 56 to 96 on the base head's own grid; each gain is multiplied by the ratio of the
-    published log-volume change to the achieved one (label counts after the deformation) until
-    they agree. Thin structures (cortex a voxel or two thick, slit-like ventricles) keep only
-    part of a smooth field's divergence in their label counts; the gains put it back.
-    Cached in memory and beside the base head in the user cache.
+    published log-volume change to the achieved one (label counts after ventricle growth and
+    deformation), :data:`CALIBRATION_ITERATIONS` times. Thin structures (cortex a voxel or two
+    thick) keep only part of a 3 mm field's divergence in their label counts, white matter also
+    loses what the ventricles grow into; the gains put it back. The ventricle gain scales the
+    log growth of :func:`grow_ventricles`. Cached in memory and beside the base head in the
+    user cache (a JSON with the iteration history).
     """
     import json
 
