@@ -97,7 +97,9 @@ def test_runner_qc_brain_spared_and_ears(robex_defaced):
     assert (table["brain_removed_fraction"] < 0.001).all(), table["brain_removed_fraction"]
     assert table.loc["fsl", "ears_removed"] == "yes"
     assert table.loc["spm", "ears_removed"] == "no" and table.loc["pydeface", "ears_removed"] == "no"
-    assert (table.loc[["fsl", "spm", "quickshear"], "nose_removed_fraction"] > 0.5).all()
+    print(table[["nose_removed_fraction", "face_removed_fraction", "ears_removed_fraction", "brain_removed_fraction"]])
+    # the nose tip (most anterior mid-face tissue): every method removes it
+    assert (table["nose_removed_fraction"] > 0.8).all(), table["nose_removed_fraction"]
     assert table.loc["pydeface", "face_removed_fraction"] > 0.2
     assert table["registration_dice"].min() > 0.8
 

@@ -71,8 +71,12 @@ def mni_brain_mask() -> nib.Nifti1Image:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def pydeface_template() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
-    """pydeface's template head and face mask (1 = keep, 0 = face), from the pydeface package."""
+    """pydeface's template head and face mask (1 = keep, 0 = face), from the pydeface package.
+
+    Loaded once per process (two 176x256x256 images); treat them as read-only.
+    """
     root = resources.files("pydeface") / "data"
     with resources.as_file(root / "mean_reg2mean.nii.gz") as head_path, resources.as_file(root / "facemask.nii.gz") as mask_path:
         head = _squeeze(nib.load(str(head_path)))

@@ -51,7 +51,7 @@ def extract_brain(img: nib.Nifti1Image, threshold: float = 0.5, n_dilate: int = 
         Voxels to dilate (negative erodes), as in deepbet.
     model_shape : int
         Edge of the cube the brain's bounding box is resized to for the UNet
-        (a multiple of 16; deepbet uses 256).
+        (a multiple of 32, the UNet's stride; deepbet uses 256).
 
     Returns
     -------
@@ -68,8 +68,8 @@ def extract_brain(img: nib.Nifti1Image, threshold: float = 0.5, n_dilate: int = 
         data = data[..., 0]
     if data.ndim != 3:
         raise StageError(f"brain extraction needs a 3D image, got shape {data.shape}")
-    if model_shape % 16 or model_shape < 96:
-        raise ValueError(f"model_shape must be a multiple of 16 and >= 96, got {model_shape}")
+    if model_shape % 32 or model_shape < 96:
+        raise ValueError(f"model_shape must be a multiple of 32 and >= 96, got {model_shape}")
     source = nib.Nifti1Image(data, img.affine)
     try:
         import torch

@@ -141,7 +141,10 @@ def register(
         Initial guess, a 4x4 RAS matrix moving world -> fixed world
         (default: align centres of mass).
     sampling_rate : float
-        Fraction of voxels (regular grid, seeded jitter) where the metric is sampled.
+        Fraction of voxels (regular grid, seeded jitter) where the metric is sampled, for
+        a fixed image at ``resolution_mm``; scaled down for a finer fixed grid (a 3 mm
+        image stays at 3 mm under integer block averaging) so the number of sampled
+        points, and the cost, stay those of ``resolution_mm``.
 
     Returns
     -------
@@ -171,7 +174,12 @@ def register(
     old_seed = ants.config._random_seed
     workdir = Path(tempfile.mkdtemp(prefix="defacebench-ants-"))
     try:
-        fixed_ants = _to_ants(block_downsample(fixed, resolution_mm))
+        fixed_small = block_downsample(fixed, resolution_mm)
+        fixed_ants = _to_ants(fixed_small)
+        # integer blocks leave e.g. a 3 mm image at 3 mm: sample the same number of points
+        # as at resolution_mm (the metric's cost), not 2.4x as many
+        voxel_ml = float(abs(np.linalg.det(fixed_small.affine[:3, :3])))
+        rate = float(sampling_rate) * min(1.0, voxel_ml / float(resolution_mm) ** 3)
         moving_ants = _to_ants(block_downsample(moving, resolution_mm))
         masks = {}
         for name, mask, ref in (("mask", fixed_mask, fixed), ("moving_mask", moving_mask, moving)):
@@ -195,7 +203,7 @@ def register(
             outprefix=str(workdir / "reg_"),
             aff_metric=METRICS[metric],
             aff_sampling=32,
-            aff_random_sampling_rate=sampling_rate,
+            aff_random_sampling_rate=rate,
             aff_iterations=tuple(iterations),
             aff_shrink_factors=shrink,
             aff_smoothing_sigmas=sigmas,
