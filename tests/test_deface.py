@@ -218,3 +218,19 @@ def test_pydeface_template_onto_subject_direction():
     nose = np.zeros(subject.shape, dtype=bool)
     nose[40:48, 108:118, 30:48] = True
     assert (nose & head).sum() > 500 and removal[nose & head].mean() > 0.9
+
+
+def test_summarize_qc_per_method():
+    from defacebench.deface.runner import summarize_qc
+
+    table = pd.DataFrame({
+        "method": ["afni", "afni", "spm", "spm"],
+        "nose_removed_fraction": [1.0, 0.7, 0.9, 1.0],
+        "face_removed_fraction": [0.9, 0.8, 0.5, 0.5],
+        "brain_removed_fraction": [0.0, 0.002, 0.0, 0.0],
+        "ears_removed": ["yes", "yes", "no", "n/a"],
+    })
+    summary = summarize_qc(table).set_index("method")
+    assert summary.loc["afni", "nose_removed_min"] == 0.7 and summary.loc["afni", "brain_spared_fraction"] == 0.5
+    assert summary.loc["afni", "ears_removed_fraction"] == 1.0 and summary.loc["spm", "ears_removed_fraction"] == 0.0
+    assert summary.loc["spm", "scans"] == 2 and summary.loc["spm", "nose_removed_median"] == 0.95

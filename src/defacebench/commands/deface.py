@@ -17,7 +17,8 @@ both halves: OUT/derivatives/defacebench/sub-X[/ses-Y]/anat/
   <prefix>_desc-<method>_mask.nii.gz         fraction removed per voxel (1 = removed)
   <prefix>_desc-brain_mask.nii.gz, <prefix>_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt
   <prefix>_desc-deface_qc.png                removed regions in blue, per method
-plus qc.tsv (volume removed, brain/face/nose/ear fractions removed) and failures.tsv.
+plus qc.tsv (volume removed, brain/face/nose/ear fractions removed per scan and method),
+qc_summary.tsv (per method over scans) and failures.tsv.
 All images stay on the input's own grid: defaced + face == input. Reruns skip finished scans.
 
 example:
@@ -68,7 +69,17 @@ def _run(args: argparse.Namespace) -> int:
                             backend=args.backend, bids_root=bids_root, progress=not args.no_progress)
     root = args.out / "derivatives" / "defacebench"
     print(f"defaced     {len(results.values)} of {len(subjects)} scans with {', '.join(methods)} in {results.seconds:.0f} s")
-    print(f"wrote       {root / 'qc.tsv'}")
+    print(f"wrote       {root / 'qc.tsv'} and {root / 'qc_summary.tsv'}")
+    summary_path = root / "qc_summary.tsv"
+    if summary_path.is_file():
+        import pandas as pd
+
+        summary = pd.read_csv(summary_path, sep="\t")
+        if not summary.empty:
+            print("per method  nose removed (median, min), brain spared (share of scans < 0.1 %), ears removed (share)")
+            for row in summary.itertuples(index=False):
+                print(f"  {row.method:11s} {row.nose_removed_median:5.2f} {row.nose_removed_min:5.2f}   "
+                      f"{row.brain_spared_fraction:5.2f}   {row.ears_removed_fraction:5.2f}   ({row.scans} scans)")
     if results.failures:
         print(f"failed      {len(results.failures)} scan(s); reasons in {root / 'failures.tsv'}")
     sys.stdout.flush()

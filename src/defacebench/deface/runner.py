@@ -243,6 +243,36 @@ def collect_qc(out_dir: str | Path, subjects: Sequence) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(QC_COLUMNS))
 
 
+def summarize_qc(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method over scans: the issue's acceptance figures (nose, brain < 0.1 %, ears).
+
+    Columns: method, scans, nose_removed_median, nose_removed_min, face_removed_median,
+    brain_removed_max, brain_spared_fraction (share of scans with < 0.1 % of the brain
+    removed), ears_removed_fraction (share of scans whose ears were removed).
+    """
+    from defacebench.deface.qc import BRAIN_REMOVED_WARN
+
+    columns = ["method", "scans", "nose_removed_median", "nose_removed_min", "face_removed_median",
+               "brain_removed_max", "brain_spared_fraction", "ears_removed_fraction"]
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for method, group in table.groupby("method", sort=False):
+        nose = pd.to_numeric(group["nose_removed_fraction"], errors="coerce")
+        face = pd.to_numeric(group["face_removed_fraction"], errors="coerce")
+        brain = pd.to_numeric(group["brain_removed_fraction"], errors="coerce")
+        ears = group["ears_removed"].astype(str)
+        known = ears.isin(["yes", "no"])
+        rows.append({
+            "method": method, "scans": len(group),
+            "nose_removed_median": round(float(nose.median()), 4), "nose_removed_min": round(float(nose.min()), 4),
+            "face_removed_median": round(float(face.median()), 4), "brain_removed_max": float(brain.max()),
+            "brain_spared_fraction": round(float((brain < BRAIN_REMOVED_WARN).mean()), 4),
+            "ears_removed_fraction": round(float((ears[known] == "yes").mean()), 4) if known.any() else float("nan"),
+        })
+    return pd.DataFrame(rows, columns=columns)
+
+
 def deface_cohort(cohort, out_dir: str | Path, methods: Sequence[str] = METHODS, jobs: int | None = 1, scheduler: str | None = None, backend: str = "builtin", bids_root: str | Path | None = None, progress: bool = True):
     """Deface every scan of a cohort; write qc.tsv and failures.tsv; return the engine's results."""
     from defacebench.engine import Failure, run_tasks, write_failures
@@ -254,7 +284,9 @@ def deface_cohort(cohort, out_dir: str | Path, methods: Sequence[str] = METHODS,
                               description="defaced and face-only T1w images, removal masks, brain masks, MNI transforms, QC")
     task = functools.partial(_deface_task, out_dir=str(out_dir), methods=methods, backend=backend, bids_root=None if bids_root is None else str(bids_root))
     results = run_tasks(task, cohort.subjects, keys=[s.key for s in cohort.subjects], jobs=jobs, scheduler=scheduler, stage="deface", progress=progress)
-    write_table_atomic(root / "qc.tsv", collect_qc(out_dir, cohort.subjects))
+    table = collect_qc(out_dir, cohort.subjects)
+    write_table_atomic(root / "qc.tsv", table)
+    write_table_atomic(root / "qc_summary.tsv", summarize_qc(table))
     # scans rejected when the cohort was read (unreadable header, ...) are failures too
     rejected = [Failure(key=r.name, stage="deface", reason=f"input rejected: {r.reason}") for r in getattr(cohort, "rejected", [])]
     results.failures.extend(rejected)
