@@ -33,11 +33,6 @@ def head():
     return load_base_head("robex", VOX)
 
 
-@pytest.fixture(scope="module")
-def head_default():
-    return load_base_head("robex", 1.5)
-
-
 def _at_age(params: dict, age: float) -> dict:
     p = copy.deepcopy(params)
     p["age_years"] = age
@@ -62,14 +57,16 @@ def test_ageing_direction_and_fold_free(young_old):
     assert all(s.min_jacobian > 0 for s in young_old)
 
 
-@pytest.fixture(scope="module")
-def average_ageing_default(head_default):
+@pytest.fixture(scope="module", params=[1.5, 2.0], ids=["1.5mm", "2mm"])
+def average_ageing_default(request):
     """A population-average ager (rate multiplier 1, no reserve) with its own anatomy, pose and
-    head size, at 56 and 96, at the default 1.5 mm; partial volumes of skull and ICV."""
+    head size, at 56 and 96, at the default 1.5 mm and at 2 mm (the demo's size); partial
+    volumes of skull and ICV."""
+    head = load_base_head("robex", request.param)
     params = sample_subject(np.random.default_rng(21), ["robex"])
     params["brain_ageing"].update(rate_multiplier=1.0, reserve=0.0)
     return [
-        simulate_subject(head_default, _at_age(params, a), check_jacobian=True, partial_volumes=("skull", "intracranial"))
+        simulate_subject(head, _at_age(params, a), check_jacobian=True, partial_volumes=("skull", "intracranial"))
         for a in (56.0, 96.0)
     ]
 
@@ -84,14 +81,14 @@ def test_achieved_brain_changes_match_published_ranges(average_ageing_default):
     change["wm"] = (old["wm_norm_ml"] + old["wm_lesion_norm_ml"]) / (young["wm_norm_ml"] + young["wm_lesion_norm_ml"]) - 1
     assert -0.175 <= change["gm"] <= -0.115, change
     assert -0.145 <= change["wm"] <= -0.095, change
-    assert -0.31 <= change["hippocampus"] <= -0.23, change
+    assert -0.31 <= change["hippocampus"] <= -0.23, change  # 2 mm: -29.8 %
     assert 1.4 <= change["ventricles"] <= 2.3, change  # x2.4 .. x3.3
     assert all(s.min_jacobian > 0 for s in average_ageing_default)
 
 
 def test_skull_and_intracranial_volume_fixed_across_age(average_ageing_default):
     """Skull and ICV change < 1 % from 56 to 96 at fixed anatomy (the subject's own individual
-    deformation, pose and head size), by partial volume and by label count at 1.5 mm."""
+    deformation, pose and head size), by partial volume and by label count (1.5 and 2 mm)."""
     young, old = (s.ground_truth for s in average_ageing_default)
     for key in ("pv_skull_ml", "pv_intracranial_ml", "skull_ml", "intracranial_ml"):
         assert abs(old[key] / young[key] - 1) < 0.01, (key, young[key], old[key])
