@@ -52,3 +52,43 @@ def test_dask_scheduler_backend() -> None:
         results = run_tasks(square_or_fail, list(range(6)), jobs=1, scheduler=cluster.scheduler_address, stage="x", progress=False)
     assert results.values == {"0": 0, "1": 1, "2": 4, "4": 16}
     assert results.failed_keys == {"3", "5"}
+
+
+def test_workers_die_with_their_parent(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = tmp_path / "parent.py"
+    pids = tmp_path / "pids"
+    script.write_text(textwrap.dedent(f"""
+        import os, time
+        from defacebench.engine import run_tasks
+        def sleepy(i):
+            with open({str(pids)!r}, "a") as fh:
+                fh.write(f"{{os.getpid()}}\\n")
+            time.sleep(60)
+        if __name__ == "__main__":
+            run_tasks(sleepy, [0, 1], jobs=2, progress=False)
+    """))
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not pids.exists() or len(pids.read_text().split()) < 2):
+        time.sleep(0.2)
+    workers = [int(p) for p in pids.read_text().split()]
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    time.sleep(1.0)
+    def running(pid: int) -> bool:  # zombies (dead, not yet reaped) do not count
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return state != "Z"
+
+    alive = [pid for pid in workers if running(pid)]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive

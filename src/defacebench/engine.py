@@ -80,6 +80,23 @@ def limit_threads(n: int = 1) -> None:
         sys.modules["torch"].set_num_threads(n)
 
 
+def _worker_init() -> None:
+    """Worker initialiser: one thread each, and die with the parent (Linux).
+
+    Without the parent-death signal, killing ``defacebench`` leaves its spawned workers
+    computing the tasks already queued to them, competing with the rerun.
+    """
+    limit_threads(1)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        except OSError:  # pragma: no cover - no glibc
+            pass
+
+
 def _guarded(func: Callable[[Any], Any], item: Any, stage: str) -> tuple[bool, Any]:
     """Run one task, returning (ok, value or failure reason); never raises."""
     try:
@@ -172,7 +189,7 @@ def run_tasks(
             import multiprocessing as mp
 
             context = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=context, initializer=limit_threads) as pool:
+            with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=context, initializer=_worker_init) as pool:
                 futures = {pool.submit(_guarded, func, item, stage): key for key, item in zip(keys, items)}
                 for future in as_completed(futures):
                     try:
