@@ -100,3 +100,11 @@ def run_study(stages: Sequence[Stage], log: Callable[[str], None] | None = None)
             return code
     log(f"== study finished in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def run_and_report(stages: Sequence[Stage], out: Path) -> int:
+    """Run the stages; on success print where the report is."""
+    code = run_study(stages)
+    if code == 0:
+        print(f"report: {(out / 'report.html').resolve()}")
+    return code

@@ -50,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     from defacebench.engine import default_jobs
     from defacebench.io.atomic import write_text_atomic
     from defacebench.io.errors import InputError
-    from defacebench.study import Stage, record_config, run_study, study_stages
+    from defacebench.study import Stage, record_config, run_and_report, study_stages
 
     if args.n < 10:
         raise InputError(f"--n must be >= 10 for a train/val/test split, got {args.n}")
@@ -79,10 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     config = dataclasses.replace(get_preset("demo"), seed=args.seed)
     record_config(out, config)
     stages += study_stages(bids, out, config, jobs=jobs, device="cpu", progress=not args.no_progress)
-    code = run_study(stages)
-    if code == 0:
-        print(f"report: {(out / 'report.html').resolve()}")
-    return code
+    return run_and_report(stages, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

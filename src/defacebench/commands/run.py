@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from defacebench.config import get_preset, load_config
     from defacebench.io.errors import InputError
-    from defacebench.study import record_config, run_study, study_stages
+    from defacebench.study import record_config, run_and_report, study_stages
 
     config = load_config(args.config, args.preset) if args.config else get_preset(args.preset)
     if not args.source.exists():
@@ -57,10 +57,7 @@ def _run(args: argparse.Namespace) -> int:
         args.source, args.out, config, jobs=args.jobs, scheduler=args.scheduler, device=args.device,
         individual_figures=args.individual_figures, progress=not args.no_progress,
     )
-    code = run_study(stages)
-    if code == 0:
-        print(f"report: {(args.out / 'report.html').resolve()}")
-    return code
+    return run_and_report(stages, args.out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
