@@ -4,7 +4,7 @@
 Adam, lr 1e-4, exponential decay rate 1e-4, MSE, batch 4, up to 100 epochs, random
 rotation, early stopping) and explicit where it is not (head, patience, decay schedule:
 see docs/training.md). ``cpu`` is the same architecture family on the 4 mm store, average-pooled to
-8 mm at the input, with 1/8 of the widths and fewer epochs, sized so the demo trains a
+8 mm at the input, with 1/8 of the widths and at most 30 epochs, sized so the demo trains a
 condition in seconds on two CPU cores.
 """
 
@@ -59,8 +59,10 @@ PROFILES: dict[str, TrainProfile] = {
         grid="mni4mm",
         width_multiplier=0.125,
         input_pool=2,
-        max_epochs=6,
-        patience=3,
+        # measured on a 100-scan simulated store: 6 epochs learn nothing (test MAE = null),
+        # 40 epochs reach 2.96 y against a null of 4.74 y (best epoch 39) at ~25 s a condition
+        max_epochs=30,
+        patience=8,
         cpu_threads=1,
         learning_rate=3e-3,
     ),
