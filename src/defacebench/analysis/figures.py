@@ -93,11 +93,17 @@ def _background(ax, template: np.ndarray, head: np.ndarray | None, affine, view,
 
 
 # --------------------------------------------------------------------------- Fig. 1
+#: Fig. 1 leaves out voxels removed in fewer than this share of the scans.
+MIN_SHARE_SHOWN = 0.1
+
+
 def plot_removal_regions(frequencies: Mapping[str, np.ndarray], template: np.ndarray, affine: np.ndarray, path: str | Path, head: np.ndarray | None = None, n_scans: int | None = None) -> Path:
     """Fig. 1: where each defacer removes tissue, as the cohort frequency per voxel in MNI space.
 
     One row per method: the maximum frequency over left-right (side view) and over
-    inferior-superior (top view), over the MNI template.
+    inferior-superior (top view), over the MNI template. Voxels removed in fewer than
+    :data:`MIN_SHARE_SHOWN` of the scans are not drawn (isolated registration outliers
+    would otherwise tint the whole projection).
     """
     plt = _pyplot()
     methods = [m for m in ("afni", "fsl", "pydeface", "spm", "quickshear") if m in frequencies] + sorted(set(frequencies) - set(METHOD_NAMES))
@@ -108,12 +114,13 @@ def plot_removal_regions(frequencies: Mapping[str, np.ndarray], template: np.nda
         for ax, view in zip(row, ("sagittal", "axial")):
             extent = _background(ax, template, head, affine, view, reduce="max")
             f, _ = plane(freq, affine, view, reduce="max")
-            image = ax.imshow(np.ma.masked_less_equal(f, 0.0), origin="lower", extent=extent, cmap="autumn_r", vmin=0, vmax=1, alpha=0.85, interpolation="nearest")
+            image = ax.imshow(np.ma.masked_less(f, MIN_SHARE_SHOWN), origin="lower", extent=extent, cmap="autumn_r", vmin=0, vmax=1, alpha=0.85, interpolation="nearest")
         row[0].set_ylabel(METHOD_NAMES.get(method, method), fontsize=13)
         if r == 0:
             row[0].set_title("side view (max over left-right)", fontsize=9)
             row[1].set_title("top view (max over height)", fontsize=9)
-    fig.suptitle("Fig. 1  Tissue removed by each defacer" + (f" (share of {n_scans} scans)" if n_scans else " (share of scans)"), fontsize=12)
+    scans = f"{n_scans} scans" if n_scans else "scans"
+    fig.suptitle(f"Fig. 1  Tissue removed by each defacer (share of {scans}; < {MIN_SHARE_SHOWN:.0%} not shown)", fontsize=12)
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="share of scans with the voxel removed")
     return save_figure(fig, path)

@@ -224,14 +224,16 @@ def _image_figures(study_dir: Path, grid: str, paths: dict[str, Path], saliency:
     shape, affine = first.images.shape[1:], first.affine
     template = sal.mni_template(affine, shape)
     brain = sal.mni_brain_mask(affine, shape)
-    head = None
+    head = raw = None
     if "raw" in stored:
-        head = sal.removal_frequency(open_condition(study_dir, grid, "raw").images, max_scans=100) > 0.5
+        raw = open_condition(study_dir, grid, "raw").images
+        # head tissue in most scans: the raw image above the air level
+        head = sal.removal_frequency(raw, max_scans=100, reference=raw) > 0.5
     frequencies: dict[str, np.ndarray] = {}
     n_scans = None
     for method in sal.face_methods(study_dir, grid):
         store = open_condition(study_dir, grid, f"face-{method}")
-        frequencies[method] = sal.removal_frequency(store.images)
+        frequencies[method] = sal.removal_frequency(store.images, reference=raw)
         n_scans = min(len(store.images), 200)
     notes: dict[str, object] = {}
     if frequencies:

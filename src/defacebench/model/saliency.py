@@ -124,10 +124,25 @@ def mni_template(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.nan_to_num(np.asarray(out.get_fdata(), dtype=np.float32))
 
 
-def removal_frequency(images: np.ndarray, rows: np.ndarray | None = None, max_scans: int = 200, chunk: int = 16) -> np.ndarray:
-    """Share of scans in which each voxel is non-zero (for a face-only store: removed).
+#: Stores are divided by the raw image's brain median (brain ~ 1): below this a voxel is air.
+HEAD_INTENSITY = 0.15
 
-    Uses at most ``max_scans`` rows, evenly spaced, read ``chunk`` at a time from the memmap.
+
+def removal_frequency(
+    images: np.ndarray,
+    rows: np.ndarray | None = None,
+    max_scans: int = 200,
+    chunk: int = 16,
+    reference: np.ndarray | None = None,
+) -> np.ndarray:
+    """Share of scans in which each voxel is removed.
+
+    Without ``reference``: a voxel counts where the image is non-zero (for a face-only
+    store: removed). With ``reference`` (the raw store, same rows): a voxel counts where it
+    is head tissue (raw > :data:`HEAD_INTENSITY`) and the face-only image holds at least
+    half of its raw intensity, so air and the tiny tails of pydeface's interpolated soft
+    mask do not count as removed tissue. Uses at most ``max_scans`` rows, evenly spaced,
+    read ``chunk`` at a time from the memmap.
     """
     rows = np.arange(len(images)) if rows is None else np.asarray(rows)
     if len(rows) == 0:
@@ -136,8 +151,21 @@ def removal_frequency(images: np.ndarray, rows: np.ndarray | None = None, max_sc
         rows = rows[np.linspace(0, len(rows) - 1, max_scans).round().astype(int)]
     count = np.zeros(images.shape[1:], dtype=np.int32)
     for start in range(0, len(rows), chunk):
-        count += (np.abs(np.asarray(images[np.sort(rows[start : start + chunk])], dtype=np.float32)) > 0).sum(axis=0, dtype=np.int32)
+        block = np.sort(rows[start : start + chunk])
+        face = np.abs(np.asarray(images[block], dtype=np.float32))
+        if reference is None:
+            removed = face > 0
+        else:
+            raw = np.abs(np.asarray(reference[block], dtype=np.float32))
+            removed = (raw > HEAD_INTENSITY) & (face >= 0.5 * raw)
+        count += removed.sum(axis=0, dtype=np.int32)
     return (count / len(rows)).astype(np.float32)
+
+
+def _conditions(study_dir: str | Path, grid: str) -> list[str]:
+    from defacebench.store import list_conditions
+
+    return list_conditions(study_dir, grid)
 
 
 def face_methods(study_dir: str | Path, grid: str) -> list[str]:
@@ -158,9 +186,10 @@ def face_region(study_dir: str | Path, grid: str, brain_mask: np.ndarray, freque
 
     if frequencies is None:
         frequencies = {}
+        raw = open_condition(study_dir, grid, "raw").images if "raw" in _conditions(study_dir, grid) else None
         for method in face_methods(study_dir, grid):
             store = open_condition(study_dir, grid, f"face-{method}")
-            frequencies[method] = removal_frequency(store.images)
+            frequencies[method] = removal_frequency(store.images, reference=raw)
     if frequencies:
         region = np.zeros(brain_mask.shape, dtype=bool)
         for freq in frequencies.values():
