@@ -4,11 +4,11 @@ Layout::
 
     OUT/dataset_description.json
     OUT/participants.tsv                      participant_id, age, sex, base_head
-    OUT/sub-XXX/anat/sub-XXX_T1w.nii.gz       int16
+    OUT/sub-<label>/anat/sub-<label>_T1w.nii.gz       int16
     OUT/derivatives/simulation/dataset_description.json, dseg.tsv, ground_truth.tsv
-    OUT/derivatives/simulation/sub-XXX/anat/sub-XXX_dseg.nii.gz              labels (uint8)
-    OUT/derivatives/simulation/sub-XXX/anat/sub-XXX_desc-brain_mask.nii.gz   intracranial mask
-    OUT/derivatives/simulation/sub-XXX/anat/sub-XXX_simulation.json          parameters + ground truth
+    OUT/derivatives/simulation/sub-<label>/anat/sub-<label>_dseg.nii.gz              labels (uint8)
+    OUT/derivatives/simulation/sub-<label>/anat/sub-<label>_desc-brain_mask.nii.gz   intracranial mask
+    OUT/derivatives/simulation/sub-<label>/anat/sub-<label>_simulation.json          parameters + ground truth
 
 Everything is written into a hidden temporary directory beside ``OUT`` and renamed onto ``OUT``
 at the end, so a failed or killed run leaves nothing partial behind.
