@@ -220,6 +220,32 @@ def test_pydeface_template_onto_subject_direction():
     assert (nose & head).sum() > 500 and removal[nose & head].mean() > 0.9
 
 
+@pytest.mark.parametrize("grid", ["oblique_2mm", "lps_3mm", "wider_than_template"])
+def test_pydeface_sparse_removal_equals_full_resampling(grid):
+    """The face mask is interpolated only near the face and the template's edges; the
+    result must equal trilinear resampling of the whole mask (cval 0) everywhere."""
+    from scipy.spatial.transform import Rotation
+
+    from defacebench.deface.pydeface import removal_from_matrix
+    from defacebench.preprocess.registration import resample_to
+    from defacebench.templates import pydeface_template
+
+    _, facemask = pydeface_template()
+    matrix = np.eye(4)
+    matrix[:3, :3] = Rotation.from_euler("xyz", [7, -5, 12], degrees=True).as_matrix() * 1.05
+    matrix[:3, 3] = [3, -8, 5]
+    grids = {
+        "oblique_2mm": (np.array([[2.0, 0.1, 0, -90], [0, 1.9, 0.2, -130], [0.1, 0, 2.1, -100], [0, 0, 0, 1]]), (71, 83, 79)),
+        "lps_3mm": (np.array([[-3.0, 0, 0, 95], [0, -3.0, 0, 120], [0, 0, 3.0, -110], [0, 0, 0, 1]]), (57, 61, 67)),
+        "wider_than_template": (np.array([[4.0, 0, 0, -200], [0, 4.0, 0, -230], [0, 0, 4.0, -220], [0, 0, 0, 1]]), (97, 103, 101)),
+    }
+    affine, shape = grids[grid]
+    sparse = removal_from_matrix(matrix, affine, shape)
+    full = np.clip(1.0 - resample_to(facemask, matrix, affine, shape, order=1, cval=0.0), 0.0, 1.0)
+    assert 0.01 < (full > 0).mean() < 0.99  # both face and kept voxels are on the grid
+    np.testing.assert_allclose(sparse, full, atol=1e-5)
+
+
 def test_summarize_qc_per_method():
     from defacebench.deface.runner import summarize_qc
 

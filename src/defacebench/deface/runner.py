@@ -14,6 +14,7 @@ import functools
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -31,6 +32,8 @@ HEAD_XFM_SUFFIX = "from-T1w_to-MNI152NLin2009aSym_desc-head9dof_mode-image_xfm.t
 PYDEFACE_XFM_SUFFIX = "from-pydeface_to-T1w_mode-image_xfm.txt"
 REGISTRATION_MIN_DICE = 0.8
 MNI_METHODS = ("afni", "fsl", "spm")
+#: Threads writing images (gzip releases the GIL) while the main thread draws the QC PNG.
+WRITER_THREADS = 2
 
 
 def output_paths(out_dir: str | Path, subject, methods: Sequence[str]) -> dict[str, Path]:
@@ -83,6 +86,18 @@ def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype) -> tuple
     defaced = (original - original * removal.astype(np.float32)).astype(np.float32)
     face = (original - defaced).astype(np.float32)
     return defaced, face
+
+
+def _write_method_outputs(data: np.ndarray, removal: np.ndarray, dtype: np.dtype, affine: np.ndarray, paths: dict[str, Path], method: str) -> None:
+    """Write one method's defaced, face-only and removal-mask images (a writer-thread task)."""
+    from defacebench.io.nifti import save_image
+
+    defaced, face = split_image(data, removal, dtype)
+    save_image(defaced, paths[f"{method}_defaced"], affine=affine, dtype=dtype)
+    save_image(face, paths[f"{method}_face"], affine=affine, dtype=dtype)
+    binary = bool(np.all((removal == 0) | (removal == 1)))
+    mask_dtype = np.uint8 if binary else np.float32
+    save_image(removal.astype(mask_dtype), paths[f"{method}_mask"], affine=affine, dtype=mask_dtype)
 
 
 def _load_cached(ctx: SubjectContext, paths: dict[str, Path], anat: Path, prefix: str) -> None:
@@ -196,13 +211,6 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
             removal = module.removal_mask(ctx)
         registered = sum(v for k, v in ctx.timings.items() if k.startswith("register")) - registered
         ctx.timings[f"method_{method}"] = time.perf_counter() - t0 - registered
-        t0 = time.perf_counter()
-        defaced, face = split_image(ctx.data, removal, dtype)
-        save_image(defaced, paths[f"{method}_defaced"], affine=img.affine, dtype=dtype)
-        save_image(face, paths[f"{method}_face"], affine=img.affine, dtype=dtype)
-        binary = bool(np.all((removal == 0) | (removal == 1)))
-        save_image(removal.astype(np.uint8 if binary else np.float32), paths[f"{method}_mask"], affine=img.affine, dtype=np.uint8 if binary else np.float32)
-        ctx.timings["write"] = ctx.timings.get("write", 0.0) + time.perf_counter() - t0
         metrics = qc.removal_metrics(removal, brain, head, regions, ctx.voxel_ml)
         notes = list(input_notes)
         if metrics["brain_removed_fraction"] > qc.BRAIN_REMOVED_WARN:
@@ -214,10 +222,18 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     for attr, name in (("head_to_mni", HEAD_XFM_SUFFIX), ("template_to_subject", PYDEFACE_XFM_SUFFIX)):
         if getattr(ctx, attr) is not None:
             save_transform(getattr(ctx, attr), anat / f"{subject.key}_{name}")
-    if qc_png and removals:
-        t0 = time.perf_counter()
-        qc.write_qc_png(paths["qc_png"], img, removals, head, brain, title=subject.key)
-        ctx.timings["qc_png"] = time.perf_counter() - t0
+    # gzip releases the GIL: two threads write the images while this one draws the QC PNG
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=WRITER_THREADS) as pool:
+        writes = [pool.submit(_write_method_outputs, ctx.data, removal, dtype, img.affine, paths, method)
+                  for method, removal in removals.items()]
+        if qc_png and removals:
+            t1 = time.perf_counter()
+            qc.write_qc_png(paths["qc_png"], img, removals, head, brain, title=subject.key)
+            ctx.timings["qc_png"] = time.perf_counter() - t1
+        for future in writes:
+            future.result()
+    ctx.timings["write_and_qc_png"] = time.perf_counter() - t0
     if failure is not None:
         raise StageError(f"{failure}; wrote {', '.join(removals) or 'no method'}")
     table = pd.DataFrame(rows, columns=list(qc.QC_COLUMNS))
