@@ -18,7 +18,8 @@ import pytest
 
 from defacebench.commands.simulate import main
 from defacebench.simulate.ageing import BRAIN_CHANGE_56_96
-from defacebench.simulate.cohort import sample_cohort
+from defacebench.io.errors import InputError
+from defacebench.simulate.cohort import sample_cohort, simulate_cohort
 from defacebench.simulate.heads import load_base_head
 from defacebench.simulate.subject import FACE_MEASURES, sample_subject, simulate_subject
 
@@ -144,6 +145,15 @@ def test_cohort_ages_and_sex():
     assert 72 < ages.mean() < 76 and 5.5 < ages.std() < 8
     assert 0.38 < np.mean([p["sex"] == "M" for p in cohort]) < 0.54
     assert sample_cohort(3, 5, ["robex"])[2] == sample_cohort(5, 5, ["robex"])[2]
+
+
+def test_cohort_uniform_ages_span_the_calibrated_range():
+    ages = np.array([p["age_years"] for p in sample_cohort(400, 5, ["robex"], ages="uniform")])
+    assert ages.min() >= 56 and ages.max() <= 96
+    assert 74 < ages.mean() < 78 and 10.5 < ages.std() < 12.5  # uniform 56-96: SD 11.5
+    assert np.histogram(ages, bins=4, range=(56, 96))[0].min() > 80  # every decade is populated
+    with pytest.raises(InputError, match="age distribution"):
+        simulate_cohort(Path("unused"), 2, ages="gaussian")
 
 
 def _digest(root: Path) -> dict[str, str]:

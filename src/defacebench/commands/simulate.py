@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--brain-ageing", type=float, default=1.0, help="multiplier of the published brain ageing rates; 0 = none (default 1)")
     parser.add_argument("--face-ageing", type=float, default=1.0, help="multiplier of the published face ageing rates; 0 = none (default 1)")
+    parser.add_argument("--ages", choices=("adni", "uniform"), default="adni", help="age distribution: adni = normal(74, 7) truncated to 56-96, uniform = 56-96 (default adni)")
     parser.add_argument("--voxel-mm", type=float, default=1.5, help="isotropic voxel size in mm (default 1.5)")
     parser.add_argument("--base-heads", default="robex", help="comma-separated base heads to draw from: robex, pydeface (default robex; see docs/simulate.md)")
     parser.add_argument("--jobs", type=int, default=1, help="subjects simulated in parallel (default 1)")
@@ -53,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     table = simulate_cohort(
         args.out, args.n, seed=args.seed, brain_ageing=args.brain_ageing, face_ageing=args.face_ageing,
         voxel_mm=args.voxel_mm, base_heads=heads, jobs=args.jobs, overwrite=args.overwrite,
-        preview=args.preview, progress=progress if sys.stderr.isatty() else None,
+        preview=args.preview, progress=progress if sys.stderr.isatty() else None, ages=args.ages,
     )
     if sys.stderr.isatty():
         print(file=sys.stderr)

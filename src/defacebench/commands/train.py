@@ -15,7 +15,7 @@ Train the paper's brain-age 3D CNN on each condition store of STUDY_DIR/stores/<
 scan. Writes STUDY_DIR/runs/<condition>/run-<k>/{model.pt, checkpoint.pt, history.csv,
 predictions.csv, run.json}. Finished runs are skipped; interrupted ones resume from their
 last checkpoint. Profiles: paper (MNI 2 mm, widths 128/64/64, up to 100 epochs) and cpu
-(MNI 4 mm store average-pooled to 8 mm, 1/8 width, 6 epochs, 1 thread; the demo's). See docs/training.md.
+(MNI 4 mm store average-pooled to 8 mm, 1/8 width, up to 30 epochs, 1 thread; the demo's). See docs/training.md.
 
 example:
   defacebench train study/ --profile cpu --runs 1

@@ -32,7 +32,7 @@ from defacebench.io.errors import InputError
 from defacebench.io.nifti import save_image
 from defacebench.simulate.heads import BASE_HEADS, load_base_head
 from defacebench.simulate.labels import INTRACRANIAL, LABELS
-from defacebench.simulate.subject import head_fields, sample_subject, simulate_subject
+from defacebench.simulate.subject import AGE_DISTRIBUTIONS, head_fields, sample_subject, simulate_subject
 
 PIPELINE = "simulation"
 #: The default base heads: the ROBEX head alone. It is one real, sharp T1w scan; pydeface's
@@ -48,12 +48,12 @@ def subject_ids(n: int) -> list[str]:
     return [f"{i:0{width}d}" for i in range(1, n + 1)]
 
 
-def sample_cohort(n: int, seed: int, base_heads: list[str], brain_ageing: float = 1.0, face_ageing: float = 1.0) -> list[dict]:
+def sample_cohort(n: int, seed: int, base_heads: list[str], brain_ageing: float = 1.0, face_ageing: float = 1.0, ages: str = "adni") -> list[dict]:
     """Parameters of every subject; subject ``i`` depends only on ``(seed, i)``, not on ``n``."""
     out = []
     for i, sub in enumerate(subject_ids(n)):
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), i]))
-        params = sample_subject(rng, base_heads, brain_ageing, face_ageing)
+        params = sample_subject(rng, base_heads, brain_ageing, face_ageing, ages=ages)
         out.append({"participant_id": f"sub-{sub}", "seed": [int(seed), i], **params})
     return out
 
@@ -110,6 +110,7 @@ def simulate_cohort(
     overwrite: bool = False,
     preview: bool = False,
     progress=None,
+    ages: str = "adni",
 ) -> pd.DataFrame:
     """Write a simulated BIDS cohort to ``out`` and return its ground-truth table.
 
@@ -129,6 +130,8 @@ def simulate_cohort(
         Heads to draw from (default: :data:`DEFAULT_BASE_HEADS`, the ROBEX head alone).
     jobs : int
         Worker processes.
+    ages : {"adni", "uniform"}
+        Age distribution: normal(74, 7) truncated to 56-96 (ADNI-like), or uniform 56-96.
     """
     out = Path(out)
     base_heads = list(base_heads or DEFAULT_BASE_HEADS)
@@ -140,6 +143,8 @@ def simulate_cohort(
         raise InputError(f"--voxel-mm must be within 0.5-4 mm, got {voxel_mm}")
     if brain_ageing < 0 or face_ageing < 0:
         raise InputError("ageing multipliers must be >= 0")
+    if ages not in AGE_DISTRIBUTIONS:
+        raise InputError(f"unknown age distribution {ages!r}; choose from {', '.join(AGE_DISTRIBUTIONS)}")
     unknown = [h for h in base_heads if h not in BASE_HEADS]
     if unknown:
         raise InputError(f"unknown base head(s) {', '.join(unknown)}; choose from {', '.join(BASE_HEADS)}")
@@ -147,12 +152,12 @@ def simulate_cohort(
 
     for name in base_heads:  # build the caches (labels, calibration) once, before any worker starts
         head_fields(load_base_head(name, voxel_mm))
-    cohort = sample_cohort(n, seed, base_heads, brain_ageing, face_ageing)
+    cohort = sample_cohort(n, seed, base_heads, brain_ageing, face_ageing, ages=ages)
 
     parent = out.resolve().parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
     try:
-        desc = f"Simulated ageing cohort: n={n}, seed={seed}, brain_ageing={brain_ageing}, face_ageing={face_ageing}, voxel_mm={voxel_mm}"
+        desc = f"Simulated ageing cohort: n={n}, seed={seed}, brain_ageing={brain_ageing}, face_ageing={face_ageing}, voxel_mm={voxel_mm}, ages={ages}"
         write_dataset_description(tmp, "defacebench simulated ageing cohort", dataset_type="raw", description=desc)
         write_dataset_description(tmp / "derivatives" / PIPELINE, "defacebench simulation ground truth", source="../..", description=desc)
         dseg = pd.DataFrame({"index": list(LABELS.values()), "name": list(LABELS)})

@@ -28,8 +28,18 @@ MALE_ICV_LOG_OFFSET = 0.11
 FAT_OFFSET_SD = 0.015
 
 
-def sample_age(rng: np.random.Generator) -> float:
-    """ADNI-like age: normal(74, 7) truncated to 56-96 years."""
+#: Age distributions of :func:`sample_age`, both within the range the ageing rates are
+#: calibrated on: ``adni`` normal(74, 7) truncated to 56-96 (the paper's kind of cohort);
+#: ``uniform`` 56-96, an SD of 11.5 instead of ~7 years, so a small cohort spans the range.
+AGE_DISTRIBUTIONS = ("adni", "uniform")
+
+
+def sample_age(rng: np.random.Generator, distribution: str = "adni") -> float:
+    """One age in years: ADNI-like normal(74, 7) truncated to 56-96, or uniform 56-96."""
+    if distribution == "uniform":
+        return round(float(rng.uniform(*AGE_RANGE)), 1)
+    if distribution != "adni":
+        raise ValueError(f"unknown age distribution {distribution!r}; choose from {', '.join(AGE_DISTRIBUTIONS)}")
     while True:
         age = rng.normal(AGE_MEAN, AGE_SD)
         if AGE_RANGE[0] <= age <= AGE_RANGE[1]:
@@ -42,9 +52,10 @@ def sample_subject(
     brain_ageing: float = 1.0,
     face_ageing: float = 1.0,
     age_years: float | None = None,
+    ages: str = "adni",
 ) -> dict:
-    """Draw every random parameter of one subject (JSON-ready)."""
-    age = sample_age(rng) if age_years is None else float(age_years)
+    """Draw every random parameter of one subject (JSON-ready); ``ages``: :data:`AGE_DISTRIBUTIONS`."""
+    age = sample_age(rng, ages) if age_years is None else float(age_years)
     sex = "M" if rng.random() < MALE_FRACTION else "F"
     head = str(base_heads[int(rng.integers(len(base_heads)))])
     icv_log = rng.normal(0, ICV_LOG_SD) + (MALE_ICV_LOG_OFFSET / 2 if sex == "M" else -MALE_ICV_LOG_OFFSET / 2)
