@@ -135,7 +135,8 @@ def plot_saliency(maps: Mapping[str, np.ndarray], template: np.ndarray, affine: 
     """
     plt = _pyplot()
     conditions = order_conditions(maps)
-    fig, axes = plt.subplots(len(conditions), 2, figsize=(7.8, 2.9 * len(conditions)), squeeze=False)
+    # constrained layout: rows as tall as their slices, the title right above the first row
+    fig, axes = plt.subplots(len(conditions), 2, figsize=(7.8, 0.6 + 2.5 * len(conditions)), squeeze=False, layout="constrained")
     for r, (row, condition) in enumerate(zip(axes, conditions)):
         sal = np.asarray(maps[condition], np.float32)
         vmax = float(np.abs(sal).max()) or 1.0
