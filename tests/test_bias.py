@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from defacebench.io.errors import StageError
-from defacebench.preprocess.bias import BiasField, block_factors, block_mean, estimate_bias_field, head_mask
+from defacebench.preprocess.bias import BiasField, block_factors, block_mean, compartment_bias_field, estimate_bias_field, head_mask, non_brain_head
 
 
 def synthetic_head(shape=(46, 55, 50), voxel_mm=4.0, seed=0, with_field=True):
@@ -40,6 +40,30 @@ def test_recovers_a_known_smooth_field() -> None:
     before = np.median(data[right]) / np.median(data[left])
     after = np.median(corrected[right]) / np.median(corrected[left])
     assert before > 1.15 and abs(np.log(after)) < 0.3 * abs(np.log(before)), (before, after)
+
+
+def test_compartment_fields_keep_brain_and_face_apart() -> None:
+    """The brain darkening (ageing) changes nothing in the field outside the brain, and the
+    rest of the head changing changes nothing inside it; each compartment's field still
+    follows the applied field."""
+    data, field, head = synthetic_head()
+    g = [(np.arange(n) - (n - 1) / 2) * 4.0 for n in data.shape]
+    x, y, z = np.meshgrid(*g, indexing="ij")
+    brain = (x / 64) ** 2 + (y / 84) ** 2 + (z / 79) ** 2 < 1
+    base = compartment_bias_field(data, (4.0,) * 3, brain, resolution_mm=12.0)
+    darker = compartment_bias_field(np.where(brain, 0.85 * data, data), (4.0,) * 3, brain, resolution_mm=12.0)
+    np.testing.assert_array_equal(darker[~brain], base[~brain])
+    fatter = compartment_bias_field(np.where(brain, data, 1.2 * data), (4.0,) * 3, brain, resolution_mm=12.0)
+    np.testing.assert_array_equal(fatter[brain], base[brain])
+    # whole-head N4 lets the brain's darkening into the scalp's correction: the reason for compartments
+    whole = [estimate_bias_field(d, (4.0,) * 3, resolution_mm=12.0).full() for d in (data, np.where(brain, 0.85 * data, data))]
+    assert np.abs(np.log(whole[1][head & ~brain] / whole[0][head & ~brain])).max() > 1e-3
+    flat, _, _ = synthetic_head(with_field=False)
+    ratio = base / compartment_bias_field(flat, (4.0,) * 3, brain, resolution_mm=12.0)
+    for region in (brain, head & ~brain):
+        assert np.corrcoef(np.log(ratio[region]), np.log(field[region]))[0, 1] > 0.9
+    outer = non_brain_head(data, brain)
+    assert not (outer & brain).any() and outer.sum() > 0.5 * (head & ~brain).sum()
 
 
 def test_field_interpolation_is_exact_for_constant_and_linear_logs() -> None:

@@ -21,6 +21,7 @@ from defacebench.simulate.ageing import BRAIN_CHANGE_56_96
 from defacebench.io.errors import InputError
 from defacebench.simulate.cohort import sample_cohort, simulate_cohort
 from defacebench.simulate.heads import load_base_head
+from defacebench.simulate.labels import LABELS
 from defacebench.simulate.subject import FACE_MEASURES, sample_subject, simulate_subject
 
 VOX = 3.0
@@ -96,6 +97,20 @@ def test_skull_and_intracranial_volume_fixed_across_age(average_ageing_default):
     young, old = (s.ground_truth for s in average_ageing_default)
     for key in ("pv_skull_ml", "pv_intracranial_ml", "skull_ml", "intracranial_ml"):
         assert abs(old[key] / young[key] - 1) < 0.01, (key, young[key], old[key])
+
+
+def test_brain_ageing_leaves_skull_scalp_and_face_in_place(head):
+    """Strong brain ageing (3x) and no face ageing: every voxel outside the intracranial
+    cavity keeps its intensity from 56 to 96 (the old field dragged the skull and inner
+    scalp along: mean change 107 and 75 units, ~10 % of white matter)."""
+    params = sample_subject(np.random.default_rng(7), ["robex"], brain_ageing=3.0, face_ageing=0.0)
+    young, old = (simulate_subject(head, _at_age(params, a)) for a in (56.0, 96.0))
+    wm = head.stats["wm_mean"]
+    for name in ("skull", "scalp", "face", "neck", "nose"):
+        same = (young.labels == LABELS[name]) & (old.labels == LABELS[name])
+        change = np.abs(old.image[same] - young.image[same]).mean()
+        assert same.sum() > 100 and change < 0.005 * wm, (name, change)
+    assert old.ground_truth["ventricles_ml"] > 1.5 * young.ground_truth["ventricles_ml"]  # the brain aged
 
 
 def test_ageing_moves_nothing_when_switched_off(head):

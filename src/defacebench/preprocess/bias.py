@@ -126,7 +126,8 @@ def estimate_bias_field(
     voxel_mm : sequence of float
         Native voxel sizes.
     mask : ndarray, optional
-        Native head mask (default: :func:`head_mask` of the block-averaged head).
+        Fit the field to these voxels only (e.g. the brain, or the head outside it; no
+        air); default: the whole head (:func:`head_mask`).
     resolution_mm : float
         Approximate voxel size of the estimation grid.
     iterations : sequence of int
@@ -140,16 +141,21 @@ def estimate_bias_field(
     import ants
 
     factors = block_factors(voxel_mm, resolution_mm)
-    small = block_mean(data, factors)
     if mask is None:
+        small = block_mean(data, factors)
         # the head mask at half the native resolution (cheap) and then averaged into blocks:
         # sharper than a mask of the 8 mm image (field r 0.989 vs 0.983 on a synthetic field)
         half = tuple(2 if f % 2 == 0 else 1 for f in factors)
         mask_half = head_mask(block_mean(data, half))
         small_mask = block_mean(mask_half.astype(np.float32), tuple(f // h for f, h in zip(factors, half))) > 0.5
+        small_mask = small_mask[tuple(slice(0, n) for n in small.shape)]
     else:
-        small_mask = block_mean(mask.astype(np.float32), factors) > 0.5
-    small_mask = small_mask[tuple(slice(0, n) for n in small.shape)]
+        # blocks mostly inside ``mask``, each the mean of its ``mask`` voxels only: nothing
+        # outside the mask (not even a block's other voxels) shapes the field
+        inside = np.asarray(mask, dtype=bool)
+        weight = block_mean(inside.astype(np.float32), factors)
+        small = block_mean(np.where(inside, np.asarray(data, dtype=np.float32), 0), factors) / np.maximum(weight, np.float32(1e-6))
+        small_mask = weight > 0.5
     if small_mask.sum() < 27:
         raise StageError(f"head mask too small for bias correction ({int(small_mask.sum())} voxels at {resolution_mm:g} mm)")
     spacing = tuple(float(v) * f for v, f in zip(voxel_mm, factors))
@@ -186,3 +192,41 @@ def estimate_bias_field(
     log_field -= np.float32(np.median(log_field[mask_box]))
     log_field = np.pad(log_field, [(int(a), int(n - b)) for a, b, n in zip(lo, hi, small.shape)], mode="edge")  # median field 1 inside the head: intensities keep their scale
     return BiasField(log_field, factors, tuple(data.shape[:3]))  # type: ignore[arg-type]
+
+
+def compartment_bias_field(
+    data: np.ndarray,
+    voxel_mm: Sequence[float],
+    brain: np.ndarray,
+    resolution_mm: float = BIAS_RESOLUTION_MM,
+    iterations: Sequence[int] = N4_ITERATIONS,
+) -> np.ndarray:
+    """One multiplicative field per scan from two N4 fits: the brain's inside the brain mask,
+    the rest of the head's outside it (float32, native grid).
+
+    N4 fitted to the whole head absorbs part of the brain's age-related darkening (grey and
+    white matter lose T1 contrast) into its field, and that field also divides the face:
+    measured on a simulated head aged 56 and 96 with no face ageing, the whole-head field
+    over the face differed by 0.90-1.15x between the two ages, enough for the CNN to read
+    age from face-only images (test MAE 65 % below the null). Fitted per compartment,
+    brain changes cannot reach the face's correction nor face changes the brain's. Every
+    image of the scan is still divided by this one field.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    brain = np.asarray(brain, dtype=bool)
+    inside = estimate_bias_field(data, voxel_mm, mask=brain, resolution_mm=resolution_mm, iterations=iterations).full()
+    outside = estimate_bias_field(data, voxel_mm, mask=non_brain_head(data, brain), resolution_mm=resolution_mm, iterations=iterations).full()
+    return np.where(brain, inside, outside).astype(np.float32)
+
+
+def non_brain_head(data: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Head voxels outside the brain mask, found without looking at the brain's intensities.
+
+    The brain is filled with the non-brain tissue's 99th percentile before :func:`head_mask`
+    (at half resolution), so the threshold and the outline do not change with the brain.
+    """
+    tissue = data[~brain]
+    filled = np.where(brain, np.float32(np.percentile(tissue, 99)) if tissue.size else np.float32(1), data)
+    half = head_mask(filled[::2, ::2, ::2])
+    head = np.repeat(np.repeat(np.repeat(half, 2, 0), 2, 1), 2, 2)[: data.shape[0], : data.shape[1], : data.shape[2]]
+    return head & ~brain

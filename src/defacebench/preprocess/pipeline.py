@@ -42,7 +42,7 @@ import pandas as pd
 from defacebench.conditions import Condition, build_all, methods_of, parse_condition
 from defacebench.io.atomic import atomic_path, write_table_atomic, write_text_atomic
 from defacebench.io.errors import StageError
-from defacebench.preprocess.bias import BIAS_RESOLUTION_MM, estimate_bias_field
+from defacebench.preprocess.bias import BIAS_RESOLUTION_MM, compartment_bias_field
 from defacebench.preprocess.grids import Grid, LinearResampler
 
 #: Bump when per-scan outputs change meaning (invalidates ``work/`` files).
@@ -255,8 +255,7 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     lap("load")
 
     voxel_mm = tuple(float(v) for v in img.header.get_zooms()[:3])
-    field = estimate_bias_field(data, voxel_mm, resolution_mm=task.bias_resolution_mm)
-    bias = field.full()
+    bias = compartment_bias_field(data, voxel_mm, brain, resolution_mm=task.bias_resolution_mm)
     lap("bias_n4")
 
     head = data / bias

@@ -111,7 +111,7 @@ AGED_REGIONS = ("gm", "wm", "hippocampus", "ventricles")
 #: Ventricles grow into brain tissue no farther than this from their base-head outline (mm).
 VENTRICLE_GROWTH_MAX_MM = 12.0
 #: Bump when the fields or the calibration change: cached calibration gains are then ignored.
-CALIBRATION_VERSION = 9
+CALIBRATION_VERSION = 10
 #: Fixed-point iterations of the empirical calibration against achieved label volumes.
 CALIBRATION_ITERATIONS = 5
 
@@ -213,10 +213,22 @@ def field_origin(head: BaseHead) -> np.ndarray:
     return head.affine[:3, 3] + head.voxel_mm * ((f - 1) / 2 + f * start)
 
 
-def brain_weight(distance_outside_cranium_mm: np.ndarray) -> np.ndarray:
-    """Weight of the brain ageing field: 1 inside the cranium, 0 beyond 6 mm outside it,
-    so brain ageing moves neither the face nor the scalp surface."""
-    return 1 - smoothstep(distance_outside_cranium_mm / 6)
+#: The brain ageing field fades to zero over this depth (mm) inside the intracranial cavity.
+BRAIN_TAPER_MM = 6.0
+
+
+def brain_weight(depth_in_cavity_mm: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """Weight of the brain ageing field: 0 on the outermost intracranial blocks (and outside),
+    1 from :data:`BRAIN_TAPER_MM` deeper.
+
+    The cavity's wall never moves, so brain ageing leaves the skull, scalp and face where
+    they are. (It used to be 1 up to the outer skull and fade over 6 mm beyond: the skull
+    and inner scalp then moved with the brain's ageing, and face-only images of AFNI and
+    FSL, which hold skull and scalp, carried brain age with no face ageing planted.)
+    ``depth_in_cavity_mm`` is the distance of a block centre to the nearest block outside
+    the cavity (one spacing on the outermost blocks).
+    """
+    return smoothstep((depth_in_cavity_mm - spacing_mm) / BRAIN_TAPER_MM)
 
 
 def face_weight(distance_outside_cranium_mm: np.ndarray) -> np.ndarray:
@@ -240,7 +252,8 @@ def head_fields(head: BaseHead) -> HeadFields:
     cranium = (block_mean(intracranial | (labels == LABELS["skull"]), f) > 0.01)[box]
     shape = cranium.shape
     out_cran = ndi.distance_transform_edt(~cranium) * spacing
-    w_brain = brain_weight(out_cran).astype(np.float32)
+    cavity = (block_mean(intracranial, f) >= 0.5)[box]
+    w_brain = brain_weight(ndi.distance_transform_edt(cavity) * spacing, spacing).astype(np.float32)
     w_face = face_weight(out_cran).astype(np.float32)
     shares = region_shares(head)
     brain_basis = {r: ageing.brain_velocity(shares[r][box], spacing) * w_brain for r in BRAIN_REGIONS}
