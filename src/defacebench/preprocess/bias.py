@@ -6,7 +6,9 @@ default), cropped to the head's bounding box, inside a head mask, with ANTsPy's 
 (4 levels x 30 iterations, B-spline mesh 1 -> 8 spans). N4's cost grows with voxels x
 iterations. Its log is interpolated back to the native grid (separable linear
 interpolation), and every image derived from the scan (raw, skull-stripped, defaced,
-face-only) is divided by that same field.
+face-only) is divided by that same field. The study fits it per compartment
+(:func:`compartment_bias_field`: brain, rest of the head) so that brain ageing cannot
+reach the face's correction.
 
 On a 1 mm head (pydeface's mean head) with a known synthetic field the recovered field
 correlates with it at r = 0.984 (8 mm, 4 x 50 iterations: 0.987 at 2.6 times the cost;

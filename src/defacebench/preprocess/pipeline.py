@@ -3,8 +3,10 @@
 For one scan (:func:`preprocess_subject`):
 
 1. load the T1w image and reorient it to RAS;
-2. estimate the N4 bias field once, at low resolution (:mod:`.bias`), and divide the
-   head and every face-only image of the scan by it;
+2. estimate the N4 bias field once, at low resolution, fitted separately to the brain and
+   to the rest of the head so neither leaks into the other's correction
+   (:func:`.bias.compartment_bias_field`), and divide the head and every face-only image
+   of the scan by it;
 3. take the brain mask and the subject -> MNI transform (12 DOF, brain to brain) that
    defacing already computed (``defacebench deface``): no second brain extraction or
    registration;

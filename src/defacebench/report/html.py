@@ -50,6 +50,13 @@ def fmt(value: object, digits: int = 2) -> str:
         return html.escape(str(value))
 
 
+def _runs_per_condition(low: int, high: int) -> str:
+    """'1 run per condition', '3 runs per condition' or '2-3 runs per condition'."""
+    if low == high:
+        return f"{low} run{'s' if low != 1 else ''} per condition"
+    return f"{low}–{high} runs per condition"
+
+
 def fmt_p(p: object) -> str:
     """p-values: three significant digits, ``< 0.001`` below that."""
     try:
@@ -113,7 +120,8 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
             parts.append(f"{condition_title(c)} {t.loc[c, 'mae_mean']:.2f} years")
     if parts:
         verdicts = [f"{condition_title(c)} {'beats' if n.loc[c, 'beats_null'] else 'does not beat'} it (paired p {fmt_p(n.loc[c, 'wilcoxon_p_holm'])})" for c in ("skullstripped", "raw") if c in n.index]
-        out.append(f"On {n_test} test scans the model's MAE is {' and '.join(parts)}; predicting the training mean age for everyone gives {null_mae:.2f} years. " + ("; ".join(verdicts) + "." if verdicts else ""))
+        verdict = "; ".join(verdicts)
+        out.append(f"On {n_test} test scans the model's MAE is {' and '.join(parts)}; predicting the training mean age for everyone gives {null_mae:.2f} years. " + (verdict[:1].upper() + verdict[1:] + "." if verdicts else ""))
 
     defaced = [c for c in t.index if condition_kind(c) == "defaced"]
     if defaced:
@@ -195,7 +203,7 @@ def _methods_section(study_dir: Path, summary: dict) -> str:
         items.append(f"<li>Images in MNI space on grid <code>{html.escape(str(summary['grid']))}</code>.</li>")
     if len(runs):
         per = runs.groupby("condition")["run"].nunique()
-        items.append(f"<li>Brain-age 3D CNN (three conv blocks, Grad-CAM on the last convolution); {int(per.min())}–{int(per.max())} run(s) per condition, {len(runs)} runs in all.</li>")
+        items.append(f"<li>Brain-age 3D CNN (three conv blocks, Grad-CAM on the last convolution); {_runs_per_condition(int(per.min()), int(per.max()))}, {len(runs)} runs in all.</li>")
         for key, text in (("parameter_count", "trainable parameters"), ("device", "device"), ("samples_per_s", "training samples/s"), ("best_epoch", "best epoch")):
             if key in runs and runs[key].notna().any():
                 values = runs[key].dropna()
