@@ -107,7 +107,8 @@ def _load_cached(ctx: SubjectContext, paths: dict[str, Path], anat: Path, prefix
         mask = nib.load(str(paths["brain_mask"]))
         if mask.shape[:3] == ctx.shape and np.allclose(mask.affine, ctx.affine, atol=1e-4):
             ctx.brain_mask = np.asarray(mask.dataobj) > 0
-    for attr, name in (("to_mni", XFM_SUFFIX), ("head_to_mni", HEAD_XFM_SUFFIX), ("template_to_subject", PYDEFACE_XFM_SUFFIX)):
+    # AFNI's 9-DOF matrix is derived from to_mni, never read back (an older version's own fit may be on disk)
+    for attr, name in (("to_mni", XFM_SUFFIX), ("template_to_subject", PYDEFACE_XFM_SUFFIX)):
         path = anat / f"{prefix}_{name}"
         if path.is_file():
             try:
