@@ -107,7 +107,7 @@ def plot_removal_regions(frequencies: Mapping[str, np.ndarray], template: np.nda
     """
     plt = _pyplot()
     methods = [m for m in ("afni", "fsl", "pydeface", "spm", "quickshear") if m in frequencies] + sorted(set(frequencies) - set(METHOD_NAMES))
-    fig, axes = plt.subplots(len(methods), 2, figsize=(7.5, 2.9 * len(methods)), squeeze=False)
+    fig, axes = plt.subplots(len(methods), 2, figsize=(7.5, 0.6 + 2.5 * len(methods)), squeeze=False, layout="constrained")
     image = None
     for r, (row, method) in enumerate(zip(axes, methods)):
         freq = np.asarray(frequencies[method], np.float32)
