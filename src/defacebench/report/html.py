@@ -155,12 +155,28 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
                 f"({imp:+.0f} %, paired Holm p {fmt_p(n.loc[best, 'wilcoxon_p_holm']) if best in n.index else '–'}). This cohort gives no evidence that the removed tissue tells the model a person's age."
             )
     if saliency is not None and len(saliency):
-        s = saliency.set_index("condition")
-        if "raw" in s.index and np.isfinite(s.loc["raw", "face_share"]):
-            out.append(f"Grad-CAM: in the raw-head model {s.loc['raw', 'face_share']:.0%} of the positive saliency lies in the region the defacers remove and {s.loc['raw', 'brain_share']:.0%} inside the brain.")
+        sentence = saliency_sentence(saliency.set_index("condition"), "raw")
+        if sentence:
+            out.append(sentence)
     if n_test < 30:
         out.append(f"Caution: with only {n_test} test scans, differences of less than about a year are hard to resolve.")
     return out
+
+
+def saliency_sentence(saliency: pd.DataFrame, condition: str) -> str | None:
+    """Where the positive Grad-CAM of ``condition``'s mean map lies (removal region, brain, elsewhere).
+
+    ``saliency`` is indexed by condition. A map without a positive part is said so, not
+    shown as shares of nothing.
+    """
+    if condition not in saliency.index:
+        return None
+    row = saliency.loc[condition]
+    who = f"the {condition_title(condition)} model"
+    if not np.isfinite(row["face_share"]):
+        return f"Grad-CAM: the mean map of {who} has no positive part (nothing raises its predicted age on average), so there are no shares to give."
+    return (f"Grad-CAM: of the positive saliency of {who}, {row['face_share']:.0%} lies in the region the defacers remove, "
+            f"{row['brain_share']:.0%} inside the brain and {row['other_share']:.0%} elsewhere (skull, scalp, neck and background).")
 
 
 def _pair(pairwise: pd.DataFrame | None, a: str, b: str) -> tuple[float, float, float, float] | None:
