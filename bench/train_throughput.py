@@ -8,12 +8,17 @@ the images resident on the device. Variants:
 ``naive``           eager ``model(x)``, bf16 autocast on CUDA (fp32 on CPU)
 ``fused``           eager :func:`defacebench.model.fast.fused_forward` (same function)
 ``fused+compile``   the same, ``torch.compile``-d (CUDA only)
+``...+cl``          the same with NDHWC activations and weights (``channels_last_3d``)
+``...+ro``          ``torch.compile(mode="reduce-overhead")``: CUDA graphs
+``...+fa``          ``Adam(fused=True)`` (one kernel for the optimiser step)
 ``vmapG-fused``     G independent runs trained at once (``torch.func.vmap`` over stacked
                     weights; each run still sees its own batches of 4)
 ``trainer``         end to end: ``train_condition`` (paper profile: fused + compiled on CUDA) on a
                     synthetic store; rate of its last epoch, validation included
+                    (``trainer+cl``: with ``channels_last=True``)
 
-Usage: ``python bench/train_throughput.py [--device cuda] [--steps 30] [--budget-s 300]``.
+Usage: ``python bench/train_throughput.py [--device cuda] [--steps 30] [--budget-s 300]
+[--variants naive,fused+compile+cl,...]``; variants run in the order given.
 Not a test: it prints figures, it does not pass or fail.
 """
 
@@ -50,8 +55,8 @@ def _data(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return images, ages
 
 
-def _single_step(forward: Callable, model: nn.Module, images, ages, device, batch: int = 4) -> Callable[[], None]:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+def _single_step(forward: Callable, model: nn.Module, images, ages, device, batch: int = 4, fused_adam: bool = False) -> Callable[[], None]:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, **({"fused": True} if fused_adam else {}))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=math.exp(-1e-4))
     gen = torch.Generator().manual_seed(1)
     state = {"i": 0}
@@ -130,7 +135,7 @@ def _time(step: Callable[[], None], samples_per_step: int, steps: int, warmup: i
     return steps * samples_per_step / (time.perf_counter() - t0)
 
 
-def _train_condition_rate(device: torch.device, n: int, epochs: int) -> float:
+def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_last: bool = False) -> float:
     """End to end: a synthetic paper-grid store on disk, ``train_condition`` for ``epochs``."""
     import json
     import tempfile
@@ -149,13 +154,14 @@ def _train_condition_rate(device: torch.device, n: int, epochs: int) -> float:
         rows = [(rng.random(SHAPE, dtype=np.float32) * 2) for _ in range(n)]
         write_condition(tmp, "mni2mm", "raw", rows, index, np.diag([-2.0, 2.0, 2.0, 1.0]))
         t0 = time.perf_counter()
-        out = train_condition(tmp, "mni2mm", "raw", 1, get_profile("paper", max_epochs=epochs), device=device, progress=False)
+        out = train_condition(tmp, "mni2mm", "raw", 1, get_profile("paper", max_epochs=epochs, channels_last=channels_last), device=device, progress=False)
         meta = json.loads((out / "run.json").read_text())
         preds = pd.read_csv(out / "predictions.csv")
         print(f"  train_condition: {epochs} epochs of {n - n_val - n_test} scans in {time.perf_counter() - t0:.0f} s wall "
               f"(compile and evaluation included); run.json samples_per_s {meta['samples_per_s']:.1f} "
               f"(epoch 1 includes compilation), per-epoch s {[round(h, 1) for h in pd.read_csv(out / 'history.csv')['seconds']]}, "
-              f"fused={meta['fused_first_block']} compiled={meta['compiled']}, {len(preds)} predictions, complete={meta['complete']}")
+              f"fused={meta['fused_first_block']} compiled={meta['compiled']} channels_last={meta['channels_last']}, "
+              f"{len(preds)} predictions, complete={meta['complete']}")
         hist = pd.read_csv(out / "history.csv")
         return (n - n_val - n_test) / float(hist["seconds"].iloc[-1])  # last epoch: no compilation
 
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--budget-s", type=float, default=300.0, help="skip remaining variants after this many seconds")
     parser.add_argument("--groups", default="3,6", help="runs trained at once in the vmap variants")
-    parser.add_argument("--variants", default="naive,fused,fused+compile,vmap,vmap-naive,trainer,vmap+compile")
+    parser.add_argument("--variants", default="naive,fused+compile,fused+compile+cl,naive+cl,fused+compile+cl+ro,fused+compile+cl+fa,trainer+cl,trainer,vmap+compile,fused")
     parser.add_argument("--shape", default="91,109,91", help="input grid (smaller only to smoke-test the script)")
     args = parser.parse_args(argv)
     global SHAPE
@@ -205,53 +211,54 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
 
     def single(kind: str) -> float:
+        """``naive`` or ``fused``, then any of ``+compile``, ``+cl``, ``+ro``, ``+fa``."""
+        base, *opts = kind.split("+")
         torch.manual_seed(0)
         model = BrainAgeCNN(SHAPE, output_bias=70.0).to(device)
-        if kind == "naive":
-            fwd: Callable = model
-        elif kind == "fused":
-            fwd = Fused(model)
-        else:
-            fwd = torch.compile(Fused(model))
-        return _time(_single_step(fwd, model, images, ages, device), 4, args.steps, args.warmup + (3 if "compile" in kind else 0), device)
+        cl = "cl" in opts
+        if cl:
+            model = model.to(memory_format=torch.channels_last_3d)
+        fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl)
+        if "compile" in opts or "ro" in opts:
+            fwd = torch.compile(fwd, mode="reduce-overhead" if "ro" in opts else None)
+        step = _single_step(fwd, model, images, ages, device, fused_adam="fa" in opts)
+        return _time(step, 4, args.steps, args.warmup + (3 if "compile" in opts else 0), device)
 
-    for kind in ("naive", "fused", "fused+compile"):
-        if kind in wanted and not (kind.endswith("compile") and device.type != "cuda"):
+    def vmapped(g: int, compiled: bool = False, fused: bool = True) -> float:
+        step, per = _vmap_step(g, images, ages, device, compiled=compiled, fused=fused)
+        return _time(step, per, max(5, args.steps // g * 2), 4 if compiled else 3, device)
+
+    def needs_cuda(kind: str) -> bool:
+        return kind in ("vmap+compile", "compile-max-autotune") or bool({"compile", "ro"} & set(kind.split("+")))
+
+    for kind in wanted:  # in the order given
+        if needs_cuda(kind) and device.type != "cuda":
+            print(f"{kind:<22} skipped (CUDA only)")
+        elif kind.split("+")[0] in ("naive", "fused"):
             attempt(kind, lambda kind=kind: single(kind))
-    if "vmap" in wanted:
-        for g in (int(v) for v in args.groups.split(",")):
-            def vm(g: int = g) -> float:
-                step, per = _vmap_step(g, images, ages, device)
-                return _time(step, per, max(5, args.steps // g * 2), 3, device)
-            attempt(f"vmap{g}-fused", vm)
-    if "vmap-naive" in wanted:
-        g = int(args.groups.split(",")[0])
+        elif kind == "vmap":
+            for g in (int(v) for v in args.groups.split(",")):
+                attempt(f"vmap{g}-fused", lambda g=g: vmapped(g))
+        elif kind == "vmap-naive":
+            g = int(args.groups.split(",")[0])
+            attempt(f"vmap{g}-naive", lambda g=g: vmapped(g, fused=False))
+        elif kind == "vmap+compile":
+            g = int(args.groups.split(",")[-1])
+            attempt(f"vmap{g}-fused+compile", lambda g=g: vmapped(g, compiled=True))
+        elif kind == "compile-max-autotune":
 
-        def vn(g: int = g) -> float:
-            step, per = _vmap_step(g, images, ages, device, fused=False)
-            return _time(step, per, max(5, args.steps // g * 2), 3, device)
+            def maxat() -> float:
+                torch.manual_seed(0)
+                model = BrainAgeCNN(SHAPE, output_bias=70.0).to(device)
+                fwd = torch.compile(Fused(model), mode="max-autotune-no-cudagraphs")
+                return _time(_single_step(fwd, model, images, ages, device), 4, args.steps, args.warmup + 3, device)
 
-        attempt(f"vmap{g}-naive", vn)
-    if "vmap+compile" in wanted and device.type == "cuda":
-        g = int(args.groups.split(",")[-1])
-
-        def vmc(g: int = g) -> float:
-            step, per = _vmap_step(g, images, ages, device, compiled=True)
-            return _time(step, per, max(5, args.steps // g * 2), 4, device)
-
-        attempt(f"vmap{g}-fused+compile", vmc)
-    if "compile-max-autotune" in wanted and device.type == "cuda":
-
-        def maxat() -> float:
-            torch.manual_seed(0)
-            model = BrainAgeCNN(SHAPE, output_bias=70.0).to(device)
-            fwd = torch.compile(Fused(model), mode="max-autotune-no-cudagraphs")
-            return _time(_single_step(fwd, model, images, ages, device), 4, args.steps, args.warmup + 3, device)
-
-        attempt("fused+compile(max-autotune-no-cudagraphs)", maxat)
-    if "trainer" in wanted:
-        n = 240 if device.type == "cuda" else 12
-        attempt("train_condition (last epoch, with val)", lambda: _train_condition_rate(device, n, 3 if device.type == "cuda" else 1))
+            attempt("fused+compile(max-autotune-no-cudagraphs)", maxat)
+        elif kind in ("trainer", "trainer+cl"):
+            n = 240 if device.type == "cuda" else 12
+            attempt(f"{kind} (last epoch, with val)", lambda kind=kind: _train_condition_rate(device, n, 3 if device.type == "cuda" else 1, kind == "trainer+cl"))
+        else:
+            print(f"{kind:<22} unknown variant")
     if device.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     print(f"total {time.perf_counter() - start:.0f} s")

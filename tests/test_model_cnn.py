@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from defacebench.model.cnn import HEADS, PAPER_REPORTED_PARAMETERS, BrainAgeCNN, count_parameters, parameter_breakdown
-from defacebench.model.fast import FusedBrainAgeCNN, fused_forward, patch_moments, patches
+from defacebench.model.fast import FusedBrainAgeCNN, fused_first_block, fused_forward, patch_moments, patches
 
 
 def test_paper_parameter_counts() -> None:
@@ -52,7 +52,8 @@ def test_patches_match_conv() -> None:
 
 
 @pytest.mark.parametrize("shape", [(9, 10, 11), (12, 13, 10)])
-def test_fused_forward_equals_reference(shape: tuple[int, int, int]) -> None:
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_forward_equals_reference(shape: tuple[int, int, int], channels_last: bool) -> None:
     torch.manual_seed(0)
     model = BrainAgeCNN(input_shape=shape, width_multiplier=0.125, output_bias=60.0).double()
     with torch.no_grad():  # negative gammas and a conv bias exercise the sign handling
@@ -60,9 +61,14 @@ def test_fused_forward_equals_reference(shape: tuple[int, int, int]) -> None:
         model.features[0].norm.bias.uniform_(-1, 1)
         model.features[0].conv.bias.uniform_(-1, 1)
     x = torch.rand(3, 1, *shape, dtype=torch.float64) + 0.2
-    ref, fast = model(x), FusedBrainAgeCNN(model)(x)
-    assert torch.allclose(ref, fast.double(), atol=1e-4)
+    ref = model(x)
     g_ref = torch.autograd.grad(ref.sum(), list(model.parameters()))
-    g_fast = torch.autograd.grad(fused_forward(model, x).sum(), list(model.parameters()))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+        assert model.features[1].conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+        assert fused_first_block(model, x, True).is_contiguous(memory_format=torch.channels_last_3d)
+    fast = FusedBrainAgeCNN(model, channels_last)(x)
+    assert torch.allclose(ref, fast.double(), atol=1e-4)
+    g_fast = torch.autograd.grad(fused_forward(model, x, channels_last).sum(), list(model.parameters()))
     for a, b in zip(g_ref, g_fast):
         assert torch.allclose(a, b, atol=1e-4 * (1 + float(a.abs().max())))

@@ -81,6 +81,28 @@ def test_complete_run_is_skipped(planted) -> None:
     assert (out / "model.pt").stat().st_mtime_ns == before
 
 
+def test_run_of_an_older_version_still_counts_but_another_profile_does_not(planted) -> None:
+    from defacebench.model.train import is_complete
+
+    study, out = planted
+    meta = json.loads((out / "run.json").read_text())
+    older = {k: v for k, v in meta["config"].items() if k not in ("channels_last", "compile_mode")}  # settings added later
+    (out / "run.json").write_text(json.dumps({**meta, "config": older}))
+    try:
+        assert is_complete(out, _profile())
+        assert not is_complete(out, _profile(learning_rate=2e-2))
+        assert not is_complete(out, _profile(channels_last=True))
+    finally:
+        (out / "run.json").write_text(json.dumps(meta))
+
+
+def test_unknown_compile_mode_is_refused() -> None:
+    from defacebench.io.errors import InputError
+
+    with pytest.raises(InputError, match="compile_mode"):
+        _profile(compile_mode="fastest")
+
+
 def test_resume_gives_the_same_weights(tmp_path: Path) -> None:
     study = make_blob_store(tmp_path, n=40, shape=SHAPE, planted=True)
     profile = _profile(max_epochs=4)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from defacebench.cli import make_parser, run_command
+from defacebench.model.profiles import COMPILE_MODES
 
 DESCRIPTION = """\
 Train the paper's brain-age 3D CNN on each condition store of STUDY_DIR/stores/<grid>/
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patience", type=int, default=None, help="override the early-stopping patience (epochs)")
     parser.add_argument("--rotation-deg", type=float, default=None, help="override the random-rotation range (+- degrees; 0 disables)")
     parser.add_argument("--seed", type=int, default=None, help="override the base seed (run k uses seed + k)")
+    parser.add_argument("--channels-last", action="store_true", default=None,
+                        help="CUDA: NDHWC activations and weights (torch.channels_last_3d); see docs/training.md")
+    parser.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
+                        help="CUDA: torch.compile mode of the training step (default: the profile's, 'default')")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -51,7 +56,8 @@ def _run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"--{name} must be at least 1, got {value}")
-    profile = get_profile(args.profile, max_epochs=args.epochs, patience=args.patience, rotation_deg=args.rotation_deg, seed=args.seed)
+    profile = get_profile(args.profile, max_epochs=args.epochs, patience=args.patience, rotation_deg=args.rotation_deg, seed=args.seed,
+                          channels_last=args.channels_last, compile_mode=args.compile_mode)
     grid = args.grid or profile.grid
     if not args.study_dir.is_dir():
         raise InputError("study directory not found", args.study_dir)

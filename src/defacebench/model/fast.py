@@ -17,7 +17,13 @@ traffic. It is rewritten with the same parameters, no new ones:
    normalisation, ReLU and their backward passes run at 1/8 resolution.
 
 Blocks 2 and 3 keep the reference layers, with ReLU moved after the pooling (same
-values). Autograd differentiates through the statistics, so gradients equal the
+values).
+
+With ``channels_last=True`` the activations are laid out NDHWC (``torch.channels_last_3d``),
+the layout cuDNN's tensor-core convolutions work in (in NCDHW it transposes every
+activation in and out of each convolution). The first block's GEMM is then written
+``P^T (V, 27) @ W^T (27, C)``, whose ``(V, C)`` output already is NDHWC; for one input
+channel the two layouts of the input are the same memory. Autograd differentiates through the statistics, so gradients equal the
 reference ones up to rounding. :func:`fused_forward` is checked against ``model(x)``
 in tests/test_model_fast.py.
 """
@@ -45,12 +51,12 @@ def patches(x: torch.Tensor, crop: tuple[int, int, int] | None = None, dtype: to
     return torch.stack(cols, dim=1).reshape(b, 27, cx * cy * cz)
 
 
-def _chunked_gram(a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``sum_batch a @ b^T`` for ``(B, M, V)`` and ``(B, N, V)``, split along ``V``.
+def _chunked_gram(a: torch.Tensor, b_t: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``sum_batch a @ b_t`` for ``a (B, M, V)`` and ``b_t (B, V, N)``, split along ``V``.
 
     A product with tiny ``M, N`` and a huge ``V`` runs on a handful of GPU blocks; cutting
-    ``V`` into ``chunk``-long pieces (strided views, no copy) and summing the partial
-    products in float32 keeps the whole GPU busy.
+    ``V`` into ``chunk``-long pieces (strided views, no copy: either operand may be a
+    transposed view) and summing the partial products in float32 keeps the whole GPU busy.
     """
     parts = []
     v = a.shape[2]
@@ -58,31 +64,42 @@ def _chunked_gram(a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
     for i in range(a.shape[0]):
         if n:
             ac = a[i, :, : n * chunk].unflatten(1, (n, chunk)).transpose(0, 1)  # (n, M, chunk)
-            bc = b[i, :, : n * chunk].unflatten(1, (n, chunk)).transpose(0, 1)
-            parts.append(torch.bmm(ac, bc.transpose(1, 2)).float().sum(0))
+            bc = b_t[i, : n * chunk].unflatten(0, (n, chunk))  # (n, chunk, N)
+            parts.append(torch.bmm(ac, bc).float().sum(0))
         if n * chunk < v:
-            parts.append((a[i, :, n * chunk :] @ b[i, :, n * chunk :].t()).float())
+            parts.append((a[i, :, n * chunk :] @ b_t[i, n * chunk :]).float())
     return torch.stack(parts).sum(0)
 
 
 class _PatchConv(torch.autograd.Function):
-    """``W (C, 27) @ P (B, 27, V)`` with a chunked weight gradient; ``P`` gets none."""
+    """``W (C, 27) @ P (B, 27, V)`` -> ``(B, C, V)`` with a chunked weight gradient; ``P`` gets none.
+
+    With ``channels_last`` the same product is returned as ``(B, V, C)`` (NDHWC).
+    """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(weight: torch.Tensor, p: torch.Tensor, chunk: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(weight: torch.Tensor, p: torch.Tensor, chunk: int, channels_last: bool = False) -> torch.Tensor:  # type: ignore[override]
+        if channels_last:
+            return torch.matmul(p.transpose(1, 2), weight.t())
         return torch.matmul(weight, p)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
         ctx.save_for_backward(inputs[1])
         ctx.chunk = inputs[2]
+        ctx.channels_last = bool(inputs[3]) if len(inputs) > 3 else False
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (p,) = ctx.saved_tensors
-        return _chunked_gram(grad.to(p.dtype), p, ctx.chunk).to(grad.dtype), None, None
+        grad = grad.to(p.dtype)
+        if ctx.channels_last:  # dW = (P @ G)^T with G (V, C) read in place
+            gw = _chunked_gram(p, grad, ctx.chunk).t()
+        else:
+            gw = _chunked_gram(grad, p.transpose(1, 2), ctx.chunk)
+        return gw.to(grad.dtype), None, None, None
 
 
 @torch.no_grad()
@@ -96,12 +113,15 @@ def patch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = patches(x.float())
         n = p.shape[2]
         mean = p.sum(dim=2) / n
-        second = torch.stack([_chunked_gram(p[i : i + 1], p[i : i + 1], ny * nz) for i in range(b)]) / n
+        second = torch.stack([_chunked_gram(p[i : i + 1], p[i : i + 1].transpose(1, 2), ny * nz) for i in range(b)]) / n
     return mean, second - mean[:, :, None] * mean[:, None, :]
 
 
-def fused_first_block(model: BrainAgeCNN, x: torch.Tensor) -> torch.Tensor:
-    """First block of ``model`` (conv -> instance norm -> ReLU -> max pool) on ``x``."""
+def fused_first_block(model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """First block of ``model`` (conv -> instance norm -> ReLU -> max pool) on ``x``.
+
+    With ``channels_last`` the output is NDHWC in memory (``torch.channels_last_3d``).
+    """
     block = model.features[0]
     conv, norm = block.conv, block.norm
     c = conv.out_channels
@@ -121,16 +141,24 @@ def fused_first_block(model: BrainAgeCNN, x: torch.Tensor) -> torch.Tensor:
     dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
     crop = (2 * (nx // 2), 2 * (ny // 2), 2 * (nz // 2))  # voxels max pooling reads
     p = patches(x, crop, dtype)
-    y = _PatchConv.apply(ws.to(dtype), p, crop[1] * crop[2])  # (B, C, V'): the only full-resolution tensor
-    pooled = F.max_pool3d(y.view(b, c, *crop), 2)  # max(s*y) without the bias s*b (added below)
+    y = _PatchConv.apply(ws.to(dtype), p, crop[1] * crop[2], channels_last)  # the only full-resolution tensor
+    y = y.view(b, *crop, c).permute(0, 4, 1, 2, 3) if channels_last else y.view(b, c, *crop)
+    pooled = F.max_pool3d(y, 2)  # max(s*y) without the bias s*b (added below)
     abs_scale = scale * sign[None, :]  # |a|
     out = pooled * abs_scale[:, :, None, None, None] + (abs_scale * bs[None, :] + shift)[:, :, None, None, None]
     return F.relu(out)
 
 
-def fused_forward(model: BrainAgeCNN, x: torch.Tensor) -> torch.Tensor:
-    """Same function as ``model(x)`` for ``(B, 1, X, Y, Z)`` input; returns ``(B,)`` ages."""
-    h = fused_first_block(model, x)
+def fused_forward(model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """Same function as ``model(x)`` for ``(B, 1, X, Y, Z)`` input; returns ``(B,)`` ages.
+
+    ``channels_last``: NDHWC activations (see the module docstring); for speed convert
+    the model too (``model.to(memory_format=torch.channels_last_3d)``), else each
+    convolution converts its weight on every call.
+    """
+    h = fused_first_block(model, x, channels_last)
+    if channels_last:
+        h = h.contiguous(memory_format=torch.channels_last_3d)  # no-op unless pooling changed the layout
     for block in model.features[1:]:
         h = F.relu(block.pool(block.norm(block.conv(h))))
     return model.head(h).squeeze(-1).float()
@@ -142,9 +170,10 @@ class FusedBrainAgeCNN(nn.Module):
     Holds no parameters of its own: ``self.model``'s are trained.
     """
 
-    def __init__(self, model: BrainAgeCNN) -> None:
+    def __init__(self, model: BrainAgeCNN, channels_last: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.channels_last = channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_forward(self.model, x)
+        return fused_forward(self.model, x, self.channels_last)

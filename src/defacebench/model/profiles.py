@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from defacebench.io.errors import InputError
 
 
+#: ``torch.compile`` modes a profile may name ("reduce-overhead" adds CUDA graphs).
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass(frozen=True)
 class TrainProfile:
     """Hyper-parameters of one training run.
@@ -42,7 +46,13 @@ class TrainProfile:
     seed: int = 0
     fused_first_block: bool = True  # CUDA only: model/fast.py (same function, faster)
     compile: bool = True  # CUDA only: torch.compile the training forward pass
+    compile_mode: str = "default"  # CUDA only: torch.compile mode (one of COMPILE_MODES)
+    channels_last: bool = False  # CUDA only: NDHWC activations and weights (cuDNN's native layout)
     cpu_threads: int | None = None  # CPU only: torch threads while training (None: torch's default)
+
+    def __post_init__(self) -> None:
+        if self.compile_mode not in COMPILE_MODES:
+            raise InputError(f"unknown compile_mode {self.compile_mode!r}; choose from {', '.join(COMPILE_MODES)}")
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -81,7 +91,21 @@ def get_profile(name: str, **overrides: object) -> TrainProfile:
 
 
 def profile_from_dict(data: dict[str, object]) -> TrainProfile:
-    """Rebuild a profile from :meth:`TrainProfile.to_dict` output (e.g. a checkpoint)."""
+    """Rebuild a profile from :meth:`TrainProfile.to_dict` output (e.g. a checkpoint).
+
+    Settings added since the dict was written take their defaults, so runs of an older
+    version still count as the same profile; unknown keys raise ``TypeError``.
+    """
     data = dict(data)
     data["widths"] = tuple(data["widths"])  # type: ignore[arg-type]
     return TrainProfile(**data)  # type: ignore[arg-type]
+
+
+def same_profile(saved: object, profile: TrainProfile) -> bool:
+    """Whether a saved :meth:`TrainProfile.to_dict` (run.json, checkpoint) is ``profile``."""
+    if not isinstance(saved, dict):
+        return False
+    try:
+        return profile_from_dict(saved) == profile
+    except (TypeError, KeyError, InputError):
+        return False

@@ -37,7 +37,7 @@ from defacebench.io.errors import InputError
 from defacebench.model.augment import apply_theta, rotation_theta, sample_rotation_angles
 from defacebench.model.cnn import BrainAgeCNN, describe, parameter_breakdown
 from defacebench.model.fast import FusedBrainAgeCNN, fused_forward
-from defacebench.model.profiles import TrainProfile, profile_from_dict
+from defacebench.model.profiles import TrainProfile, profile_from_dict, same_profile
 from defacebench.store import ConditionStore, open_condition
 
 PREDICTION_COLUMNS = ("participant_id", "session_id", "bids_run", "split", "age", "predicted_age", "condition", "run")
@@ -154,6 +154,9 @@ class Trainer:
             output_bias=float(self.ages[self.train_rows].mean()),
             input_pool=profile.input_pool,
         ).to(device)
+        self.channels_last = device.type == "cuda" and profile.channels_last
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=profile.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=math.exp(-profile.lr_decay_rate))
         zooms = np.linalg.norm(np.asarray(store.affine, dtype=float)[:3, :3], axis=0)
@@ -162,8 +165,9 @@ class Trainer:
         self.autocast = device.type == "cuda"
         self.fused = device.type == "cuda" and profile.fused_first_block and profile.input_pool == 1
         self.compiled = device.type == "cuda" and profile.compile
-        train_net = FusedBrainAgeCNN(self.model) if self.fused else self.model.forward_downsampled
-        self._train_net = torch.compile(train_net) if self.compiled else train_net
+        train_net = FusedBrainAgeCNN(self.model, self.channels_last) if self.fused else self.model.forward_downsampled
+        mode = None if profile.compile_mode == "default" else profile.compile_mode
+        self._train_net = torch.compile(train_net, mode=mode) if self.compiled else train_net
         self.epoch = 0
         self.history: list[dict] = []
         self.best_val_mae = math.inf
@@ -177,7 +181,7 @@ class Trainer:
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             if train:
                 return self._train_net(x).float()
-            return fused_forward(self.model, x) if self.fused else self.model.forward_downsampled(x).float()
+            return fused_forward(self.model, x, self.channels_last) if self.fused else self.model.forward_downsampled(x).float()
 
     def train_epoch(self) -> float:
         """One pass over the training scans in a seeded random order; returns the mean loss.
@@ -337,7 +341,7 @@ def is_complete(path: Path, profile: TrainProfile | None = None, checksum: str |
     meta = read_run_json(path)
     if not meta or meta.get("complete") is not True:
         return False
-    if profile is not None and meta.get("config") != json.loads(json.dumps(profile.to_dict())):
+    if profile is not None and not same_profile(meta.get("config"), profile):
         return False
     return checksum is None or meta.get("store_checksum") == checksum
 
@@ -403,7 +407,7 @@ def _train(
     (out / "run.json").unlink(missing_ok=True)
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=dev, weights_only=False)
-        if state.get("profile") == profile.to_dict() and state.get("store_checksum") == store.checksum and state.get("seed") == seed:
+        if same_profile(state.get("profile"), profile) and state.get("store_checksum") == store.checksum and state.get("seed") == seed:
             trainer.load_state(state)
             if log:
                 log(f"{condition} run-{run}: resuming after epoch {trainer.epoch}")
@@ -439,6 +443,7 @@ def _train(
         "device": device_name(dev),
         "fused_first_block": trainer.fused,
         "compiled": trainer.compiled,
+        "channels_last": trainer.channels_last,
         "samples_per_s": trainer.samples_per_s,
         "epochs_trained": trainer.epoch,
         "best_epoch": trainer.best_epoch,
