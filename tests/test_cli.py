@@ -78,3 +78,19 @@ def test_console_script_help_runs() -> None:
 
     result = subprocess.run([sys.executable, "-m", "defacebench.cli", "--help"], capture_output=True, text=True, check=True)
     assert "commands:" in result.stdout
+
+
+def test_warnings_are_one_line_without_source() -> None:
+    import warnings
+
+    from defacebench.cli import make_parser, run_command
+
+    before = warnings.formatwarning
+    try:
+        assert run_command(make_parser("probe", "probe"), lambda args: 0, []) == 0
+        line = warnings.formatwarning("sub-01 afni: removed 0.14% of the brain", UserWarning, "/x/runner.py", 248, "return deface_subject(...)")
+        assert line == "warning: sub-01 afni: removed 0.14% of the brain\n"
+        other = warnings.formatwarning("old API", FutureWarning, "/x/lib.py", 7, "code")
+        assert other == "FutureWarning: old API (lib.py:7)\n"
+    finally:
+        warnings.formatwarning = before

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from defacebench import __version__
-from defacebench.io.errors import InputError
+from defacebench.io.errors import InputError, one_line_warnings
 
 #: Subcommands in pipeline order: name -> one-line summary. A command is listed
 #: once its module ``defacebench.commands.<name>`` exists.
@@ -64,6 +64,8 @@ def run_command(parser: ArgumentParser, body: Callable[[argparse.Namespace], int
         args = parser.parse_args(None if argv is None else list(argv))
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return int(exc.code or 0)
+    if not args.debug:
+        one_line_warnings()
     try:
         return int(body(args) or 0)
     except InputError as exc:

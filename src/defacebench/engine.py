@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from defacebench.io.atomic import write_table_atomic
-from defacebench.io.errors import InputError
+from defacebench.io.errors import InputError, one_line_warnings
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -87,6 +87,7 @@ def _worker_init() -> None:
     computing the tasks already queued to them, competing with the rerun.
     """
     limit_threads(1)
+    one_line_warnings()
     if sys.platform.startswith("linux"):
         import ctypes
         import signal

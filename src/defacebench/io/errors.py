@@ -6,6 +6,7 @@ stderr); anything else is an internal error (exit code 1).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 
@@ -39,3 +40,18 @@ class StageError(DefacebenchError):
 
     Recorded per subject in ``failures.tsv``; the rest of the cohort goes on.
     """
+
+
+def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    if category is UserWarning:
+        return f"warning: {message}\n"
+    return f"{category.__name__}: {message} ({Path(filename).name}:{lineno})\n"
+
+
+def one_line_warnings() -> None:
+    """Print warnings as one line each (``warning: sub-01 afni: ...``), without source code.
+
+    A subject's QC notes are warnings; a user needs the note, not the line of our code
+    that raised it. Installed by the CLI and in every worker process.
+    """
+    warnings.formatwarning = _one_line
