@@ -86,6 +86,7 @@ def test_warnings_are_one_line_without_source() -> None:
     from defacebench.cli import make_parser, run_command
 
     before = warnings.formatwarning
+    warnings.formatwarning = lambda *args, **kwargs: "python's format"  # as if nothing had installed ours yet
     try:
         assert run_command(make_parser("probe", "probe"), lambda args: 0, []) == 0
         line = warnings.formatwarning("sub-01 afni: removed 0.14% of the brain", UserWarning, "/x/runner.py", 248, "return deface_subject(...)")
