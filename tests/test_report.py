@@ -63,6 +63,7 @@ def test_conclusions_follow_the_numbers(tmp_path: Path) -> None:
     lines = conclusions(pd.read_csv(res / "table1.csv"), pd.read_csv(res / "pairwise_tests.csv"), pd.read_csv(res / "null_baseline.csv"))
     text = " ".join(lines)
     assert "No face-only condition beats the null baseline" in text
+    assert re.search(r"against [0-9.]+ years \([0-9]+ % (lower|higher), paired Holm p", text), text
     assert "<b>AFNI</b> costs the least accuracy" in text  # planted: defaced-afni has less noise than defaced-fsl
 
 

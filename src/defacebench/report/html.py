@@ -152,7 +152,7 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
         else:
             out.append(
                 f"No face-only condition beats the null baseline: the best, {html.escape(name)} face-only, has MAE {t.loc[best, 'mae_mean']:.2f} years against {null_mae:.2f} years "
-                f"({imp:+.0f} %, paired Holm p {fmt_p(n.loc[best, 'wilcoxon_p_holm']) if best in n.index else '–'}). This cohort gives no evidence that the removed tissue tells the model a person's age."
+                f"({_relative(imp)}paired Holm p {fmt_p(n.loc[best, 'wilcoxon_p_holm']) if best in n.index else '–'}). This cohort gives no evidence that the removed tissue tells the model a person's age."
             )
     if saliency is not None and len(saliency):
         sentence = saliency_sentence(saliency.set_index("condition"), "raw")
@@ -161,6 +161,13 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
     if n_test < 30:
         out.append(f"Caution: with only {n_test} test scans, differences of less than about a year are hard to resolve.")
     return out
+
+
+def _relative(improvement_pct: float) -> str:
+    """``"7 % lower, "`` / ``"3 % higher, "`` for an MAE against the null; empty when unknown."""
+    if not np.isfinite(improvement_pct):
+        return ""
+    return f"{abs(improvement_pct):.0f} % {'lower' if improvement_pct >= 0 else 'higher'}, "
 
 
 def saliency_sentence(saliency: pd.DataFrame, condition: str) -> str | None:
