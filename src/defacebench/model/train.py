@@ -66,7 +66,8 @@ def device_name(device: torch.device) -> str:
     """``"cpu (N threads)"`` or the GPU's name."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'' if n == 1 else 's'})"
 
 
 def run_seed(profile: TrainProfile, run: int) -> int:
