@@ -13,6 +13,7 @@ the images resident on the device. Variants:
 ``...+fa``          ``Adam(fused=True)`` (one kernel for the optimiser step)
 ``vmapG-fused``     G independent runs trained at once (``torch.func.vmap`` over stacked
                     weights; each run still sees its own batches of 4)
+``profile:KIND``    a torch.profiler table of variant KIND (where the time goes)
 ``trainer``         end to end: ``train_condition`` (paper profile: fused + compiled on CUDA) on a
                     synthetic store; rate of its last epoch, validation included
                     (``trainer+cl``: with ``channels_last=True``)
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    def single(kind: str) -> float:
+    def build_single(kind: str) -> Callable[[], None]:
         """``naive`` or ``fused``, then any of ``+compile``, ``+cl``, ``+ro``, ``+fa``."""
         base, *opts = kind.split("+")
         torch.manual_seed(0)
@@ -221,19 +222,46 @@ def main(argv: list[str] | None = None) -> int:
         fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl)
         if "compile" in opts or "ro" in opts:
             fwd = torch.compile(fwd, mode="reduce-overhead" if "ro" in opts else None)
-        step = _single_step(fwd, model, images, ages, device, fused_adam="fa" in opts)
-        return _time(step, 4, args.steps, args.warmup + (3 if "compile" in opts else 0), device)
+        return _single_step(fwd, model, images, ages, device, fused_adam="fa" in opts)
+
+    def single(kind: str) -> float:
+        return _time(build_single(kind), 4, args.steps, args.warmup + (3 if "compile" in kind else 0), device)
+
+    def profile_kernels(kind: str, steps: int = 8) -> None:
+        """Where a step's time goes: the top operators and kernels of ``steps`` steps."""
+        from torch.profiler import ProfilerActivity, profile
+
+        step = build_single(kind)
+        for _ in range(args.warmup + 3):
+            step()
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        print(f"profile of {kind}, {steps} steps of 4 samples, sorted by {key}:")
+        print(prof.key_averages().table(sort_by=key, row_limit=20, max_name_column_width=70))
 
     def vmapped(g: int, compiled: bool = False, fused: bool = True) -> float:
         step, per = _vmap_step(g, images, ages, device, compiled=compiled, fused=fused)
         return _time(step, per, max(5, args.steps // g * 2), 4 if compiled else 3, device)
 
     def needs_cuda(kind: str) -> bool:
+        kind = kind.removeprefix("profile:")
         return kind in ("vmap+compile", "compile-max-autotune") or bool({"compile", "ro"} & set(kind.split("+")))
 
     for kind in wanted:  # in the order given
         if needs_cuda(kind) and device.type != "cuda":
             print(f"{kind:<22} skipped (CUDA only)")
+        elif kind.startswith("profile:"):
+            if time.perf_counter() - start > args.budget_s:
+                print(f"{kind:<22} skipped (time budget)")
+            else:
+                profile_kernels(kind.split(":", 1)[1])
         elif kind.split("+")[0] in ("naive", "fused"):
             attempt(kind, lambda kind=kind: single(kind))
         elif kind == "vmap":
