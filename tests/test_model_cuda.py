@@ -57,3 +57,18 @@ def test_compiled_cuda_run_learns_and_records_its_layout(tmp_path: Path, channel
     mae = float((test["predicted_age"] - test["age"]).abs().mean())
     print(f"cuda channels_last={channels_last}: test MAE {mae:.2f} vs ~{baseline:.2f}, {meta['samples_per_s']:.0f} samples/s")
     assert mae < 0.7 * baseline, (mae, baseline)
+
+
+def test_grad_cam_on_the_gpu_matches_the_cpu() -> None:
+    from defacebench.model.saliency import mean_saliency
+
+    torch.manual_seed(0)
+    shape = (24, 28, 26)
+    model = BrainAgeCNN(shape, width_multiplier=0.25, output_bias=70.0).eval()
+    images = np.random.default_rng(0).random((6, *shape), dtype=np.float32)
+    rows = np.arange(6)
+    cpu = mean_saliency(model, images, rows)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    gpu = mean_saliency(model.cuda(), images, rows, device="cuda")
+    scale = float(np.abs(cpu).max())
+    assert scale > 0 and np.allclose(gpu, cpu, atol=1e-3 * scale), float(np.abs(gpu - cpu).max() / scale)

@@ -22,6 +22,9 @@ def test_stages_follow_the_data_flow_and_carry_the_config(tmp_path: Path) -> Non
     train = stages[3].argv
     assert train[train.index("--profile") + 1] == "cpu" and train[train.index("--runs") + 1] == "1"
     assert stages[0].argv[stages[0].argv.index("--split") + 1] == "0.6,0.15,0.25"
+    gpu = study_stages(tmp_path / "bids", tmp_path / "out", config, device="cuda")
+    for stage in (gpu[3], gpu[4]):  # training and Grad-CAM run on the device asked for
+        assert stage.argv[stage.argv.index("--device") + 1] == "cuda", stage.name
 
 
 def test_every_stage_command_exists() -> None:

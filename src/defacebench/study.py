@@ -65,7 +65,7 @@ def study_stages(
             (str(out), "--profile", config.profile, "--grid", config.grid, "--runs", str(config.runs), "--device", device,
              "--seed", str(config.seed), "--conditions", *config.conditions, *quiet),
         ),
-        Stage("analyse", "analyse", (str(out), "--grid", config.grid, "--seed", str(config.seed))),
+        Stage("analyse", "analyse", (str(out), "--grid", config.grid, "--seed", str(config.seed), "--device", device)),
         Stage("report", "report", (str(out), *(["--individual-figures"] if individual_figures else []))),
     ]
 

@@ -151,7 +151,7 @@ def analyse_study(
     seed: int = 0,
     saliency: bool = True,
     force_saliency: bool = False,
-    device: str = "cpu",
+    device: str = "auto",
     max_saliency_scans: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
@@ -252,6 +252,10 @@ def _image_figures(study_dir: Path, grid: str, paths: dict[str, Path], saliency:
             csv = results_dir(study_dir) / RESULT_FILES["saliency"]
             fresh = csv.is_file() and csv.stat().st_mtime >= newest_model and any(maps_dir.glob("*.npy"))
             if force or not fresh:
+                from defacebench.model.train import resolve_device
+
+                device = str(resolve_device(device))
+                say(f"analyse: Grad-CAM on {device}")
                 sal.compute_saliency(study_dir, grid, device=device, max_scans=max_scans, brain_mask=brain, frequencies=frequencies or None, log=say)
             else:
                 say("analyse: saliency maps are up to date; skipping (use --force-saliency to recompute)")

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-saliency", action="store_true", help="skip Grad-CAM (figures from existing maps are still drawn)")
     parser.add_argument("--force-saliency", action="store_true", help="recompute Grad-CAM even when the maps are up to date")
     parser.add_argument("--saliency-scans", type=int, default=None, metavar="N", help="at most N test scans per run for Grad-CAM (default all)")
-    parser.add_argument("--device", default="cpu", help="torch device for Grad-CAM (default cpu)")
+    parser.add_argument("--device", default="auto", help="torch device for Grad-CAM: auto, cpu, cuda or cuda:N (default auto: CUDA when present)")
     return parser
 
 
