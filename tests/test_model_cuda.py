@@ -23,13 +23,21 @@ from model_stores import make_blob_store
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+@pytest.fixture()
+def no_tf32():
+    """Full float32 convolutions and matrix products for the reference (restored after)."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_bf16_fused_forward_and_gradients_match_fp32_reference(channels_last: bool) -> None:
+def test_bf16_fused_forward_and_gradients_match_fp32_reference(channels_last: bool, no_tf32) -> None:
     torch.manual_seed(0)
     shape = (45, 54, 46)  # odd and even sizes: the first block's crop is exercised
     model = BrainAgeCNN(shape, width_multiplier=0.5, output_bias=70.0).cuda()
     x = torch.rand(4, 1, *shape, device="cuda") * 2
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     ref = model(x)
     g_ref = torch.autograd.grad(ref.sum(), list(model.parameters()))
     if channels_last:
@@ -59,7 +67,7 @@ def test_compiled_cuda_run_learns_and_records_its_layout(tmp_path: Path, channel
     assert mae < 0.7 * baseline, (mae, baseline)
 
 
-def test_grad_cam_on_the_gpu_matches_the_cpu() -> None:
+def test_grad_cam_on_the_gpu_matches_the_cpu(no_tf32) -> None:
     from defacebench.model.saliency import mean_saliency
 
     torch.manual_seed(0)
@@ -68,7 +76,6 @@ def test_grad_cam_on_the_gpu_matches_the_cpu() -> None:
     images = np.random.default_rng(0).random((6, *shape), dtype=np.float32)
     rows = np.arange(6)
     cpu = mean_saliency(model, images, rows)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     gpu = mean_saliency(model.cuda(), images, rows, device="cuda")
     scale = float(np.abs(cpu).max())
     assert scale > 0 and np.allclose(gpu, cpu, atol=1e-3 * scale), float(np.abs(gpu - cpu).max() / scale)
