@@ -32,23 +32,35 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
+def _cosines(reference: list[torch.Tensor], other: list[torch.Tensor], names: list[str]) -> dict[str, float]:
+    """Cosine of each parameter's gradient with the reference's; conv biases left out (a conv
+    followed by instance norm has a zero bias gradient, so its direction is rounding noise)."""
+    return {n: float(torch.nn.functional.cosine_similarity(a.flatten().float(), b.flatten().float(), dim=0))
+            for n, a, b in zip(names, reference, other) if not n.endswith("conv.bias")}
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_bf16_fused_forward_and_gradients_match_fp32_reference(channels_last: bool, no_tf32) -> None:
+def test_bf16_fused_forward_is_as_accurate_as_plain_bf16(channels_last: bool, no_tf32) -> None:
+    """Against the float32 reference, the fused bf16 path errs no more than ``model(x)`` under bf16 autocast."""
     torch.manual_seed(0)
     shape = (45, 54, 46)  # odd and even sizes: the first block's crop is exercised
     model = BrainAgeCNN(shape, width_multiplier=0.5, output_bias=70.0).cuda()
+    names = [n for n, _ in model.named_parameters()]
     x = torch.rand(4, 1, *shape, device="cuda") * 2
     ref = model(x)
     g_ref = torch.autograd.grad(ref.sum(), list(model.parameters()))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        plain = model(x).float()
+    g_plain = torch.autograd.grad(plain.sum(), list(model.parameters()))
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        fast = fused_forward(model, x, channels_last)
-    g_fast = torch.autograd.grad(fast.float().sum(), list(model.parameters()))
-    assert torch.allclose(fast.float(), ref, atol=0.5, rtol=0.01), (fast, ref)  # bf16: ~3 significant digits
-    for a, b in zip(g_ref, g_fast):
-        cos = torch.nn.functional.cosine_similarity(a.flatten().float(), b.flatten().float(), dim=0)
-        assert cos > 0.99, float(cos)
+        fast = fused_forward(model, x, channels_last).float()
+    g_fast = torch.autograd.grad(fast.sum(), list(model.parameters()))
+    assert float((fast - ref).abs().max()) <= 2 * float((plain - ref).abs().max()) + 0.05
+    cos_plain, cos_fast = _cosines(g_ref, g_plain, names), _cosines(g_ref, g_fast, names)
+    for n in cos_plain:
+        assert 1 - cos_fast[n] <= 2 * (1 - cos_plain[n]) + 0.005, (n, cos_fast[n], cos_plain[n])
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
