@@ -92,3 +92,19 @@ def test_workers_die_with_their_parent(tmp_path: Path) -> None:
     for pid in alive:
         os.kill(pid, signal.SIGKILL)
     assert not alive
+
+
+def square_with_a_note(x: int) -> int:
+    import warnings
+
+    if x % 2:
+        warnings.warn(f"sub-{x:02d} afni: removed 0.14% of the brain", stacklevel=2)
+    return x * x
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_task_warnings_print_as_lines_above_the_progress_bar(jobs: int, capsys) -> None:
+    results = run_tasks(square_with_a_note, list(range(4)), [f"s{i}" for i in range(4)], jobs=jobs, progress=True)
+    assert results.values == {f"s{i}": i * i for i in range(4)}
+    lines = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if "afni" in line]
+    assert sorted(lines) == ["warning: sub-01 afni: removed 0.14% of the brain", "warning: sub-03 afni: removed 0.14% of the brain"], lines

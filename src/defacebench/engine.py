@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from defacebench.io.atomic import write_table_atomic
-from defacebench.io.errors import InputError, one_line_warnings
+from defacebench.io.errors import InputError, one_line_warnings, warning_line
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -98,14 +98,22 @@ def _worker_init() -> None:
             pass
 
 
-def _guarded(func: Callable[[Any], Any], item: Any, stage: str) -> tuple[bool, Any]:
-    """Run one task, returning (ok, value or failure reason); never raises."""
-    try:
-        return True, func(item)
-    except InputError as exc:
-        return False, str(exc)
-    except Exception as exc:
-        return False, f"{type(exc).__name__}: {exc}"
+def _guarded(func: Callable[[Any], Any], item: Any, stage: str) -> tuple[bool, Any, list[str]]:
+    """Run one task, returning (ok, value or failure reason, its warnings); never raises.
+
+    Warnings are returned as lines rather than printed where the task ran, so the parent
+    prints them above its progress bar (a worker's stderr would cut through the bar).
+    """
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            ok, value = True, func(item)
+        except InputError as exc:
+            ok, value = False, str(exc)
+        except Exception as exc:
+            ok, value = False, f"{type(exc).__name__}: {exc}"
+    return ok, value, [warning_line(w.message, w.category, w.filename, w.lineno) for w in caught]
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -162,7 +170,9 @@ def run_tasks(
     jobs = default_jobs() if jobs is None else max(1, int(jobs))
     bar = _progress(len(items), stage, progress)
 
-    def record(key: str, ok: bool, value: Any) -> None:
+    def record(key: str, ok: bool, value: Any, notes: Sequence[str] = ()) -> None:
+        for line in notes:
+            bar.write(line, file=sys.stderr)
         if ok:
             results.values[key] = value
         else:
@@ -180,12 +190,10 @@ def run_tasks(
             with _dask_client(scheduler) as client:
                 futures = {client.submit(_guarded, func, item, stage, key=f"{stage}-{key}", pure=False): key for key, item in zip(keys, items)}
                 for future in dask_completed(futures):
-                    ok, value = future.result()
-                    record(futures[future], ok, value)
+                    record(futures[future], *future.result())
         elif jobs == 1 or len(items) <= 1:
             for key, item in zip(keys, items):
-                ok, value = _guarded(func, item, stage)
-                record(key, ok, value)
+                record(key, *_guarded(func, item, stage))
         else:
             import multiprocessing as mp
 
@@ -194,10 +202,10 @@ def run_tasks(
                 futures = {pool.submit(_guarded, func, item, stage): key for key, item in zip(keys, items)}
                 for future in as_completed(futures):
                     try:
-                        ok, value = future.result()
+                        outcome = future.result()
                     except Exception as exc:  # a worker died (killed, out of memory)
-                        ok, value = False, f"worker process died ({type(exc).__name__}: {exc})"
-                    record(futures[future], ok, value)
+                        outcome = (False, f"worker process died ({type(exc).__name__}: {exc})", [])
+                    record(futures[future], *outcome)
     finally:
         bar.close()
     results.seconds = time.perf_counter() - start

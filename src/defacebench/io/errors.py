@@ -42,10 +42,15 @@ class StageError(DefacebenchError):
     """
 
 
-def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+def warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int) -> str:
+    """``warning: <message>`` for our notes (UserWarning); category and place for the rest."""
     if category is UserWarning:
-        return f"warning: {message}\n"
-    return f"{category.__name__}: {message} ({Path(filename).name}:{lineno})\n"
+        return f"warning: {message}"
+    return f"{category.__name__}: {message} ({Path(filename).name}:{lineno})"
+
+
+def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    return warning_line(message, category, filename, lineno) + "\n"
 
 
 def one_line_warnings() -> None:
