@@ -80,8 +80,9 @@ def test_saliency_sentence_gives_every_share_or_says_there_is_none() -> None:
     from defacebench.report.html import saliency_sentence
 
     table = pd.DataFrame({"condition": ["raw", "skullstripped"], "face_share": [0.0, float("nan")], "brain_share": [0.004, float("nan")],
-                          "other_share": [0.996, float("nan")]}).set_index("condition")
+                          "other_share": [0.996, float("nan")], "positive_fraction": [0.03, 0.0]}).set_index("condition")
     raw = saliency_sentence(table, "raw")
     assert "0% lies in the region the defacers remove" in raw and "100% elsewhere" in raw and "raw head model" in raw
+    assert "positive values are 3% of the map's absolute saliency" in raw
     assert "no positive part" in saliency_sentence(table, "skullstripped")
     assert saliency_sentence(table, "face-afni") is None

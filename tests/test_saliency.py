@@ -101,6 +101,7 @@ def test_saliency_shares() -> None:
     assert shares["face_share"] == pytest.approx(0.75)
     assert shares["brain_share"] == pytest.approx(0.25)
     assert shares["other_share"] == pytest.approx(0.0)
+    assert shares["positive_fraction"] == pytest.approx(4.0 / 9.0)
 
 
 def test_removal_frequency() -> None:

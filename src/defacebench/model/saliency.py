@@ -214,13 +214,20 @@ def _grid_affine(study_dir: str | Path, grid: str) -> np.ndarray:
 
 
 def saliency_shares(mean_map: np.ndarray, face_mask: np.ndarray, brain_mask: np.ndarray) -> dict[str, float]:
-    """Shares of the map's positive saliency inside the removal region, the brain, and elsewhere."""
-    positive = np.clip(np.asarray(mean_map, np.float64), 0, None)
-    total = positive.sum()
+    """Shares of the map's positive saliency inside the removal region, the brain, and elsewhere.
+
+    ``positive_fraction`` is the positive part's share of the map's absolute saliency, so a
+    reader can tell shares of most of the map from shares of a sliver of it.
+    """
+    values = np.asarray(mean_map, np.float64)
+    positive = np.clip(values, 0, None)
+    total, absolute = positive.sum(), np.abs(values).sum()
+    fraction = float(total / absolute) if absolute > 0 else float("nan")
     if total <= 0:
-        return {"positive_total": 0.0, "face_share": float("nan"), "brain_share": float("nan"), "other_share": float("nan")}
+        return {"positive_total": 0.0, "positive_fraction": fraction, "face_share": float("nan"), "brain_share": float("nan"), "other_share": float("nan")}
     face, brain = positive[face_mask].sum() / total, positive[brain_mask].sum() / total
-    return {"positive_total": float(total), "face_share": float(face), "brain_share": float(brain), "other_share": float(max(0.0, 1.0 - face - brain))}
+    return {"positive_total": float(total), "positive_fraction": fraction, "face_share": float(face), "brain_share": float(brain),
+            "other_share": float(max(0.0, 1.0 - face - brain))}
 
 
 # --------------------------------------------------------------------------- study stage
@@ -256,8 +263,8 @@ def compute_saliency(
     """Mean Grad-CAM map per condition over test scans and runs, and its face/brain shares.
 
     Writes ``results/saliency/<grid>/<condition>.npy`` (float32, the grid's shape) and
-    ``results/saliency.csv`` (condition, n_runs, n_scans, positive_total, face_share,
-    brain_share, other_share, face_region), atomically, and returns the table.
+    ``results/saliency.csv`` (condition, n_runs, n_scans, positive_total, positive_fraction,
+    face_share, brain_share, other_share, face_region), atomically, and returns the table.
 
     Parameters
     ----------

@@ -182,7 +182,9 @@ def saliency_sentence(saliency: pd.DataFrame, condition: str) -> str | None:
     who = f"the {condition_title(condition)} model"
     if not np.isfinite(row["face_share"]):
         return f"Grad-CAM: the mean map of {who} has no positive part (nothing raises its predicted age on average), so there are no shares to give."
-    return (f"Grad-CAM: of the positive saliency of {who}, {row['face_share']:.0%} lies in the region the defacers remove, "
+    part = row.get("positive_fraction", float("nan"))
+    part_text = f" (positive values are {part:.0%} of the map's absolute saliency)" if np.isfinite(part) else ""
+    return (f"Grad-CAM: of the positive saliency of {who}{part_text}, {row['face_share']:.0%} lies in the region the defacers remove, "
             f"{row['brain_share']:.0%} inside the brain and {row['other_share']:.0%} elsewhere (skull, scalp, neck and background).")
 
 
@@ -318,8 +320,10 @@ def _saliency_html(saliency: pd.DataFrame | None) -> str:
         return ""
     shown = pd.DataFrame({"condition": [condition_title(c) for c in saliency["condition"]], "runs": saliency["n_runs"], "test scans": saliency["n_scans"],
                           "share in removal region": saliency["face_share"], "share in brain": saliency["brain_share"], "share elsewhere": saliency["other_share"]})
+    if "positive_fraction" in saliency:  # maps computed before this column existed lack it
+        shown.insert(3, "positive part of |map|", saliency["positive_fraction"].to_numpy())
     region = html.escape(str(saliency["face_region"].iloc[0]))
-    return f"<p class=\"note\">Shares of the mean map's positive saliency. Removal region: {region}. Brain: the MNI152 brain mask.</p>" + html_table(shown)
+    return f"<p class=\"note\">Shares of the mean map's positive saliency; the positive part's share of the map's absolute saliency beside them. Removal region: {region}. Brain: the MNI152 brain mask.</p>" + html_table(shown)
 
 
 def _figures_html(study_dir: Path, saliency_table: str) -> str:
