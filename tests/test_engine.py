@@ -108,3 +108,20 @@ def test_task_warnings_print_as_lines_above_the_progress_bar(jobs: int, capsys) 
     assert results.values == {f"s{i}": i * i for i in range(4)}
     lines = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if "afni" in line]
     assert sorted(lines) == ["warning: sub-01 afni: removed 0.14% of the brain", "warning: sub-03 afni: removed 0.14% of the brain"], lines
+
+
+def test_progress_bar_in_a_log_file_redraws_rarely(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    from defacebench.io.progress import LOG_INTERVAL_S, progress_bar
+
+    log = (tmp_path / "log.txt").open("w")
+    monkeypatch.setattr(sys, "stderr", log)  # a file, not a terminal
+    bar = progress_bar(200, "deface", "subject")
+    assert bar.mininterval == LOG_INTERVAL_S >= 10
+    for _ in range(200):
+        bar.update(1)
+    bar.close()
+    log.close()
+    frames = [f for f in (tmp_path / "log.txt").read_text().replace("\r", "\n").splitlines() if f.strip()]
+    assert len(frames) <= 3 and "200/200" in frames[-1], frames  # the start, perhaps one redraw, the end

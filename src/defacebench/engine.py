@@ -117,9 +117,9 @@ def _guarded(func: Callable[[Any], Any], item: Any, stage: str) -> tuple[bool, A
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from defacebench.io.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="subject", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
+    return progress_bar(total, desc, "subject", enabled=enabled)
 
 
 def _dask_client(scheduler: str):
@@ -180,8 +180,8 @@ def run_tasks(
             results.failures.append(failure)
             if on_failure is not None:
                 on_failure(failure)
-        bar.update(1)
         bar.set_postfix(done=len(results.values), failed=len(results.failures), refresh=False)
+        bar.update(1)
 
     try:
         if scheduler:

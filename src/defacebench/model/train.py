@@ -21,7 +21,6 @@ import copy
 import json
 import math
 import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -288,8 +287,8 @@ class Trainer:
                     torch.save(self.state(), tmp)
                 write_table_atomic(checkpoint.parent / "history.csv", pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)), sep=",")
             if progress is not None:
+                progress.set_postfix(loss=f"{loss:.1f}", val_mae=f"{mae:.2f}", best=f"{self.best_val_mae:.2f}@{self.best_epoch}", refresh=False)
                 progress.update(1)
-                progress.set_postfix(loss=f"{loss:.1f}", val_mae=f"{mae:.2f}", best=f"{self.best_val_mae:.2f}@{self.best_epoch}")
             if on_epoch_end is not None:
                 on_epoch_end(self.epoch, row)
         self.model.load_state_dict(self.best_state)
@@ -417,9 +416,9 @@ def _train(
     out.mkdir(parents=True, exist_ok=True)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from defacebench.io.progress import progress_bar
 
-        bar = tqdm(total=profile.max_epochs, initial=trainer.epoch, desc=f"{condition} run-{run}", unit="epoch", file=sys.stderr, leave=True)
+        bar = progress_bar(profile.max_epochs, f"{condition} run-{run}", "epoch", initial=trainer.epoch)
     try:
         trainer.fit(checkpoint, bar, on_epoch_end)
     finally:
