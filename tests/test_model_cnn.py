@@ -72,3 +72,15 @@ def test_fused_forward_equals_reference(shape: tuple[int, int, int], channels_la
     g_fast = torch.autograd.grad(fused_forward(model, x, channels_last).sum(), list(model.parameters()))
     for a, b in zip(g_ref, g_fast):
         assert torch.allclose(a, b, atol=1e-4 * (1 + float(a.abs().max())))
+
+
+def test_fused_forward_on_the_pooled_grid_equals_forward_downsampled() -> None:
+    """With ``input_pool`` the trainer feeds pooled images; the fused path starts there too."""
+    torch.manual_seed(0)
+    model = BrainAgeCNN(input_shape=(26, 30, 22), width_multiplier=0.125, input_pool=2, output_bias=60.0).double()
+    x = torch.rand(2, 1, 26, 30, 22, dtype=torch.float64)
+    pooled = model.downsample(x)
+    ref = model.forward_downsampled(pooled)
+    assert torch.allclose(ref, model(x))
+    for channels_last in (False, True):
+        assert torch.allclose(fused_forward(model, pooled, channels_last).double(), ref, atol=1e-8)

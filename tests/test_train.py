@@ -69,6 +69,7 @@ def test_output_contract(planted) -> None:
     assert meta["parameter_count"] == sum(p.numel() for p in load_model(out).parameters())
     assert meta["best_epoch"] == int(hist.loc[hist["val_mae"].idxmin(), "epoch"])
     assert meta["seed"] == 1 and meta["device"].startswith("cpu") and meta["samples_per_s"] > 0
+    assert meta["fused_first_block"] is True and meta["channels_last"] is True  # the CPU defaults (docs/training.md)
     model = load_model(out)
     assert not model.training and model.last_conv is model.features[-1].conv
     _reproduce(study, out, "raw")  # the saved model is the best epoch's

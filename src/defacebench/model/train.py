@@ -36,7 +36,7 @@ from defacebench.io.errors import InputError
 from defacebench.model.augment import apply_theta, rotation_theta, sample_rotation_angles
 from defacebench.model.cnn import BrainAgeCNN, describe, parameter_breakdown
 from defacebench.model.fast import FusedBrainAgeCNN, fused_forward
-from defacebench.model.profiles import TrainProfile, profile_from_dict, same_profile
+from defacebench.model.profiles import TrainProfile, profile_from_dict, same_profile, uses_channels_last
 from defacebench.store import ConditionStore, open_condition
 
 PREDICTION_COLUMNS = ("participant_id", "session_id", "bids_run", "split", "age", "predicted_age", "condition", "run")
@@ -154,7 +154,7 @@ class Trainer:
             output_bias=float(self.ages[self.train_rows].mean()),
             input_pool=profile.input_pool,
         ).to(device)
-        self.channels_last = device.type == "cuda" and profile.channels_last
+        self.channels_last = uses_channels_last(profile, device.type)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=profile.learning_rate)
@@ -163,7 +163,7 @@ class Trainer:
         self.spacing_mm = tuple((float(v) if v > 0 else 1.0) * profile.input_pool for v in zooms)
         self.feed = ImageFeed(store.images, device, downsample=self.model.downsample if profile.input_pool > 1 else None)
         self.autocast = device.type == "cuda"
-        self.fused = device.type == "cuda" and profile.fused_first_block and profile.input_pool == 1
+        self.fused = profile.fused_first_block  # blocks start on the pooled grid when input_pool > 1 (the feed pools)
         self.compiled = device.type == "cuda" and profile.compile
         train_net = FusedBrainAgeCNN(self.model, self.channels_last) if self.fused else self.model.forward_downsampled
         mode = None if profile.compile_mode == "default" else profile.compile_mode
