@@ -83,7 +83,7 @@ class _PatchConv(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(weight: torch.Tensor, p: torch.Tensor, chunk: int, channels_last: bool = False) -> torch.Tensor:  # type: ignore[override]
+    def forward(weight: torch.Tensor, p: torch.Tensor, chunk: int, channels_last: bool) -> torch.Tensor:  # type: ignore[override]
         if channels_last:
             return torch.matmul(p.transpose(1, 2), weight.t())
         return torch.matmul(weight, p)
@@ -92,7 +92,7 @@ class _PatchConv(torch.autograd.Function):
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
         ctx.save_for_backward(inputs[1])
         ctx.chunk = inputs[2]
-        ctx.channels_last = bool(inputs[3]) if len(inputs) > 3 else False
+        ctx.channels_last = bool(inputs[3])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
