@@ -51,3 +51,7 @@ def test_brain_figures(tmp_path: Path) -> None:
     maps = {"raw": np.random.default_rng(0).normal(size=shape).astype(np.float32), "face-fsl": freq - 0.1}
     shares = pd.DataFrame({"condition": ["raw", "face-fsl"], "face_share": [0.1, 0.9], "brain_share": [0.8, 0.05]})
     assert _is_png(figures.plot_saliency(maps, template, MNI4, tmp_path / "fig3.png", shares=shares))
+    assert figures.saliency_label("face-fsl", shares).endswith("face 90% / brain 5%")
+    empty = pd.DataFrame({"condition": ["face-spm"], "face_share": [float("nan")], "brain_share": [float("nan")]})
+    assert figures.saliency_label("face-spm", empty).endswith("no positive saliency")  # not "face nan%"
+    assert figures.saliency_label("raw", None) == "raw head"

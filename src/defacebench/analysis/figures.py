@@ -127,6 +127,17 @@ def plot_removal_regions(frequencies: Mapping[str, np.ndarray], template: np.nda
 
 
 # --------------------------------------------------------------------------- Fig. 3
+def saliency_label(condition: str, shares: pd.DataFrame | None) -> str:
+    """Fig. 3 row label: the condition and where its positive saliency lies (or that it has none)."""
+    label = condition_title(condition)
+    if shares is not None and condition in set(shares["condition"]):
+        share = shares.set_index("condition").loc[condition]
+        if np.isfinite(share["face_share"]) and np.isfinite(share["brain_share"]):
+            return label + f"\nface {share['face_share']:.0%} / brain {share['brain_share']:.0%}"
+        return label + "\nno positive saliency"
+    return label
+
+
 def plot_saliency(maps: Mapping[str, np.ndarray], template: np.ndarray, affine: np.ndarray, path: str | Path, head: np.ndarray | None = None, shares: pd.DataFrame | None = None) -> Path:
     """Fig. 3: mean signed Grad-CAM per condition (sagittal and axial slices) over the template.
 
@@ -148,11 +159,7 @@ def plot_saliency(maps: Mapping[str, np.ndarray], template: np.ndarray, affine: 
             image = ax.imshow(np.ma.masked_where(np.abs(s) < 0.1 * vmax, s), origin="lower", extent=extent, cmap="RdBu_r", vmin=-vmax, vmax=vmax, alpha=0.8, interpolation="bilinear")
             if r == 0:
                 ax.set_title(f"{view}, {'x' if view == 'sagittal' else 'z'} = {at:g} mm", fontsize=9)
-        label = condition_title(condition)
-        if shares is not None and condition in set(shares["condition"]):
-            share = shares.set_index("condition").loc[condition]
-            label += f"\nface {share['face_share']:.0%} / brain {share['brain_share']:.0%}"
-        row[0].set_ylabel(label, fontsize=10)
+        row[0].set_ylabel(saliency_label(condition, shares), fontsize=10)
         fig.colorbar(image, ax=list(row), shrink=0.8, label="Grad-CAM (a.u.)")
     fig.suptitle("Fig. 3  Where the model looks: mean Grad-CAM over test scans\n(red raises, blue lowers the predicted age; shares of positive saliency)", fontsize=11)
     return save_figure(fig, path)
