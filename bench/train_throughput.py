@@ -13,6 +13,8 @@ the images resident on the device. Variants:
 ``...+fa``          ``Adam(fused=True)`` (one kernel for the optimiser step)
 ``vmapG-fused``     G independent runs trained at once (``torch.func.vmap`` over stacked
                     weights; each run still sees its own batches of 4)
+``parK:KIND``        K processes train variant KIND on one device at once (several runs
+                    sharing a GPU); their samples over the union of their timed windows
 ``profile:KIND``    a torch.profiler table of variant KIND (where the time goes)
 ``trainer``         end to end: ``train_condition`` (paper profile: fused + compiled on CUDA) on a
                     synthetic store; rate of its last epoch, validation included
@@ -123,17 +125,58 @@ def _vmap_step(n_models: int, images, ages, device, batch: int = 4, compiled: bo
     return step, batch * n_models
 
 
-def _time(step: Callable[[], None], samples_per_step: int, steps: int, warmup: int, device: torch.device) -> float:
+def _time(step: Callable[[], None], samples_per_step: int, steps: int, warmup: int, device: torch.device,
+          barrier: Callable[[], None] | None = None) -> float:
     for _ in range(warmup):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
+    if barrier is not None:  # concurrent processes start timing together
+        barrier()
     t0 = time.perf_counter()
+    wall0 = time.time()
     for _ in range(steps):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
+    if barrier is not None:
+        print(f"CHILD {steps * samples_per_step} {wall0:.6f} {time.time():.6f}", flush=True)
     return steps * samples_per_step / (time.perf_counter() - t0)
+
+
+def _file_barrier(folder: Path, index: int, count: int, timeout_s: float = 600.0) -> Callable[[], None]:
+    """Wait until all ``count`` processes have touched their file in ``folder``."""
+
+    def wait() -> None:
+        (folder / f"ready-{index}").touch()
+        deadline = time.time() + timeout_s
+        while len(list(folder.glob("ready-*"))) < count:
+            if time.time() > deadline:
+                raise TimeoutError("the other processes never got ready")
+            time.sleep(0.01)
+
+    return wait
+
+
+def _concurrent(kind: str, count: int, steps: int, shape: tuple[int, ...], device: torch.device) -> float:
+    """``count`` processes train variant ``kind`` on one GPU at once; samples of all of them over
+    the union of their timed windows (which start together after each one's warm-up)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, __file__, "--device", str(device), "--shape", ",".join(map(str, shape)), "--variants", kind,
+               "--steps", str(steps), "--barrier-dir", tmp, "--barrier-count", str(count)]
+        procs = [subprocess.Popen([*cmd, "--barrier-index", str(i)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for i in range(count)]
+        outputs = [p.communicate()[0] for p in procs]
+    rows = [line.split()[1:] for out in outputs for line in out.splitlines() if line.startswith("CHILD ")]
+    if len(rows) != count:
+        raise RuntimeError(f"{count - len(rows)} of {count} processes failed: " + " | ".join(o.strip().splitlines()[-1] for o in outputs if o.strip()))
+    samples = sum(int(r[0]) for r in rows)
+    window = max(float(r[2]) for r in rows) - min(float(r[1]) for r in rows)
+    print(f"  {count} x {kind}: per process " + ", ".join(f"{int(r[0]) / (float(r[2]) - float(r[1])):.0f}" for r in rows) + " samples/s")
+    return samples / window
 
 
 def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_last: bool = False) -> float:
@@ -176,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", default="3,6", help="runs trained at once in the vmap variants")
     parser.add_argument("--variants", default="naive,fused+compile,fused+compile+cl,naive+cl,fused+compile+cl+ro,fused+compile+cl+fa,trainer+cl,trainer,vmap+compile,fused")
     parser.add_argument("--shape", default="91,109,91", help="input grid (smaller only to smoke-test the script)")
+    parser.add_argument("--barrier-dir", type=Path, default=None, help=argparse.SUPPRESS)  # child of a parK: variant
+    parser.add_argument("--barrier-index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--barrier-count", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     global SHAPE
     SHAPE = tuple(int(v) for v in args.shape.split(","))
@@ -224,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
             fwd = torch.compile(fwd, mode="reduce-overhead" if "ro" in opts else None)
         return _single_step(fwd, model, images, ages, device, fused_adam="fa" in opts)
 
+    barrier = _file_barrier(args.barrier_dir, args.barrier_index, args.barrier_count) if args.barrier_dir else None
+
     def single(kind: str) -> float:
-        return _time(build_single(kind), 4, args.steps, args.warmup + (3 if "compile" in kind else 0), device)
+        return _time(build_single(kind), 4, args.steps, args.warmup + (3 if "compile" in kind else 0), device, barrier)
 
     def profile_kernels(kind: str, steps: int = 8) -> None:
         """Where a step's time goes: the top operators and kernels of ``steps`` steps."""
@@ -251,12 +299,15 @@ def main(argv: list[str] | None = None) -> int:
         return _time(step, per, max(5, args.steps // g * 2), 4 if compiled else 3, device)
 
     def needs_cuda(kind: str) -> bool:
-        kind = kind.removeprefix("profile:")
+        kind = kind.removeprefix("profile:").split(":")[-1]
         return kind in ("vmap+compile", "compile-max-autotune") or bool({"compile", "ro"} & set(kind.split("+")))
 
     for kind in wanted:  # in the order given
         if needs_cuda(kind) and device.type != "cuda":
             print(f"{kind:<22} skipped (CUDA only)")
+        elif kind.startswith("par") and ":" in kind:
+            count, inner = int(kind[3:].split(":")[0]), kind.split(":", 1)[1]
+            attempt(kind, lambda count=count, inner=inner: _concurrent(inner, count, args.steps * 2, SHAPE, device))
         elif kind.startswith("profile:"):
             if time.perf_counter() - start > args.budget_s:
                 print(f"{kind:<22} skipped (time budget)")

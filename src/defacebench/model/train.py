@@ -163,6 +163,8 @@ class Trainer:
         self.spacing_mm = tuple((float(v) if v > 0 else 1.0) * profile.input_pool for v in zooms)
         self.feed = ImageFeed(store.images, device, downsample=self.model.downsample if profile.input_pool > 1 else None)
         self.autocast = device.type == "cuda"
+        if device.type == "cuda":  # fixed input shapes: let cuDNN time its 3D convolution algorithms once
+            torch.backends.cudnn.benchmark = True
         self.fused = profile.fused_first_block  # blocks start on the pooled grid when input_pool > 1 (the feed pools)
         self.compiled = device.type == "cuda" and profile.compile
         train_net = FusedBrainAgeCNN(self.model, self.channels_last) if self.fused else self.model.forward_downsampled
