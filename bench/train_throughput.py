@@ -11,8 +11,6 @@ the images resident on the device. Variants:
 ``...+cl``          the same with NDHWC activations and weights (``channels_last_3d``)
 ``...+ro``          ``torch.compile(mode="reduce-overhead")``: CUDA graphs
 ``...+fa``          ``Adam(fused=True)`` (one kernel for the optimiser step)
-``...+rp``          max pooling as an ``amax`` reduction (``pool_as_reduction``; what the
-                    compiled trainer uses)
 ``vmapG-fused``     G independent runs trained at once (``torch.func.vmap`` over stacked
                     weights; each run still sees its own batches of 4)
 ``parK:KIND``        K processes train variant KIND on one device at once (several runs
@@ -260,14 +258,14 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
 
     def build_single(kind: str) -> Callable[[], None]:
-        """``naive`` or ``fused``, then any of ``+compile``, ``+cl``, ``+ro``, ``+fa``, ``+rp``."""
+        """``naive`` or ``fused``, then any of ``+compile``, ``+cl``, ``+ro``, ``+fa``."""
         base, *opts = kind.split("+")
         torch.manual_seed(0)
         model = BrainAgeCNN(SHAPE, output_bias=70.0).to(device)
         cl = "cl" in opts
         if cl:
             model = model.to(memory_format=torch.channels_last_3d)
-        fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl, pool_as_reduction="rp" in opts)
+        fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl)
         if "compile" in opts or "ro" in opts:
             fwd = torch.compile(fwd, mode="reduce-overhead" if "ro" in opts else None)
         return _single_step(fwd, model, images, ages, device, fused_adam="fa" in opts)

@@ -20,17 +20,7 @@ traffic. It is rewritten with the same parameters, no new ones:
    normalisation, ReLU and their backward passes run at 1/8 resolution.
 
 Blocks 2 and 3 keep the reference layers, with ReLU moved after the pooling (same
-values).
-
-With ``pool_as_reduction=True`` (the compiled CUDA training step) every 2x2x2 max pooling
-is written as a reduction, ``amax`` over a ``(.., X/2, 2, Y/2, 2, Z/2, 2)`` view. Its values
-are max pooling's; ``torch.compile`` then generates the forward and backward as kernels of
-its own, fused with the neighbouring instance norm, instead of cuDNN-less
-``max_pool3d_with_indices`` and its scatter backward (17 % of an H200 step, docs/training.md).
-Where a window holds tied maxima the gradient is split between them (``max_pool3d`` gives
-it to one); both are valid subgradients, and ties only occur in flat zero background,
-whose patches are zero and add nothing to the weight gradient. Eager, on CPU,
-``max_pool3d`` is faster, so it stays the default. Autograd differentiates through the statistics, so gradients equal the
+values). Autograd differentiates through the statistics, so gradients equal the
 reference ones up to rounding. :func:`fused_forward` is checked against ``model(x)``
 in tests/test_model_cnn.py.
 
@@ -62,16 +52,6 @@ def patches(x: torch.Tensor, crop: tuple[int, int, int] | None = None, dtype: to
     xp = F.pad(x[:, 0] if dtype is None else x[:, 0].to(dtype), (1, 1, 1, 1, 1, 1))
     cols = [xp[:, i : i + cx, j : j + cy, l : l + cz] for i in range(3) for j in range(3) for l in range(3)]
     return torch.stack(cols, dim=1).reshape(b, 27, cx * cy * cz)
-
-
-MOMENT_CHUNK = 2048  # voxels per partial product of the patch covariance (~440 per 91x109x91 image)
-
-
-def max_pool2(x: torch.Tensor) -> torch.Tensor:
-    """``F.max_pool3d(x, 2)`` as an ``amax`` reduction (floor mode: odd edges dropped)."""
-    nx, ny, nz = (s // 2 for s in x.shape[-3:])
-    x = x[..., : 2 * nx, : 2 * ny, : 2 * nz]
-    return x.unflatten(-1, (nz, 2)).unflatten(-3, (ny, 2)).unflatten(-5, (nx, 2)).amax(dim=(-5, -3, -1))
 
 
 def _chunked_gram(a: torch.Tensor, b_t: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -136,15 +116,14 @@ def patch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = patches(x.float())
         n = p.shape[2]
         mean = p.sum(dim=2) / n
-        second = torch.stack([_chunked_gram(p[i : i + 1], p[i : i + 1].transpose(1, 2), MOMENT_CHUNK) for i in range(b)]) / n
+        second = torch.stack([_chunked_gram(p[i : i + 1], p[i : i + 1].transpose(1, 2), ny * nz) for i in range(b)]) / n
     return mean, second - mean[:, :, None] * mean[:, None, :]
 
 
-def fused_first_block(model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, pool_as_reduction: bool = False) -> torch.Tensor:
+def fused_first_block(model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """First block of ``model`` (conv -> instance norm -> ReLU -> max pool) on ``x``.
 
-    With ``channels_last`` the output is NDHWC in memory (``torch.channels_last_3d``);
-    ``pool_as_reduction``: see the module docstring.
+    With ``channels_last`` the output is NDHWC in memory (``torch.channels_last_3d``).
     """
     block = model.features[0]
     conv, norm = block.conv, block.norm
@@ -167,28 +146,24 @@ def fused_first_block(model: BrainAgeCNN, x: torch.Tensor, channels_last: bool =
     p = patches(x, crop, dtype)
     y = _PatchConv.apply(ws.to(dtype), p, crop[1] * crop[2], channels_last)  # the only full-resolution tensor
     y = y.view(b, *crop, c).permute(0, 4, 1, 2, 3) if channels_last else y.view(b, c, *crop)
-    pooled = max_pool2(y) if pool_as_reduction else F.max_pool3d(y, 2)  # max(s*y) without the bias s*b (added below)
+    pooled = F.max_pool3d(y, 2)  # max(s*y) without the bias s*b (added below)
     abs_scale = scale * sign[None, :]  # |a|
     out = pooled * abs_scale[:, :, None, None, None] + (abs_scale * bs[None, :] + shift)[:, :, None, None, None]
     return F.relu(out)
 
 
-def fused_forward(model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, pool_as_reduction: bool = False) -> torch.Tensor:
+def fused_forward(model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """Same function as ``model(x)`` for ``(B, 1, X, Y, Z)`` input; returns ``(B,)`` ages.
 
     ``channels_last``: NDHWC activations (see the module docstring); for speed convert
     the model too (``model.to(memory_format=torch.channels_last_3d)``), else each
-    convolution converts its weight on every call. ``pool_as_reduction``: max pooling as
-    an ``amax`` reduction, for ``torch.compile`` (module docstring).
+    convolution converts its weight on every call.
     """
-    h = fused_first_block(model, x, channels_last, pool_as_reduction)
+    h = fused_first_block(model, x, channels_last)
     if channels_last:
         h = h.contiguous(memory_format=torch.channels_last_3d)  # no-op unless pooling changed the layout
     for block in model.features[1:]:
-        h = block.norm(block.conv(h))
-        h = F.relu(max_pool2(h) if pool_as_reduction else block.pool(h))
-        if channels_last:
-            h = h.contiguous(memory_format=torch.channels_last_3d)
+        h = F.relu(block.pool(block.norm(block.conv(h))))
     return model.head(h).squeeze(-1).float()
 
 
@@ -198,11 +173,10 @@ class FusedBrainAgeCNN(nn.Module):
     Holds no parameters of its own: ``self.model``'s are trained.
     """
 
-    def __init__(self, model: BrainAgeCNN, channels_last: bool = False, pool_as_reduction: bool = False) -> None:
+    def __init__(self, model: BrainAgeCNN, channels_last: bool = False) -> None:
         super().__init__()
         self.model = model
         self.channels_last = channels_last
-        self.pool_as_reduction = pool_as_reduction
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_forward(self.model, x, self.channels_last, self.pool_as_reduction)
+        return fused_forward(self.model, x, self.channels_last)

@@ -167,7 +167,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.fused = profile.fused_first_block  # blocks start on the pooled grid when input_pool > 1 (the feed pools)
         self.compiled = device.type == "cuda" and profile.compile
-        train_net = FusedBrainAgeCNN(self.model, self.channels_last, pool_as_reduction=self.compiled) if self.fused else self.model.forward_downsampled
+        train_net = FusedBrainAgeCNN(self.model, self.channels_last) if self.fused else self.model.forward_downsampled
         mode = None if profile.compile_mode == "default" else profile.compile_mode
         self._train_net = torch.compile(train_net, mode=mode) if self.compiled else train_net
         self.epoch = 0
