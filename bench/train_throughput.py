@@ -11,6 +11,7 @@ the images resident on the device. Variants:
 ``...+cl``          the same with NDHWC activations and weights (``channels_last_3d``)
 ``...+ro``          ``torch.compile(mode="reduce-overhead")``: CUDA graphs
 ``...+fa``          ``Adam(fused=True)`` (one kernel for the optimiser step)
+``fused+compile+mix`` first block NCDHW, blocks 2-3 NDHWC
 ``vmapG-fused``     G independent runs trained at once (``torch.func.vmap`` over stacked
                     weights; each run still sees its own batches of 4)
 ``parK:KIND``        K processes train variant KIND on one device at once (several runs
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from defacebench.model.augment import apply_theta, rotation_theta, sample_rotation_angles  # noqa: E402
 from defacebench.model.cnn import BrainAgeCNN, describe  # noqa: E402
-from defacebench.model.fast import FusedBrainAgeCNN as Fused  # noqa: E402
+from defacebench.model.fast import FusedBrainAgeCNN as Fused, fused_first_block  # noqa: E402
 
 SHAPE = (91, 109, 91)
 
@@ -266,6 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         if cl:
             model = model.to(memory_format=torch.channels_last_3d)
         fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl)
+        if "mix" in opts:  # first block NCDHW (its max pooling backward), blocks 2-3 NDHWC
+            model = model.to(memory_format=torch.channels_last_3d)
+
+            def fwd(x: torch.Tensor) -> torch.Tensor:
+                h = fused_first_block(model, x, False).contiguous(memory_format=torch.channels_last_3d)
+                for block in model.features[1:]:
+                    h = F.relu(block.pool(block.norm(block.conv(h))))
+                return model.head(h).squeeze(-1).float()
         if "compile" in opts or "ro" in opts:
             fwd = torch.compile(fwd, mode="reduce-overhead" if "ro" in opts else None)
         return _single_step(fwd, model, images, ages, device, fused_adam="fa" in opts)

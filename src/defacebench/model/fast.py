@@ -54,6 +54,9 @@ def patches(x: torch.Tensor, crop: tuple[int, int, int] | None = None, dtype: to
     return torch.stack(cols, dim=1).reshape(b, 27, cx * cy * cz)
 
 
+MOMENT_CHUNK = 2048  # voxels per partial product of the patch covariance (~440 per 91x109x91 image)
+
+
 def _chunked_gram(a: torch.Tensor, b_t: torch.Tensor, chunk: int) -> torch.Tensor:
     """``sum_batch a @ b_t`` for ``a (B, M, V)`` and ``b_t (B, V, N)``, split along ``V``.
 
@@ -116,7 +119,7 @@ def patch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = patches(x.float())
         n = p.shape[2]
         mean = p.sum(dim=2) / n
-        second = torch.stack([_chunked_gram(p[i : i + 1], p[i : i + 1].transpose(1, 2), ny * nz) for i in range(b)]) / n
+        second = torch.stack([_chunked_gram(p[i : i + 1], p[i : i + 1].transpose(1, 2), MOMENT_CHUNK) for i in range(b)]) / n
     return mean, second - mean[:, :, None] * mean[:, None, :]
 
 
