@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from defacebench.commands.train import main as train_main
-from defacebench.model.profiles import get_profile
+from defacebench.model.profiles import get_profile, uses_channels_last
 from defacebench.model.train import PREDICTION_COLUMNS, load_model, train_condition
 
 from model_stores import make_blob_store
@@ -95,6 +95,15 @@ def test_run_of_an_older_version_still_counts_but_another_profile_does_not(plant
         assert not is_complete(out, _profile(channels_last=True))
     finally:
         (out / "run.json").write_text(json.dumps(meta))
+
+
+def test_layout_defaults_follow_the_measurements() -> None:
+    """NDHWC with the fused first block on both devices (docs/training.md); an explicit setting wins."""
+    for device_type in ("cpu", "cuda"):
+        assert uses_channels_last(get_profile("paper"), device_type) is True
+        assert uses_channels_last(get_profile("cpu"), device_type) is True
+        assert uses_channels_last(get_profile("paper", fused_first_block=False), device_type) is False
+        assert uses_channels_last(get_profile("paper", channels_last=False), device_type) is False
 
 
 def test_unknown_compile_mode_is_refused() -> None:

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rotation-deg", type=float, default=None, help="override the random-rotation range (+- degrees; 0 disables)")
     parser.add_argument("--seed", type=int, default=None, help="override the base seed (run k uses seed + k)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                        help="NDHWC activations and weights (torch.channels_last_3d); default: on for CPU, off for CUDA until measured (docs/training.md)")
+                        help="NDHWC activations and weights (torch.channels_last_3d); default: on with the fused first block, on CPU and CUDA (measured faster on both, docs/training.md)")
     parser.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
                         help="CUDA: torch.compile mode of the training step (default: the profile's, 'default')")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -82,14 +82,15 @@ PROFILES: dict[str, TrainProfile] = {
 def uses_channels_last(profile: TrainProfile, device_type: str) -> bool:
     """Whether a run of ``profile`` on ``device_type`` ("cpu", "cuda") keeps activations NDHWC.
 
-    An explicit ``profile.channels_last`` wins. Otherwise: on CPU with the fused first
-    block, yes (2 cores, 1-2 threads: 1.7x faster training steps for the ``cpu`` profile's
-    16/8/8 widths, 2.7x for the paper's widths at 45x54x45; the unfused model in NDHWC was
-    slower than in NCDHW); on CUDA, no, until bench/gpu_check.sh has measured it.
+    An explicit ``profile.channels_last`` wins. Otherwise NDHWC whenever the fused first
+    block is used, on either device (docs/training.md, measured): on one H200 the compiled
+    paper step ran 557-592 samples/s in NDHWC against 479 in NCDHW; on this project's 2-core
+    CPU a ``cpu``-profile step was 1.78x faster (2.7x at the paper's widths). The plain
+    module stays NCDHW: in NDHWC it was slower on CPU and is not measured on CUDA.
     """
     if profile.channels_last is not None:
         return bool(profile.channels_last)
-    return device_type == "cpu" and profile.fused_first_block
+    return profile.fused_first_block
 
 
 def get_profile(name: str, **overrides: object) -> TrainProfile:
