@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import math
 import sys
 import time
@@ -82,6 +83,14 @@ def _single_step(forward: Callable, model: nn.Module, images, ages, device, batc
         sched.step()
 
     return step
+
+
+def _mixed_layout_forward(model: BrainAgeCNN, x: torch.Tensor) -> torch.Tensor:
+    """Fused first block in NCDHW, blocks 2-3 in NDHWC (the ``+mix`` variant)."""
+    h = fused_first_block(model, x, False).contiguous(memory_format=torch.channels_last_3d)
+    for block in model.features[1:]:
+        h = F.relu(block.pool(block.norm(block.conv(h))))
+    return model.head(h).squeeze(-1).float()
 
 
 def _vmap_step(n_models: int, images, ages, device, batch: int = 4, compiled: bool = False, fused: bool = True) -> tuple[Callable[[], None], int]:
@@ -269,12 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl)
         if "mix" in opts:  # first block NCDHW (its max pooling backward), blocks 2-3 NDHWC
             model = model.to(memory_format=torch.channels_last_3d)
-
-            def fwd(x: torch.Tensor) -> torch.Tensor:
-                h = fused_first_block(model, x, False).contiguous(memory_format=torch.channels_last_3d)
-                for block in model.features[1:]:
-                    h = F.relu(block.pool(block.norm(block.conv(h))))
-                return model.head(h).squeeze(-1).float()
+            fwd = functools.partial(_mixed_layout_forward, model)
         if "compile" in opts or "ro" in opts:
             fwd = torch.compile(fwd, mode="reduce-overhead" if "ro" in opts else None)
         return _single_step(fwd, model, images, ages, device, fused_adam="fa" in opts)

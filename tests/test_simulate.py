@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 
 from defacebench.commands.simulate import main
-from defacebench.simulate.ageing import BRAIN_CHANGE_56_96
 from defacebench.io.errors import InputError
 from defacebench.simulate.cohort import sample_cohort, simulate_cohort
 from defacebench.simulate.heads import load_base_head
