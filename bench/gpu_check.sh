@@ -12,7 +12,7 @@ out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src:$PWD/tests" PYTHONUNBUFFERED=1
 shape=${GPU_CHECK_SHAPE:-91,109,91}
-variants=${GPU_CHECK_VARIANTS:-naive,fused+compile+cl,fused+compile,trainer+cl,profile:fused+compile+cl}
+variants=${GPU_CHECK_VARIANTS:-naive,fused+compile+cl,fused+compile+cl+bp,trainer+cl,profile:fused+compile+cl+bp,profile:fused+compile+cl}
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"; } | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" | tee -a "$out/gpu.txt"
