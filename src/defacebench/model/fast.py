@@ -20,14 +20,7 @@ traffic. It is rewritten with the same parameters, no new ones:
    normalisation, ReLU and their backward passes run at 1/8 resolution.
 
 Blocks 2 and 3 keep the reference layers, with ReLU moved after the pooling (same
-values).
-
-``byte_pool=True`` (an experiment for the compiled CUDA step, off by default, not yet
-timed on a GPU) replaces every 2x2x2 max pooling by :class:`MaxPool2`: the same values
-and the same gradient (first maximum in scan order, as ``max_pool3d``), but it keeps a
-one-byte window code instead of int64 indices and its backward is a pointwise map, not a
-scatter into a zeroed full-resolution tensor (that scatter and fill were 24 % of a compiled
-H200 step, docs/training.md). Autograd differentiates through the statistics, so gradients equal the
+values). Autograd differentiates through the statistics, so gradients equal the
 reference ones up to rounding. :func:`fused_forward` is checked against ``model(x)``
 in tests/test_model_cnn.py.
 
@@ -35,7 +28,15 @@ With ``channels_last=True`` the activations are laid out NDHWC (``torch.channels
 the layout cuDNN's tensor-core convolutions work in (in NCDHW it transposes every
 activation in and out of each convolution). The first block's GEMM is then written
 ``P^T (V, 27) @ W^T (27, C)``, whose ``(V, C)`` output already is NDHWC; for one input
-channel the two layouts of the input are the same memory.
+channel the two layouts of the input are the same memory. It is the default for
+training on both devices (``profiles.uses_channels_last``).
+
+``byte_pool=True`` (an experiment for the compiled CUDA step, off by default, not yet
+timed on a GPU) replaces every 2x2x2 max pooling by :class:`MaxPool2`: the same values
+and the same gradient (first maximum in scan order, as ``max_pool3d``), but it keeps a
+one-byte window code instead of int64 indices and its backward is a pointwise map, not a
+scatter into a zeroed full-resolution tensor (that scatter and fill were 24 % of a compiled
+H200 step, docs/training.md).
 """
 
 from __future__ import annotations

@@ -87,6 +87,7 @@ def uses_channels_last(profile: TrainProfile, device_type: str) -> bool:
     paper step ran 557-592 samples/s in NDHWC against 479 in NCDHW; on this project's 2-core
     CPU a ``cpu``-profile step was 1.78x faster (2.7x at the paper's widths). The plain
     module stays NCDHW: in NDHWC it was slower on CPU and is not measured on CUDA.
+    ``device_type`` is kept for defaults that differ by device; none does now.
     """
     if profile.channels_last is not None:
         return bool(profile.channels_last)
