@@ -13,6 +13,7 @@ the images resident on the device. Variants:
 ``...+fa``          ``Adam(fused=True)`` (one kernel for the optimiser step)
 ``fused+compile+mix`` first block NCDHW, blocks 2-3 NDHWC
 ``...+bp``          max pooling with ``fast.MaxPool2`` (one-byte window code, pointwise backward)
+``...+tb``          the first block's conv + pool in one Triton kernel (``model/triton_block.py``)
 ``vmapG-fused``     G independent runs trained at once (``torch.func.vmap`` over stacked
                     weights; each run still sees its own batches of 4)
 ``parK:KIND``        K processes train variant KIND on one device at once (several runs
@@ -269,14 +270,14 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
 
     def build_single(kind: str) -> Callable[[], None]:
-        """``naive`` or ``fused``, then any of ``+compile``, ``+cl``, ``+ro``, ``+fa``, ``+mix``, ``+bp``."""
+        """``naive`` or ``fused``, then any of ``+compile``, ``+cl``, ``+ro``, ``+fa``, ``+mix``, ``+bp``, ``+tb``."""
         base, *opts = kind.split("+")
         torch.manual_seed(0)
         model = BrainAgeCNN(SHAPE, output_bias=70.0).to(device)
         cl = "cl" in opts
         if cl:
             model = model.to(memory_format=torch.channels_last_3d)
-        fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl, byte_pool="bp" in opts)
+        fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl, byte_pool="bp" in opts, triton_block="tb" in opts)
         if "mix" in opts:  # first block NCDHW (its max pooling backward), blocks 2-3 NDHWC
             model = model.to(memory_format=torch.channels_last_3d)
             fwd = functools.partial(_mixed_layout_forward, model)

@@ -36,7 +36,10 @@ timed on a GPU) replaces every 2x2x2 max pooling by :class:`MaxPool2`: the same 
 and the same gradient (first maximum in scan order, as ``max_pool3d``), but it keeps a
 one-byte window code instead of int64 indices and its backward is a pointwise map, not a
 scatter into a zeroed full-resolution tensor (that scatter and fill were 24 % of a compiled
-H200 step, docs/training.md).
+H200 step, docs/training.md). ``triton_block=True`` (likewise an experiment) goes further
+for the first block: :mod:`.triton_block` computes its convolution and max pooling in one
+Triton kernel and its weight gradient in another, so its full-resolution tensor is never
+written.
 """
 
 from __future__ import annotations
@@ -165,11 +168,14 @@ def patch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, second - mean[:, :, None] * mean[:, None, :]
 
 
-def fused_first_block(model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, byte_pool: bool = False) -> torch.Tensor:
+def fused_first_block(
+    model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, byte_pool: bool = False, triton_block: bool = False
+) -> torch.Tensor:
     """First block of ``model`` (conv -> instance norm -> ReLU -> max pool) on ``x``.
 
     With ``channels_last`` the output is NDHWC in memory (``torch.channels_last_3d``);
-    ``byte_pool``: pool with :class:`MaxPool2`.
+    ``byte_pool``: pool with :class:`MaxPool2`; ``triton_block``: convolution and pooling
+    in one Triton kernel (:mod:`.triton_block`, CUDA or Triton's interpreter).
     """
     block = model.features[0]
     conv, norm = block.conv, block.norm
@@ -189,24 +195,34 @@ def fused_first_block(model: BrainAgeCNN, x: torch.Tensor, channels_last: bool =
     ws, bs = w * sign[:, None], bias * sign
     dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
     crop = (2 * (nx // 2), 2 * (ny // 2), 2 * (nz // 2))  # voxels max pooling reads
-    p = patches(x, crop, dtype)
-    y = _PatchConv.apply(ws.to(dtype), p, crop[1] * crop[2], channels_last)  # the only full-resolution tensor
-    y = y.view(b, *crop, c).permute(0, 4, 1, 2, 3) if channels_last else y.view(b, c, *crop)
-    pooled = MaxPool2.apply(y) if byte_pool else F.max_pool3d(y, 2)  # max(s*y) without the bias s*b (added below)
+    if triton_block:  # max(s*y) without ever writing y
+        from defacebench.model.triton_block import conv_pool
+
+        pooled = conv_pool(ws.to(dtype), x).view(b, *(s // 2 for s in crop), c).permute(0, 4, 1, 2, 3)
+        if not channels_last:
+            pooled = pooled.contiguous()
+    else:
+        p = patches(x, crop, dtype)
+        y = _PatchConv.apply(ws.to(dtype), p, crop[1] * crop[2], channels_last)  # the only full-resolution tensor
+        y = y.view(b, *crop, c).permute(0, 4, 1, 2, 3) if channels_last else y.view(b, c, *crop)
+        pooled = MaxPool2.apply(y) if byte_pool else F.max_pool3d(y, 2)  # max(s*y) without the bias s*b (added below)
     abs_scale = scale * sign[None, :]  # |a|
     out = pooled * abs_scale[:, :, None, None, None] + (abs_scale * bs[None, :] + shift)[:, :, None, None, None]
     return F.relu(out)
 
 
-def fused_forward(model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, byte_pool: bool = False) -> torch.Tensor:
+def fused_forward(
+    model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, byte_pool: bool = False, triton_block: bool = False
+) -> torch.Tensor:
     """Same function as ``model(x)`` for ``(B, 1, X, Y, Z)`` input; returns ``(B,)`` ages.
 
     ``channels_last``: NDHWC activations (see the module docstring); for speed convert
     the model too (``model.to(memory_format=torch.channels_last_3d)``), else each
     convolution converts its weight on every call. ``byte_pool``: pool with
-    :class:`MaxPool2` (an experiment, see the module docstring).
+    :class:`MaxPool2`; ``triton_block``: the first block's convolution and pooling in one
+    Triton kernel (both experiments, see the module docstring).
     """
-    h = fused_first_block(model, x, channels_last, byte_pool)
+    h = fused_first_block(model, x, channels_last, byte_pool, triton_block)
     if channels_last:
         h = h.contiguous(memory_format=torch.channels_last_3d)  # no-op unless pooling changed the layout
     for block in model.features[1:]:
@@ -221,11 +237,12 @@ class FusedBrainAgeCNN(nn.Module):
     Holds no parameters of its own: ``self.model``'s are trained.
     """
 
-    def __init__(self, model: BrainAgeCNN, channels_last: bool = False, byte_pool: bool = False) -> None:
+    def __init__(self, model: BrainAgeCNN, channels_last: bool = False, byte_pool: bool = False, triton_block: bool = False) -> None:
         super().__init__()
         self.model = model
         self.channels_last = channels_last
         self.byte_pool = byte_pool
+        self.triton_block = triton_block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_forward(self.model, x, self.channels_last, self.byte_pool)
+        return fused_forward(self.model, x, self.channels_last, self.byte_pool, self.triton_block)

@@ -1,0 +1,171 @@
+"""The first block's convolution and max pooling in one Triton kernel (an experiment).
+
+The fused first block (:mod:`.fast`) still writes its one full-resolution tensor, the
+1 -> C channel 3x3x3 convolution ``y`` (924 MB a batch of 4 on the paper grid in bf16),
+reads it back to pool it, and in the backward pass scatters the pooled gradient into a
+zeroed tensor of the same size before a matrix product reads it again. Here no
+full-resolution tensor exists:
+
+* forward: each program takes a block of pooled voxels, gathers the 27 taps of each of
+  the 8 voxels of their 2x2x2 windows from the padded image, multiplies them by the
+  weights on the tensor cores (``tl.dot``), keeps the running maximum and a one-byte
+  window code (first maximum wins, as in ``max_pool3d``);
+* backward: ``dW[c, k] = sum_u g[u, c] * x[2u + code(u, c) + k]``, again by gathering the
+  taps of each window offset and a ``tl.dot`` with the gradient masked to that offset;
+  each program writes a partial sum, summed afterwards (deterministic, no atomics).
+
+The input gets no gradient (the image), like :class:`.fast._PatchConv`. Values and the
+weight gradient equal ``max_pool3d(conv3d(x, w))``'s (tests/test_triton_block.py, run on
+CPU through Triton's interpreter, ``TRITON_INTERPRET=1``). Not yet timed on a GPU, so no
+profile uses it: ``fused_forward(..., triton_block=True)``, bench variant ``+tb``.
+Needs ``triton`` (bundled with PyTorch's CUDA wheels; not installed by ``make`` on CPU).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+BLOCK_U = 64  # pooled voxels per program
+TAPS = 32  # 27 taps, padded to a power of two for tl.dot
+
+
+def available(device: torch.device) -> bool:
+    """Whether the kernels can run on ``device`` (CUDA, or any device under the interpreter)."""
+    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _window_taps(base, ux, uy, uz, umask, ki, kj, kl, kmask, sxx, sxy, i: tl.constexpr):
+    """``(BLOCK_U, TAPS)`` taps of window offset ``i`` of each pooled voxel (zero past 27)."""
+    vx = 2 * ux + i // 4
+    vy = 2 * uy + (i // 2) % 2
+    vz = 2 * uz + i % 2
+    offs = (vx[:, None] + ki[None, :]) * sxx + (vy[:, None] + kj[None, :]) * sxy + (vz[:, None] + kl[None, :])
+    return tl.load(base + offs, mask=umask[:, None] & kmask[None, :], other=0.0)
+
+
+@triton.jit
+def _conv_pool_fwd(xp_ptr, w_ptr, out_ptr, code_ptr, U, NY, NZ, sxb, sxx, sxy, C,
+                   BLOCK: tl.constexpr, BLOCK_C: tl.constexpr, NTAP: tl.constexpr, IEEE: tl.constexpr):
+    b = tl.program_id(0)
+    u = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    umask = u < U
+    uz = u % NZ
+    uy = (u // NZ) % NY
+    ux = u // (NZ * NY)
+    k = tl.arange(0, NTAP)
+    kmask = k < 27
+    ki, kj, kl = k // 9, (k // 3) % 3, k % 3
+    cc = tl.arange(0, BLOCK_C)
+    cmask = cc < C
+    wt = tl.load(w_ptr + cc[None, :] * 27 + k[:, None], mask=kmask[:, None] & cmask[None, :], other=0.0)  # (NTAP, BLOCK_C)
+    base = xp_ptr + b * sxb
+    best = tl.full((BLOCK, BLOCK_C), float("-inf"), tl.float32)
+    code = tl.zeros((BLOCK, BLOCK_C), tl.int32)
+    for i in tl.static_range(8):
+        p = _window_taps(base, ux, uy, uz, umask, ki, kj, kl, kmask, sxx, sxy, i)
+        if IEEE:
+            y = tl.dot(p, wt, input_precision="ieee")
+        else:
+            y = tl.dot(p, wt)
+        better = y > best
+        best = tl.where(better, y, best)
+        code = tl.where(better, i, code)
+    offs = (b * U + u)[:, None] * C + cc[None, :]
+    m = umask[:, None] & cmask[None, :]
+    tl.store(out_ptr + offs, best.to(out_ptr.dtype.element_ty), mask=m)
+    tl.store(code_ptr + offs, code.to(tl.uint8), mask=m)
+
+
+@triton.jit
+def _conv_pool_bwd_w(xp_ptr, g_ptr, code_ptr, part_ptr, U, NY, NZ, sxb, sxx, sxy, C, ITERS,
+                     BLOCK: tl.constexpr, BLOCK_C: tl.constexpr, NTAP: tl.constexpr, IEEE: tl.constexpr):
+    b = tl.program_id(0)
+    pid = tl.program_id(1)
+    k = tl.arange(0, NTAP)
+    kmask = k < 27
+    ki, kj, kl = k // 9, (k // 3) % 3, k % 3
+    cc = tl.arange(0, BLOCK_C)
+    cmask = cc < C
+    base = xp_ptr + b * sxb
+    acc = tl.zeros((BLOCK_C, NTAP), tl.float32)
+    for it in range(ITERS):
+        u = (pid * ITERS + it) * BLOCK + tl.arange(0, BLOCK)
+        umask = u < U
+        uz = u % NZ
+        uy = (u // NZ) % NY
+        ux = u // (NZ * NY)
+        offs = (b * U + u)[:, None] * C + cc[None, :]
+        m = umask[:, None] & cmask[None, :]
+        g = tl.load(g_ptr + offs, mask=m, other=0.0)
+        code = tl.load(code_ptr + offs, mask=m, other=255).to(tl.int32)
+        for i in tl.static_range(8):
+            p = _window_taps(base, ux, uy, uz, umask, ki, kj, kl, kmask, sxx, sxy, i)
+            gi = tl.where(code == i, g, 0.0).to(p.dtype)
+            if IEEE:
+                acc += tl.dot(tl.trans(gi), p, input_precision="ieee")
+            else:
+                acc += tl.dot(tl.trans(gi), p)
+    nprog = tl.num_programs(1)
+    tl.store(part_ptr + ((b * nprog + pid) * BLOCK_C + cc[:, None]) * NTAP + k[None, :], acc)
+
+
+def _padded(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(B, 1, X, Y, Z)`` -> zero-padded ``(B, X+2, Y+2, Z+2)``, contiguous, in ``dtype``."""
+    return F.pad(x[:, 0].to(dtype), (1, 1, 1, 1, 1, 1)).contiguous()
+
+
+def _block_c(c: int) -> int:
+    return max(16, triton.next_power_of_2(c))
+
+
+class ConvPool(torch.autograd.Function):
+    """``max_pool3d(conv3d(x, w, padding=1), 2)`` for one input channel, no bias.
+
+    ``weight (C, 27)``, ``x (B, 1, X, Y, Z)`` -> ``(B, X//2 * Y//2 * Z//2, C)`` (NDHWC order),
+    in the weight's dtype; only the weight gets a gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        c = weight.shape[0]
+        b = x.shape[0]
+        nx, ny, nz = (s // 2 for s in x.shape[-3:])
+        xp = _padded(x, weight.dtype)
+        u = nx * ny * nz
+        out = torch.empty(b, u, c, dtype=weight.dtype, device=x.device)
+        code = torch.empty(b, u, c, dtype=torch.uint8, device=x.device)
+        ieee = weight.dtype == torch.float32
+        grid = (b, triton.cdiv(u, BLOCK_U))
+        _conv_pool_fwd[grid](xp, weight.contiguous(), out, code, u, ny, nz, xp.stride(0), xp.stride(1), xp.stride(2), c,
+                             BLOCK=BLOCK_U, BLOCK_C=_block_c(c), NTAP=TAPS, IEEE=ieee, num_warps=8)
+        ctx.save_for_backward(xp, code)
+        ctx.dims = (c, nx, ny, nz)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        xp, code = ctx.saved_tensors
+        c, nx, ny, nz = ctx.dims
+        b, u = code.shape[:2]
+        grad = grad.to(xp.dtype).contiguous()
+        blocks = triton.cdiv(u, BLOCK_U)
+        nprog = min(blocks, 64)  # per image; each program sums ITERS blocks
+        iters = triton.cdiv(blocks, nprog)
+        nprog = triton.cdiv(blocks, iters)
+        bc = _block_c(c)
+        part = torch.empty(b, nprog, bc, TAPS, dtype=torch.float32, device=xp.device)
+        _conv_pool_bwd_w[(b, nprog)](xp, grad, code, part, u, ny, nz, xp.stride(0), xp.stride(1), xp.stride(2), c, iters,
+                                     BLOCK=BLOCK_U, BLOCK_C=bc, NTAP=TAPS, IEEE=xp.dtype == torch.float32, num_warps=8)
+        return part.sum((0, 1))[:c, :27].to(grad.dtype), None
+
+
+@torch.compiler.disable
+def conv_pool(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """:class:`ConvPool` as a function (kept out of ``torch.compile`` graphs)."""
+    return ConvPool.apply(weight, x)

@@ -1,0 +1,89 @@
+"""The first block's Triton kernels (conv + max pool, weight gradient), on CPU through
+Triton's interpreter; on a GPU machine the same tests run the compiled kernels."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernels are defined
+pytest.importorskip("triton")
+
+from defacebench.model.cnn import BrainAgeCNN  # noqa: E402
+from defacebench.model.fast import fused_forward  # noqa: E402
+from defacebench.model.triton_block import ConvPool  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _reference(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``max_pool3d(conv3d(x, w))`` flattened to ``(B, U, C)`` like :class:`ConvPool`'s output."""
+    c = weight.shape[0]
+    ref = F.max_pool3d(F.conv3d(x, weight.view(c, 1, 3, 3, 3), padding=1), 2)
+    return ref.permute(0, 2, 3, 4, 1).reshape(x.shape[0], -1, c)
+
+
+@pytest.mark.parametrize(("shape", "channels"), [((7, 8, 9), 16), ((12, 14, 10), 24), ((5, 18, 6), 40)])
+def test_conv_pool_equals_conv_then_max_pool(shape: tuple[int, int, int], channels: int) -> None:
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.rand(2, 1, *shape, generator=g).to(DEVICE)
+    w = torch.randn(channels, 27, generator=g).to(DEVICE).requires_grad_(True)
+    out = ConvPool.apply(w, x)
+    ref = _reference(w, x)
+    assert out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=1e-5)
+    grad = torch.randn(ref.shape, generator=g).to(DEVICE)
+    gw, gw_ref = torch.autograd.grad(out, w, grad)[0], torch.autograd.grad(ref, w, grad)[0]
+    assert torch.allclose(gw, gw_ref, atol=1e-4 * float(gw_ref.abs().max()))
+
+
+def test_half_precision_weights_give_the_same_pooled_values() -> None:
+    """The 16-bit path (tensor-core inputs, float32 accumulation), checked in float16: Triton's
+    interpreter multiplies bfloat16 bit patterns in ``tl.dot`` (triton-lang/triton#11584), so
+    bfloat16 is checked on a GPU only (tests/test_model_cuda.py)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 1, 8, 9, 10, generator=g).to(DEVICE)
+    w = torch.randn(16, 27, generator=g).to(DEVICE, torch.float16).requires_grad_(True)
+    out = ConvPool.apply(w, x)
+    assert out.dtype == torch.float16
+    ref = _reference(w.float(), x.half().float())
+    assert torch.allclose(out.float(), ref, atol=2e-2 * float(ref.detach().abs().max()))
+    grad = torch.randn(ref.shape, generator=g).to(DEVICE)
+    gw = torch.autograd.grad(out, w, grad.half())[0]
+    gw_ref = torch.autograd.grad(ref, w, grad)[0]
+    assert gw.dtype == torch.float16
+    assert torch.allclose(gw.float(), gw_ref.float(), atol=2e-2 * float(gw_ref.abs().max()))
+
+
+def test_ties_go_to_the_first_voxel_of_the_window_as_in_max_pool3d() -> None:
+    """Integer images and weights make many exact ties; the gradient must still match."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 2, (2, 1, 8, 9, 10), generator=g).float().to(DEVICE)
+    w = torch.randint(-1, 2, (16, 27), generator=g).float().to(DEVICE).requires_grad_(True)
+    out, ref = ConvPool.apply(w, x), _reference(w, x)
+    assert torch.equal(out, ref)
+    grad = torch.randn(ref.shape, generator=g).to(DEVICE)
+    assert torch.allclose(torch.autograd.grad(out, w, grad)[0], torch.autograd.grad(ref, w, grad)[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_forward_with_the_triton_block_equals_the_model(channels_last: bool) -> None:
+    torch.manual_seed(0)
+    model = BrainAgeCNN((9, 12, 11), width_multiplier=0.125, output_bias=60.0).to(DEVICE)
+    with torch.no_grad():  # negative gammas and a conv bias exercise the sign handling
+        model.features[0].norm.weight.uniform_(-1, 1)
+        model.features[0].conv.bias.uniform_(-1, 1)
+    x = torch.rand(3, 1, 9, 12, 11, device=DEVICE) + 0.2
+    ref = model(x)
+    g_ref = torch.autograd.grad(ref.sum(), list(model.parameters()))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    out = fused_forward(model, x, channels_last, triton_block=True)
+    g_out = torch.autograd.grad(out.sum(), list(model.parameters()))
+    assert torch.allclose(out, ref, atol=1e-3)
+    for a, b in zip(g_ref, g_out):
+        assert torch.allclose(a, b, atol=1e-3 * (1 + float(a.abs().max())))
