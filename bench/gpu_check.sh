@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU check (~2.5 min on an H200): training throughput of the paper profile for
+# One prepared GPU check (~3 min on an H200): training throughput of the paper profile for
 # the variants that decide the trainer's defaults, then the CUDA tests (docs/training.md).
 #
 #   bash bench/gpu_check.sh                 # on a machine with a CUDA GPU, from the repo root
