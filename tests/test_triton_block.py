@@ -14,7 +14,7 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from defacebench.model.cnn import BrainAgeCNN  # noqa: E402
-from defacebench.model.fast import fused_forward  # noqa: E402
+from defacebench.model.fast import FusedBrainAgeCNN, fused_forward  # noqa: E402
 from defacebench.model.triton_block import ConvPool  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -83,6 +83,21 @@ def test_fused_forward_with_the_triton_block_equals_the_model(channels_last: boo
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     out = fused_forward(model, x, channels_last, triton_block=True)
+    g_out = torch.autograd.grad(out.sum(), list(model.parameters()))
+    assert torch.allclose(out, ref, atol=1e-3)
+    for a, b in zip(g_ref, g_out):
+        assert torch.allclose(a, b, atol=1e-3 * (1 + float(a.abs().max())))
+
+
+@pytest.mark.slow
+def test_compiled_model_with_the_triton_block_equals_the_model() -> None:
+    """``torch.compile`` runs the kernels outside its graphs (``torch.compiler.disable``), as training would."""
+    torch.manual_seed(0)
+    model = BrainAgeCNN((13, 14, 15), width_multiplier=0.125, output_bias=60.0).to(DEVICE).to(memory_format=torch.channels_last_3d)
+    x = torch.rand(2, 1, 13, 14, 15, device=DEVICE)
+    ref = model(x)
+    g_ref = torch.autograd.grad(ref.sum(), list(model.parameters()))
+    out = torch.compile(FusedBrainAgeCNN(model, True, byte_pool=True, triton_block=True))(x)
     g_out = torch.autograd.grad(out.sum(), list(model.parameters()))
     assert torch.allclose(out, ref, atol=1e-3)
     for a, b in zip(g_ref, g_out):
