@@ -119,7 +119,7 @@ class BrainAgeCNN(nn.Module):
 
     @property
     def last_conv(self) -> nn.Conv3d:
-        """The last convolution (Grad-CAM target): ``features[-1].conv``."""
+        """The last convolution, ``features[-1].conv`` (Grad-CAM targets the whole block around it, ``features[-1]``)."""
         return self.features[-1].conv
 
     def set_output_bias(self, age_years: float) -> None:

@@ -107,7 +107,7 @@ class ImageFeed:
             if nbytes < 0.6 * free:
                 self.resident = torch.empty(images.shape, dtype=torch.float16, device=device)
                 for start in range(0, len(images), 64):
-                    chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + 64]))
+                    chunk = torch.from_numpy(np.array(images[start : start + 64]))  # a writable copy of the memory map
                     self.resident[start : start + 64].copy_(chunk.to(torch.float16), non_blocking=False)
         elif nbytes < cpu_limit_bytes:
             self.resident = torch.from_numpy(np.array(images, dtype=np.float16))
@@ -467,7 +467,7 @@ def _train(
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> BrainAgeCNN:
     """The best model of a run (``run_dir`` or its ``model.pt``), in eval mode.
 
-    Grad-CAM target: ``model.last_conv`` (``model.features[-1].conv``).
+    Grad-CAM target: the last block, ``model.features[-1]`` (docs/analysis.md).
     """
     path = Path(path)
     file = path / "model.pt" if path.is_dir() else path

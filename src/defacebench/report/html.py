@@ -29,7 +29,7 @@ FIGURE_CAPTIONS: dict[str, str] = {
     "fig1_removed_regions": "Fig. 1. Where each defacer removes tissue: for every voxel in MNI space, the share of scans in which the method removed it (cohort frequency, maximum projections), over the MNI152 template and the cohort's head outline.",
     "fig4_errors": "Fig. 4. Per-subject absolute error (mean over runs) per condition; diamonds mark the MAE, the dashed line the null baseline. df = defaced, f = face-only, ss = skull-stripped.",
     "predicted_vs_true": "Predicted (mean over runs) against true age of the test scans; the dashed line is perfect prediction.",
-    "fig3_saliency": "Fig. 3. Mean Grad-CAM of the last convolution over the test scans, signed (red raises, blue lowers the predicted age), for the raw head, the skull-stripped brain and each face-only condition.",
+    "fig3_saliency": "Fig. 3. Mean Grad-CAM of the last conv block over the test scans, signed (red raises, blue lowers the predicted age), for the raw head, the skull-stripped brain and each face-only condition.",
     "training_curves": "Training curves: validation MAE and training loss per epoch, one line per run.",
     "individual_example": "One test scan in every condition (shown because --individual-figures was given: this image can identify a person).",
 }
@@ -241,7 +241,7 @@ def _methods_section(study_dir: Path, summary: dict) -> str:
         items.append(f"<li>Images in MNI space on grid <code>{html.escape(str(summary['grid']))}</code>.</li>")
     if len(runs):
         per = runs.groupby("condition")["run"].nunique()
-        items.append(f"<li>Brain-age 3D CNN (three conv blocks, Grad-CAM on the last convolution); {_runs_per_condition(int(per.min()), int(per.max()))}, {len(runs)} runs in all.</li>")
+        items.append(f"<li>Brain-age 3D CNN (three conv blocks, Grad-CAM on the last block); {_runs_per_condition(int(per.min()), int(per.max()))}, {len(runs)} runs in all.</li>")
         for key, text in (("parameter_count", "trainable parameters"), ("device", "device"), ("samples_per_s", "training samples/s"), ("best_epoch", "best epoch")):
             if key in runs and runs[key].notna().any():
                 values = runs[key].dropna()
