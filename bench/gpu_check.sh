@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU check (~3 min on an H200): training throughput of the paper profile for
+# One prepared GPU check (~6 min on an H200): training throughput of the paper profile for
 # the variants that decide the trainer's defaults, then the CUDA tests (docs/training.md).
 #
 #   bash bench/gpu_check.sh                 # on a machine with a CUDA GPU, from the repo root
@@ -12,13 +12,13 @@ out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src:$PWD/tests" PYTHONUNBUFFERED=1
 shape=${GPU_CHECK_SHAPE:-91,109,91}
-variants=${GPU_CHECK_VARIANTS:-naive,fused+compile+cl,fused+compile+cl+bp,fused+compile+cl+tb,fused+compile+cl+tb+bp,trainer+cl,profile:fused+compile+cl+tb+bp}
+variants=${GPU_CHECK_VARIANTS:-naive,fused+compile+cl,fused+compile+cl+bp,fused+compile+cl+tb+bp,fused+compile+cl+tb,trainer+cl+tb+bp,trainer+cl+bp,trainer+cl,par2:fused+compile+cl+tb+bp,profile:fused+compile+cl+tb+bp}
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"; } | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" | tee -a "$out/gpu.txt"
 
 echo "== throughput ($variants)"
-timeout ${GPU_CHECK_BENCH_S:-280} python3 bench/train_throughput.py --shape "$shape" --budget-s $(( ${GPU_CHECK_BENCH_S:-280} - 60 )) --variants "$variants" 2>&1 | tee "$out/bench.log"
+timeout ${GPU_CHECK_BENCH_S:-330} python3 bench/train_throughput.py --shape "$shape" --budget-s $(( ${GPU_CHECK_BENCH_S:-330} - 60 )) --variants "$variants" 2>&1 | tee "$out/bench.log"
 
 echo "== CUDA tests"
 timeout ${GPU_CHECK_TESTS_S:-150} python3 -m pytest -q -s --noconftest -p no:cacheprovider tests/test_model_cuda.py tests/test_triton_block.py 2>&1 | tee "$out/tests.log"

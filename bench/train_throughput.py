@@ -21,7 +21,7 @@ the images resident on the device. Variants:
 ``profile:KIND``    a torch.profiler table of variant KIND (where the time goes)
 ``trainer``         end to end: ``train_condition`` (paper profile: fused + compiled on CUDA) on a
                     synthetic store; rate of its last epoch, validation included
-                    (``trainer+cl``: with ``channels_last=True``)
+                    (``trainer+cl``: with ``channels_last=True``; ``+bp``, ``+tb`` as above)
 
 Usage: ``python bench/train_throughput.py [--device cuda] [--steps 30] [--budget-s 300]
 [--variants naive,fused+compile+cl,...]``; variants run in the order given.
@@ -191,7 +191,8 @@ def _concurrent(kind: str, count: int, steps: int, shape: tuple[int, ...], devic
     return samples / window
 
 
-def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_last: bool = False) -> float:
+def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_last: bool = False,
+                          byte_pool: bool = False, triton_block: bool = False) -> float:
     """End to end: a synthetic paper-grid store on disk, ``train_condition`` for ``epochs``."""
     import json
     import tempfile
@@ -210,13 +211,15 @@ def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_la
         rows = [(rng.random(SHAPE, dtype=np.float32) * 2) for _ in range(n)]
         write_condition(tmp, "mni2mm", "raw", rows, index, np.diag([-2.0, 2.0, 2.0, 1.0]))
         t0 = time.perf_counter()
-        out = train_condition(tmp, "mni2mm", "raw", 1, get_profile("paper", max_epochs=epochs, channels_last=channels_last), device=device, progress=False)
+        out = train_condition(tmp, "mni2mm", "raw", 1, get_profile("paper", max_epochs=epochs, channels_last=channels_last,
+                                                                         byte_pool=byte_pool, triton_block=triton_block), device=device, progress=False)
         meta = json.loads((out / "run.json").read_text())
         preds = pd.read_csv(out / "predictions.csv")
         print(f"  train_condition: {epochs} epochs of {n - n_val - n_test} scans in {time.perf_counter() - t0:.0f} s wall "
               f"(compile and evaluation included); run.json samples_per_s {meta['samples_per_s']:.1f} "
               f"(epoch 1 includes compilation), per-epoch s {[round(h, 1) for h in pd.read_csv(out / 'history.csv')['seconds']]}, "
-              f"fused={meta['fused_first_block']} compiled={meta['compiled']} channels_last={meta['channels_last']}, "
+              f"fused={meta['fused_first_block']} compiled={meta['compiled']} channels_last={meta['channels_last']} "
+              f"byte_pool={meta['byte_pool']} triton_block={meta['triton_block']}, "
               f"{len(preds)} predictions, complete={meta['complete']}")
         hist = pd.read_csv(out / "history.csv")
         return (n - n_val - n_test) / float(hist["seconds"].iloc[-1])  # last epoch: no compilation
@@ -348,9 +351,11 @@ def main(argv: list[str] | None = None) -> int:
                 return _time(_single_step(fwd, model, images, ages, device), 4, args.steps, args.warmup + 3, device)
 
             attempt("fused+compile(max-autotune-no-cudagraphs)", maxat)
-        elif kind in ("trainer", "trainer+cl"):
+        elif kind.split("+")[0] == "trainer":  # trainer[+cl][+bp][+tb]
             n = 240 if device.type == "cuda" else 12
-            attempt(f"{kind} (last epoch, with val)", lambda kind=kind: _train_condition_rate(device, n, 3 if device.type == "cuda" else 1, kind == "trainer+cl"))
+            opts = set(kind.split("+")[1:])
+            attempt(f"{kind} (last epoch, with val)", lambda opts=opts: _train_condition_rate(
+                device, n, 3 if device.type == "cuda" else 1, "cl" in opts, "bp" in opts, "tb" in opts))
         else:
             print(f"{kind:<22} unknown variant")
     if device.type == "cuda":
