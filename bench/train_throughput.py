@@ -12,7 +12,6 @@ the images resident on the device. Variants:
 ``...+ro``          ``torch.compile(mode="reduce-overhead")``: CUDA graphs
 ``...+fa``          ``Adam(fused=True)`` (one kernel for the optimiser step)
 ``fused+compile+mix`` first block NCDHW, blocks 2-3 NDHWC
-``...+bp``          max pooling with ``fast.MaxPool2`` (one-byte window code, pointwise backward)
 ``...+tb``          the first block's conv + pool in one Triton kernel (``model/triton_block.py``)
 ``vmapG-fused``     G independent runs trained at once (``torch.func.vmap`` over stacked
                     weights; each run still sees its own batches of 4)
@@ -21,7 +20,7 @@ the images resident on the device. Variants:
 ``profile:KIND``    a torch.profiler table of variant KIND (where the time goes)
 ``trainer``         end to end: ``train_condition`` (paper profile: fused + compiled on CUDA) on a
                     synthetic store; rate of its last epoch, validation included
-                    (``trainer+cl``: with ``channels_last=True``; ``+bp``, ``+tb`` as above)
+                    (``trainer+cl``: with ``channels_last=True``; ``+tb`` as above)
 
 Usage: ``python bench/train_throughput.py [--device cuda] [--steps 30] [--budget-s 300]
 [--variants naive,fused+compile+cl,...]``; variants run in the order given.
@@ -192,7 +191,7 @@ def _concurrent(kind: str, count: int, steps: int, shape: tuple[int, ...], devic
 
 
 def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_last: bool = False,
-                          byte_pool: bool = False, triton_block: bool = False) -> float:
+                          triton_block: bool = False) -> float:
     """End to end: a synthetic paper-grid store on disk, ``train_condition`` for ``epochs``."""
     import json
     import tempfile
@@ -212,14 +211,14 @@ def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_la
         write_condition(tmp, "mni2mm", "raw", rows, index, np.diag([-2.0, 2.0, 2.0, 1.0]))
         t0 = time.perf_counter()
         out = train_condition(tmp, "mni2mm", "raw", 1, get_profile("paper", max_epochs=epochs, channels_last=channels_last,
-                                                                         byte_pool=byte_pool, triton_block=triton_block), device=device, progress=False)
+                                                                         triton_block=triton_block), device=device, progress=False)
         meta = json.loads((out / "run.json").read_text())
         preds = pd.read_csv(out / "predictions.csv")
         print(f"  train_condition: {epochs} epochs of {n - n_val - n_test} scans in {time.perf_counter() - t0:.0f} s wall "
               f"(compile and evaluation included); run.json samples_per_s {meta['samples_per_s']:.1f} "
               f"(epoch 1 includes compilation), per-epoch s {[round(h, 1) for h in pd.read_csv(out / 'history.csv')['seconds']]}, "
               f"fused={meta['fused_first_block']} compiled={meta['compiled']} channels_last={meta['channels_last']} "
-              f"byte_pool={meta['byte_pool']} triton_block={meta['triton_block']}, "
+              f"triton_block={meta['triton_block']}, "
               f"{len(preds)} predictions, complete={meta['complete']}")
         hist = pd.read_csv(out / "history.csv")
         return (n - n_val - n_test) / float(hist["seconds"].iloc[-1])  # last epoch: no compilation
@@ -273,14 +272,14 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
 
     def build_single(kind: str) -> Callable[[], None]:
-        """``naive`` or ``fused``, then any of ``+compile``, ``+cl``, ``+ro``, ``+fa``, ``+mix``, ``+bp``, ``+tb``."""
+        """``naive`` or ``fused``, then any of ``+compile``, ``+cl``, ``+ro``, ``+fa``, ``+mix``, ``+tb``."""
         base, *opts = kind.split("+")
         torch.manual_seed(0)
         model = BrainAgeCNN(SHAPE, output_bias=70.0).to(device)
         cl = "cl" in opts
         if cl:
             model = model.to(memory_format=torch.channels_last_3d)
-        fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl, byte_pool="bp" in opts, triton_block="tb" in opts)
+        fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl, triton_block="tb" in opts)
         if "mix" in opts:  # first block NCDHW (its max pooling backward), blocks 2-3 NDHWC
             model = model.to(memory_format=torch.channels_last_3d)
             fwd = functools.partial(_mixed_layout_forward, model)
@@ -291,7 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     barrier = _file_barrier(args.barrier_dir, args.barrier_index, args.barrier_count) if args.barrier_dir else None
 
     def single(kind: str) -> float:
-        return _time(build_single(kind), 4, args.steps, args.warmup + (3 if "compile" in kind else 0), device, barrier)
+        rate = _time(build_single(kind), 4, args.steps, args.warmup + (3 if "compile" in kind else 0), device, barrier)
+        if "compile" in kind:  # a graph break leaves Python between graphs on every step
+            from torch._dynamo.utils import counters
+
+            print(f"  {kind}: {sum(counters['graph_break'].values())} graph break(s)")
+            counters.clear()
+        return rate
 
     def profile_kernels(kind: str, steps: int = 8) -> None:
         """Where a step's time goes: the top operators and kernels of ``steps`` steps."""
@@ -351,11 +356,11 @@ def main(argv: list[str] | None = None) -> int:
                 return _time(_single_step(fwd, model, images, ages, device), 4, args.steps, args.warmup + 3, device)
 
             attempt("fused+compile(max-autotune-no-cudagraphs)", maxat)
-        elif kind.split("+")[0] == "trainer":  # trainer[+cl][+bp][+tb]
+        elif kind.split("+")[0] == "trainer":  # trainer[+cl][+tb]
             n = 240 if device.type == "cuda" else 12
             opts = set(kind.split("+")[1:])
             attempt(f"{kind} (last epoch, with val)", lambda opts=opts: _train_condition_rate(
-                device, n, 3 if device.type == "cuda" else 1, "cl" in opts, "bp" in opts, "tb" in opts))
+                device, n, 3 if device.type == "cuda" else 1, "cl" in opts, "tb" in opts))
         else:
             print(f"{kind:<22} unknown variant")
     if device.type == "cuda":

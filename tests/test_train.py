@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from defacebench.commands.train import main as train_main
-from defacebench.model.profiles import get_profile, uses_byte_pool, uses_channels_last, uses_triton_block
+from defacebench.model.profiles import get_profile, uses_channels_last, uses_triton_block
 from defacebench.model.train import PREDICTION_COLUMNS, load_model, train_condition
 
 from model_stores import make_blob_store
@@ -182,35 +182,13 @@ def test_cli_bad_input_exit_2(tmp_path: Path, capsys) -> None:
     assert train_main([str(study), "--grid", "tiny", "--runs", "0"]) == 2
 
 
-def test_pooling_experiments_are_off_by_default_and_triton_needs_cuda() -> None:
-    """byte_pool and triton_block: off unless asked (docs/training.md); Triton only on CUDA."""
+def test_triton_block_is_off_by_default_and_needs_cuda() -> None:
+    """triton_block: off unless asked (docs/training.md); asking for it on CPU is an input error."""
     from defacebench.io.errors import InputError
 
-    for device_type in ("cpu", "cuda"):
-        assert uses_byte_pool(get_profile("paper"), device_type) is False
-        assert uses_byte_pool(get_profile("paper", byte_pool=True), device_type) is True
-        assert uses_byte_pool(get_profile("paper", byte_pool=True, fused_first_block=False), device_type) is False
     assert uses_triton_block(get_profile("paper"), "cuda") is False
     assert uses_triton_block(get_profile("paper", triton_block=True), "cuda") is True
+    assert uses_triton_block(get_profile("paper", triton_block=True, fused_first_block=False), "cuda") is False
     assert uses_triton_block(get_profile("paper", triton_block=False), "cpu") is False
     with pytest.raises(InputError, match="CUDA"):
         uses_triton_block(get_profile("paper", triton_block=True), "cpu")
-
-
-def test_byte_pool_training_equals_the_default_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """MaxPool2 is max_pool3d with another backward: a CPU run gives the same weights."""
-    from defacebench.model import fast
-
-    calls = []
-    original = fast.MaxPool2.apply
-    monkeypatch.setattr(fast.MaxPool2, "apply", lambda *a: calls.append(1) or original(*a))
-    study = make_blob_store(tmp_path, n=24, shape=SHAPE, planted=True)
-    plain = train_condition(study, "tiny", "raw", 1, _profile(max_epochs=2), device="cpu", progress=False, log=None)
-    weights = {k: v.clone() for k, v in load_model(plain).state_dict().items()}
-    (tmp_path / "bp").mkdir()
-    study_bp = make_blob_store(tmp_path / "bp", n=24, shape=SHAPE, planted=True)
-    byte = train_condition(study_bp, "tiny", "raw", 1, _profile(max_epochs=2, byte_pool=True), device="cpu", progress=False, log=None)
-    assert json.loads((byte / "run.json").read_text())["byte_pool"] is True
-    assert calls, "byte_pool=True never pooled with MaxPool2"
-    for key, value in load_model(byte).state_dict().items():
-        torch.testing.assert_close(value, weights[key], rtol=1e-5, atol=1e-6)

@@ -15,13 +15,22 @@ pytest.importorskip("triton")
 
 from defacebench.model.cnn import BrainAgeCNN  # noqa: E402
 from defacebench.model.fast import FusedBrainAgeCNN, fused_forward  # noqa: E402
-from defacebench.model.triton_block import ConvPool  # noqa: E402
+from defacebench.model.triton_block import _padded, conv_pool, conv_pool_padded, conv_pool_weight_grad  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """Full float32 references on a GPU: cuDNN's default TF32 convolutions err by ~1e-3."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def _reference(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``max_pool3d(conv3d(x, w))`` flattened to ``(B, U, C)`` like :class:`ConvPool`'s output."""
+    """``max_pool3d(conv3d(x, w))`` flattened to ``(B, U, C)`` like :func:`conv_pool`'s output."""
     c = weight.shape[0]
     ref = F.max_pool3d(F.conv3d(x, weight.view(c, 1, 3, 3, 3), padding=1), 2)
     return ref.permute(0, 2, 3, 4, 1).reshape(x.shape[0], -1, c)
@@ -32,7 +41,7 @@ def test_conv_pool_equals_conv_then_max_pool(shape: tuple[int, int, int], channe
     g = torch.Generator().manual_seed(sum(shape))
     x = torch.rand(2, 1, *shape, generator=g).to(DEVICE)
     w = torch.randn(channels, 27, generator=g).to(DEVICE).requires_grad_(True)
-    out = ConvPool.apply(w, x)
+    out = conv_pool(w, x)
     ref = _reference(w, x)
     assert out.shape == ref.shape
     assert torch.allclose(out, ref, atol=1e-5)
@@ -48,7 +57,7 @@ def test_half_precision_weights_give_the_same_pooled_values() -> None:
     g = torch.Generator().manual_seed(5)
     x = torch.rand(2, 1, 8, 9, 10, generator=g).to(DEVICE)
     w = torch.randn(16, 27, generator=g).to(DEVICE, torch.float16).requires_grad_(True)
-    out = ConvPool.apply(w, x)
+    out = conv_pool(w, x)
     assert out.dtype == torch.float16
     ref = _reference(w.float(), x.half().float())
     assert torch.allclose(out.float(), ref, atol=2e-2 * float(ref.detach().abs().max()))
@@ -64,7 +73,7 @@ def test_ties_go_to_the_first_voxel_of_the_window_as_in_max_pool3d() -> None:
     g = torch.Generator().manual_seed(3)
     x = torch.randint(0, 2, (2, 1, 8, 9, 10), generator=g).float().to(DEVICE)
     w = torch.randint(-1, 2, (16, 27), generator=g).float().to(DEVICE).requires_grad_(True)
-    out, ref = ConvPool.apply(w, x), _reference(w, x)
+    out, ref = conv_pool(w, x), _reference(w, x)
     assert torch.equal(out, ref)
     grad = torch.randn(ref.shape, generator=g).to(DEVICE)
     assert torch.allclose(torch.autograd.grad(out, w, grad)[0], torch.autograd.grad(ref, w, grad)[0], atol=1e-4)
@@ -89,15 +98,26 @@ def test_fused_forward_with_the_triton_block_equals_the_model(channels_last: boo
         assert torch.allclose(a, b, atol=1e-3 * (1 + float(a.abs().max())))
 
 
+def test_the_custom_operator_is_registered_correctly() -> None:
+    """Schema, fake (meta) implementation and autograd registration, as torch.compile needs them."""
+    g = torch.Generator().manual_seed(2)
+    xp = _padded(torch.rand(2, 1, 5, 6, 7, generator=g).to(DEVICE), torch.float32)
+    w = torch.randn(16, 27, generator=g).to(DEVICE).requires_grad_(True)
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+    torch.library.opcheck(conv_pool_padded, (w, xp), test_utils=checks)
+    out, code = conv_pool_padded(w, xp)
+    torch.library.opcheck(conv_pool_weight_grad, (xp, torch.randn(out.shape, generator=g).to(DEVICE), code), test_utils=checks)
+
+
 @pytest.mark.slow
 def test_compiled_model_with_the_triton_block_equals_the_model() -> None:
-    """``torch.compile`` runs the kernels outside its graphs (``torch.compiler.disable``), as training would."""
+    """``torch.compile`` keeps the kernels in its graph (``fullgraph``: no break), as training does."""
     torch.manual_seed(0)
     model = BrainAgeCNN((13, 14, 15), width_multiplier=0.125, output_bias=60.0).to(DEVICE).to(memory_format=torch.channels_last_3d)
     x = torch.rand(2, 1, 13, 14, 15, device=DEVICE)
     ref = model(x)
     g_ref = torch.autograd.grad(ref.sum(), list(model.parameters()))
-    out = torch.compile(FusedBrainAgeCNN(model, True, byte_pool=True, triton_block=True))(x)
+    out = torch.compile(FusedBrainAgeCNN(model, True, triton_block=True), fullgraph=True)(x)
     g_out = torch.autograd.grad(out.sum(), list(model.parameters()))
     assert torch.allclose(out, ref, atol=1e-3)
     for a, b in zip(g_ref, g_out):

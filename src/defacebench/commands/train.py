@@ -40,8 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="NDHWC activations and weights (torch.channels_last_3d); default: on with the fused first block, on CPU and CUDA (measured faster on both, docs/training.md)")
     parser.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
                         help="CUDA: torch.compile mode of the training step (default: the profile's, 'default')")
-    parser.add_argument("--byte-pool", action=argparse.BooleanOptionalAction, default=None,
-                        help="max pooling that keeps a one-byte window code (model/fast.py MaxPool2; default: the device's measured default, docs/training.md)")
     parser.add_argument("--triton-block", action=argparse.BooleanOptionalAction, default=None,
                         help="CUDA: the first block's convolution and max pooling as Triton kernels (default: the device's measured default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -62,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(f"--{name} must be at least 1, got {value}")
     profile = get_profile(args.profile, max_epochs=args.epochs, patience=args.patience, rotation_deg=args.rotation_deg, seed=args.seed,
                           channels_last=args.channels_last, compile_mode=args.compile_mode,
-                          byte_pool=args.byte_pool, triton_block=args.triton_block)
+                          triton_block=args.triton_block)
     grid = args.grid or profile.grid
     if not args.study_dir.is_dir():
         raise InputError("study directory not found", args.study_dir)

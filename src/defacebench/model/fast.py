@@ -31,15 +31,9 @@ activation in and out of each convolution). The first block's GEMM is then writt
 channel the two layouts of the input are the same memory. It is the default for
 training on both devices (``profiles.uses_channels_last``).
 
-``byte_pool=True`` (an experiment for the compiled CUDA step, off by default, not yet
-timed on a GPU) replaces every 2x2x2 max pooling by :class:`MaxPool2`: the same values
-and the same gradient (first maximum in scan order, as ``max_pool3d``), but it keeps a
-one-byte window code instead of int64 indices and its backward is a pointwise map, not a
-scatter into a zeroed full-resolution tensor (that scatter and fill were 24 % of a compiled
-H200 step, docs/training.md). ``triton_block=True`` (likewise an experiment) goes further
-for the first block: :mod:`.triton_block` computes its convolution and max pooling in one
-Triton kernel and its weight gradient in another, so its full-resolution tensor is never
-written.
+``triton_block=True`` (an experiment, off by default) computes the first block's
+convolution and max pooling in one Triton kernel and its weight gradient in another
+(:mod:`.triton_block`), so its full-resolution tensor is never written.
 """
 
 from __future__ import annotations
@@ -66,40 +60,6 @@ def patches(x: torch.Tensor, crop: tuple[int, int, int] | None = None, dtype: to
 
 
 MOMENT_CHUNK = 2048  # voxels per partial product of the patch covariance (~440 per 91x109x91 image)
-
-
-class MaxPool2(torch.autograd.Function):
-    """``F.max_pool3d(x, 2)`` (floor mode) for ``(B, C, X, Y, Z)``, saving a one-byte window code.
-
-    Window offset ``i = 4a + 2b + c`` is voxel ``(2u + a, 2v + b, 2w + c)``; ties go to the
-    first offset, as in ``max_pool3d``, so values and gradients are identical to it.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        nx, ny, nz = (s // 2 for s in x.shape[-3:])
-        xc = x[..., : 2 * nx, : 2 * ny, : 2 * nz]
-        best = xc[..., 0::2, 0::2, 0::2]
-        code = torch.zeros(best.shape, dtype=torch.uint8, device=x.device)
-        for i in range(1, 8):
-            v = xc[..., i >> 2 :: 2, (i >> 1) & 1 :: 2, i & 1 :: 2]
-            better = v > best
-            best = torch.where(better, v, best)
-            code = torch.where(better, torch.full_like(code, i), code)
-        ctx.save_for_backward(code)
-        ctx.input_shape = tuple(x.shape)
-        ctx.channels_last = x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
-        return best
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (code,) = ctx.saved_tensors
-        b, c, nx, ny, nz = code.shape
-        parts = torch.stack([torch.where(code == i, grad, torch.zeros_like(grad)) for i in range(8)], dim=-1)
-        full = parts.view(b, c, nx, ny, nz, 2, 2, 2).permute(0, 1, 2, 5, 3, 6, 4, 7).reshape(b, c, 2 * nx, 2 * ny, 2 * nz)
-        x, y, z = ctx.input_shape[-3:]
-        full = F.pad(full, (0, z - 2 * nz, 0, y - 2 * ny, 0, x - 2 * nx))
-        return full.contiguous(memory_format=torch.channels_last_3d) if ctx.channels_last else full
 
 
 def _chunked_gram(a: torch.Tensor, b_t: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -169,13 +129,12 @@ def patch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fused_first_block(
-    model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, byte_pool: bool = False, triton_block: bool = False
+    model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, triton_block: bool = False
 ) -> torch.Tensor:
     """First block of ``model`` (conv -> instance norm -> ReLU -> max pool) on ``x``.
 
     With ``channels_last`` the output is NDHWC in memory (``torch.channels_last_3d``);
-    ``byte_pool``: pool with :class:`MaxPool2`; ``triton_block``: convolution and pooling
-    in one Triton kernel (:mod:`.triton_block`, CUDA or Triton's interpreter).
+    ``triton_block``: convolution and pooling in one Triton kernel (:mod:`.triton_block`, CUDA or Triton's interpreter).
     """
     block = model.features[0]
     conv, norm = block.conv, block.norm
@@ -205,29 +164,28 @@ def fused_first_block(
         p = patches(x, crop, dtype)
         y = _PatchConv.apply(ws.to(dtype), p, crop[1] * crop[2], channels_last)  # the only full-resolution tensor
         y = y.view(b, *crop, c).permute(0, 4, 1, 2, 3) if channels_last else y.view(b, c, *crop)
-        pooled = MaxPool2.apply(y) if byte_pool else F.max_pool3d(y, 2)  # max(s*y) without the bias s*b (added below)
+        pooled = F.max_pool3d(y, 2)  # max(s*y) without the bias s*b (added below)
     abs_scale = scale * sign[None, :]  # |a|
     out = pooled * abs_scale[:, :, None, None, None] + (abs_scale * bs[None, :] + shift)[:, :, None, None, None]
     return F.relu(out)
 
 
 def fused_forward(
-    model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, byte_pool: bool = False, triton_block: bool = False
+    model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, triton_block: bool = False
 ) -> torch.Tensor:
     """Same function as ``model(x)`` for ``(B, 1, X, Y, Z)`` input; returns ``(B,)`` ages.
 
     ``channels_last``: NDHWC activations (see the module docstring); for speed convert
     the model too (``model.to(memory_format=torch.channels_last_3d)``), else each
-    convolution converts its weight on every call. ``byte_pool``: pool with
-    :class:`MaxPool2`; ``triton_block``: the first block's convolution and pooling in one
-    Triton kernel (both experiments, see the module docstring).
+    convolution converts its weight on every call. ``triton_block``: the first block's
+    convolution and pooling in one Triton kernel (an experiment, see the module docstring).
     """
-    h = fused_first_block(model, x, channels_last, byte_pool, triton_block)
+    h = fused_first_block(model, x, channels_last, triton_block)
     if channels_last:
         h = h.contiguous(memory_format=torch.channels_last_3d)  # no-op unless pooling changed the layout
     for block in model.features[1:]:
         h = block.norm(block.conv(h))
-        h = F.relu(MaxPool2.apply(h) if byte_pool else block.pool(h))
+        h = F.relu(block.pool(h))
     return model.head(h).squeeze(-1).float()
 
 
@@ -237,12 +195,11 @@ class FusedBrainAgeCNN(nn.Module):
     Holds no parameters of its own: ``self.model``'s are trained.
     """
 
-    def __init__(self, model: BrainAgeCNN, channels_last: bool = False, byte_pool: bool = False, triton_block: bool = False) -> None:
+    def __init__(self, model: BrainAgeCNN, channels_last: bool = False, triton_block: bool = False) -> None:
         super().__init__()
         self.model = model
         self.channels_last = channels_last
-        self.byte_pool = byte_pool
         self.triton_block = triton_block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_forward(self.model, x, self.channels_last, self.byte_pool, self.triton_block)
+        return fused_forward(self.model, x, self.channels_last, self.triton_block)

@@ -49,7 +49,6 @@ class TrainProfile:
     compile_mode: str = "default"  # CUDA only: torch.compile mode (one of COMPILE_MODES)
     channels_last: bool | None = None  # NDHWC activations and weights; None: the device's measured default (uses_channels_last)
     cpu_threads: int | None = None  # CPU only: torch threads while training (None: torch's default)
-    byte_pool: bool | None = None  # max pooling with fast.MaxPool2 (one-byte window code); None: the device's measured default
     triton_block: bool | None = None  # CUDA only: first block's conv + pool as Triton kernels; None: the device's measured default
 
     def __post_init__(self) -> None:
@@ -94,17 +93,6 @@ def uses_channels_last(profile: TrainProfile, device_type: str) -> bool:
     if profile.channels_last is not None:
         return bool(profile.channels_last)
     return profile.fused_first_block
-
-
-def uses_byte_pool(profile: TrainProfile, device_type: str) -> bool:
-    """Whether a run of ``profile`` on ``device_type`` pools with :class:`~.fast.MaxPool2`.
-
-    An explicit ``profile.byte_pool`` wins; it needs the fused first block. The default is
-    off on every device until measured faster (docs/training.md).
-    """
-    if profile.byte_pool is not None:
-        return bool(profile.byte_pool) and profile.fused_first_block
-    return False
 
 
 def uses_triton_block(profile: TrainProfile, device_type: str) -> bool:

@@ -36,7 +36,7 @@ from defacebench.io.errors import InputError
 from defacebench.model.augment import apply_theta, rotation_theta, sample_rotation_angles
 from defacebench.model.cnn import BrainAgeCNN, describe, parameter_breakdown
 from defacebench.model.fast import FusedBrainAgeCNN, fused_forward
-from defacebench.model.profiles import TrainProfile, profile_from_dict, same_profile, uses_byte_pool, uses_channels_last, uses_triton_block
+from defacebench.model.profiles import TrainProfile, profile_from_dict, same_profile, uses_channels_last, uses_triton_block
 from defacebench.store import ConditionStore, open_condition
 
 PREDICTION_COLUMNS = ("participant_id", "session_id", "bids_run", "split", "age", "predicted_age", "condition", "run")
@@ -166,10 +166,9 @@ class Trainer:
         if device.type == "cuda":  # fixed input shapes: let cuDNN time its 3D convolution algorithms once
             torch.backends.cudnn.benchmark = True
         self.fused = profile.fused_first_block  # blocks start on the pooled grid when input_pool > 1 (the feed pools)
-        self.byte_pool = uses_byte_pool(profile, device.type)
         self.triton_block = uses_triton_block(profile, device.type)
         self.compiled = device.type == "cuda" and profile.compile
-        train_net = FusedBrainAgeCNN(self.model, self.channels_last, self.byte_pool, self.triton_block) if self.fused else self.model.forward_downsampled
+        train_net = FusedBrainAgeCNN(self.model, self.channels_last, self.triton_block) if self.fused else self.model.forward_downsampled
         mode = None if profile.compile_mode == "default" else profile.compile_mode
         self._train_net = torch.compile(train_net, mode=mode) if self.compiled else train_net
         self.epoch = 0
@@ -185,7 +184,7 @@ class Trainer:
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             if train:
                 return self._train_net(x).float()
-            return fused_forward(self.model, x, self.channels_last, self.byte_pool, self.triton_block) if self.fused else self.model.forward_downsampled(x).float()
+            return fused_forward(self.model, x, self.channels_last, self.triton_block) if self.fused else self.model.forward_downsampled(x).float()
 
     def train_epoch(self) -> float:
         """One pass over the training scans in a seeded random order; returns the mean loss.
@@ -448,7 +447,6 @@ def _train(
         "fused_first_block": trainer.fused,
         "compiled": trainer.compiled,
         "channels_last": trainer.channels_last,
-        "byte_pool": trainer.byte_pool,
         "triton_block": trainer.triton_block,
         "samples_per_s": trainer.samples_per_s,
         "epochs_trained": trainer.epoch,
