@@ -20,7 +20,7 @@ the images resident on the device. Variants:
 ``profile:KIND``    a torch.profiler table of variant KIND (where the time goes)
 ``trainer``         end to end: ``train_condition`` (paper profile: fused + compiled on CUDA) on a
                     synthetic store; rate of its last epoch, validation included
-                    (``trainer+cl``: with ``channels_last=True``; ``+tb`` as above)
+                    (``trainer+cl``: with ``channels_last=True``; ``+tb``, ``+ro`` as above)
 
 Usage: ``python bench/train_throughput.py [--device cuda] [--steps 30] [--budget-s 300]
 [--variants naive,fused+compile+cl,...]``; variants run in the order given.
@@ -191,7 +191,7 @@ def _concurrent(kind: str, count: int, steps: int, shape: tuple[int, ...], devic
 
 
 def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_last: bool = False,
-                          triton_block: bool = False) -> float:
+                          triton_block: bool = False, compile_mode: str = "default") -> float:
     """End to end: a synthetic paper-grid store on disk, ``train_condition`` for ``epochs``."""
     import json
     import tempfile
@@ -211,7 +211,7 @@ def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_la
         write_condition(tmp, "mni2mm", "raw", rows, index, np.diag([-2.0, 2.0, 2.0, 1.0]))
         t0 = time.perf_counter()
         out = train_condition(tmp, "mni2mm", "raw", 1, get_profile("paper", max_epochs=epochs, channels_last=channels_last,
-                                                                         triton_block=triton_block), device=device, progress=False)
+                                                                         triton_block=triton_block, compile_mode=compile_mode), device=device, progress=False)
         meta = json.loads((out / "run.json").read_text())
         preds = pd.read_csv(out / "predictions.csv")
         print(f"  train_condition: {epochs} epochs of {n - n_val - n_test} scans in {time.perf_counter() - t0:.0f} s wall "
@@ -356,11 +356,11 @@ def main(argv: list[str] | None = None) -> int:
                 return _time(_single_step(fwd, model, images, ages, device), 4, args.steps, args.warmup + 3, device)
 
             attempt("fused+compile(max-autotune-no-cudagraphs)", maxat)
-        elif kind.split("+")[0] == "trainer":  # trainer[+cl][+tb]
+        elif kind.split("+")[0] == "trainer":  # trainer[+cl][+tb][+ro]
             n = 240 if device.type == "cuda" else 12
             opts = set(kind.split("+")[1:])
             attempt(f"{kind} (last epoch, with val)", lambda opts=opts: _train_condition_rate(
-                device, n, 3 if device.type == "cuda" else 1, "cl" in opts, "tb" in opts))
+                device, n, 3 if device.type == "cuda" else 1, "cl" in opts, "tb" in opts, "reduce-overhead" if "ro" in opts else "default"))
         else:
             print(f"{kind:<22} unknown variant")
     if device.type == "cuda":

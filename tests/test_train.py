@@ -182,13 +182,19 @@ def test_cli_bad_input_exit_2(tmp_path: Path, capsys) -> None:
     assert train_main([str(study), "--grid", "tiny", "--runs", "0"]) == 2
 
 
-def test_triton_block_is_off_by_default_and_needs_cuda() -> None:
-    """triton_block: off unless asked (docs/training.md); asking for it on CPU is an input error."""
+def test_triton_block_is_the_cuda_default_and_needs_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """triton_block: on by default on CUDA where triton is installed (docs/training.md), off on
+    CPU; asking for it on CPU is an input error."""
+    import importlib.util
+
     from defacebench.io.errors import InputError
 
-    assert uses_triton_block(get_profile("paper"), "cuda") is False
-    assert uses_triton_block(get_profile("paper", triton_block=True), "cuda") is True
-    assert uses_triton_block(get_profile("paper", triton_block=True, fused_first_block=False), "cuda") is False
-    assert uses_triton_block(get_profile("paper", triton_block=False), "cpu") is False
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else None)
+    assert uses_triton_block(get_profile("paper"), "cuda") is True
+    assert uses_triton_block(get_profile("paper"), "cpu") is False
+    assert uses_triton_block(get_profile("paper", triton_block=False), "cuda") is False
+    assert uses_triton_block(get_profile("paper", fused_first_block=False), "cuda") is False
     with pytest.raises(InputError, match="CUDA"):
         uses_triton_block(get_profile("paper", triton_block=True), "cpu")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert uses_triton_block(get_profile("paper"), "cuda") is False  # no triton: the cuBLAS path

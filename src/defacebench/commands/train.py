@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
                         help="CUDA: torch.compile mode of the training step (default: the profile's, 'default')")
     parser.add_argument("--triton-block", action=argparse.BooleanOptionalAction, default=None,
-                        help="CUDA: the first block's convolution and max pooling as Triton kernels (default: the device's measured default)")
+                        help="CUDA: the first block's convolution and max pooling as Triton kernels (default: on where triton is installed; measured 1.47x faster on an H200, docs/training.md)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 

@@ -11,6 +11,7 @@ condition in seconds on two CPU cores.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 
 from defacebench.io.errors import InputError
@@ -99,8 +100,10 @@ def uses_triton_block(profile: TrainProfile, device_type: str) -> bool:
     """Whether a run of ``profile`` on ``device_type`` computes the first block with Triton.
 
     CUDA only (on CPU Triton runs only in its slow interpreter): asking for it elsewhere is
-    an :class:`InputError`. An explicit ``profile.triton_block`` wins on CUDA; the default
-    is off until measured faster.
+    an :class:`InputError`. An explicit ``profile.triton_block`` wins on CUDA. The default
+    is on with the fused first block wherever ``triton`` is installed (it comes with
+    PyTorch's CUDA wheels): measured on one H200, the compiled paper step ran 866 samples/s
+    with it against 591 without, in the same run (docs/training.md).
     """
     if profile.triton_block and device_type != "cuda":
         raise InputError(f"triton_block needs a CUDA device, not {device_type}")
@@ -108,7 +111,7 @@ def uses_triton_block(profile: TrainProfile, device_type: str) -> bool:
         return False
     if profile.triton_block is not None:
         return bool(profile.triton_block)
-    return False
+    return importlib.util.find_spec("triton") is not None
 
 
 def get_profile(name: str, **overrides: object) -> TrainProfile:
