@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="NDHWC activations and weights (torch.channels_last_3d); default: on with the fused first block, on CPU and CUDA (measured faster on both, docs/training.md)")
     parser.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
-                        help="CUDA: torch.compile mode of the training step (default: the profile's, 'default')")
+                        help="CUDA: torch.compile mode of the training step (default: the profile's; paper: reduce-overhead, i.e. CUDA graphs)")
     parser.add_argument("--triton-block", action=argparse.BooleanOptionalAction, default=None,
                         help="CUDA: the first block's convolution and max pooling as Triton kernels (default: on where triton is installed; measured 1.47x faster on an H200, docs/training.md)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
