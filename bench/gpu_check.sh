@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU check (~6 min on an H200): training throughput of the paper profile for
+# One prepared GPU check (~5 min on an H200): training throughput of the paper profile for
 # the variants that decide the trainer's defaults, then the CUDA tests (docs/training.md).
 #
 #   bash bench/gpu_check.sh                 # on a machine with a CUDA GPU, from the repo root
@@ -12,7 +12,7 @@ out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src:$PWD/tests" PYTHONUNBUFFERED=1
 shape=${GPU_CHECK_SHAPE:-91,109,91}
-variants=${GPU_CHECK_VARIANTS:-naive,fused+compile+cl,fused+compile+cl+tb,fused+compile+cl+tb+ro,trainer+cl+tb,trainer+cl,profile:fused+compile+cl+tb,par2:fused+compile+cl+tb}
+variants=${GPU_CHECK_VARIANTS:-naive,fused+compile+cl+tb+ro,fused+compile+cl+tb,fused+compile+cl,trainer,trainer+cl+tb,profile:fused+compile+cl+tb}
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"; } | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" | tee -a "$out/gpu.txt"

@@ -18,9 +18,9 @@ the images resident on the device. Variants:
 ``parK:KIND``        K processes train variant KIND on one device at once (several runs
                     sharing a GPU); their samples over the union of their timed windows
 ``profile:KIND``    a torch.profiler table of variant KIND (where the time goes)
-``trainer``         end to end: ``train_condition`` (paper profile: fused + compiled on CUDA) on a
+``trainer``         end to end: ``train_condition`` with the paper profile's defaults on a
                     synthetic store; rate of its last epoch, validation included
-                    (``trainer+cl``: with ``channels_last=True``; ``+tb``, ``+ro`` as above)
+                    (``trainer+cl[+tb][+ro]``: exactly those speed settings, the rest off)
 
 Usage: ``python bench/train_throughput.py [--device cuda] [--steps 30] [--budget-s 300]
 [--variants naive,fused+compile+cl,...]``; variants run in the order given.
@@ -190,9 +190,10 @@ def _concurrent(kind: str, count: int, steps: int, shape: tuple[int, ...], devic
     return samples / window
 
 
-def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_last: bool = False,
-                          triton_block: bool = False, compile_mode: str = "default") -> float:
-    """End to end: a synthetic paper-grid store on disk, ``train_condition`` for ``epochs``."""
+def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_last: bool | None = None,
+                          triton_block: bool | None = None, compile_mode: str | None = None) -> float:
+    """End to end: a synthetic paper-grid store on disk, ``train_condition`` for ``epochs``
+    (``None`` settings: the paper profile's defaults)."""
     import json
     import tempfile
 
@@ -217,7 +218,7 @@ def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_la
         print(f"  train_condition: {epochs} epochs of {n - n_val - n_test} scans in {time.perf_counter() - t0:.0f} s wall "
               f"(compile and evaluation included); run.json samples_per_s {meta['samples_per_s']:.1f} "
               f"(epoch 1 includes compilation), per-epoch s {[round(h, 1) for h in pd.read_csv(out / 'history.csv')['seconds']]}, "
-              f"fused={meta['fused_first_block']} compiled={meta['compiled']} channels_last={meta['channels_last']} "
+              f"fused={meta['fused_first_block']} compiled={meta['compiled']} mode={meta['config']['compile_mode']} channels_last={meta['channels_last']} "
               f"triton_block={meta['triton_block']}, "
               f"{len(preds)} predictions, complete={meta['complete']}")
         hist = pd.read_csv(out / "history.csv")
@@ -359,8 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         elif kind.split("+")[0] == "trainer":  # trainer[+cl][+tb][+ro]
             n = 240 if device.type == "cuda" else 12
             opts = set(kind.split("+")[1:])
-            attempt(f"{kind} (last epoch, with val)", lambda opts=opts: _train_condition_rate(
-                device, n, 3 if device.type == "cuda" else 1, "cl" in opts, "tb" in opts, "reduce-overhead" if "ro" in opts else "default"))
+            speed = (("cl" in opts, "tb" in opts, "reduce-overhead" if "ro" in opts else "default") if opts else (None, None, None))
+            attempt(f"{kind} (last epoch, with val)", lambda speed=speed: _train_condition_rate(device, n, 3 if device.type == "cuda" else 1, *speed))
         else:
             print(f"{kind:<22} unknown variant")
     if device.type == "cuda":

@@ -66,7 +66,8 @@ def test_bf16_fused_forward_is_as_accurate_as_plain_bf16(channels_last: bool, tr
 
 @pytest.mark.parametrize(("channels_last", "triton_block"), [(False, False), (True, False), (True, True)])
 def test_compiled_cuda_run_learns_and_records_its_layout(tmp_path: Path, channels_last: bool, triton_block: bool) -> None:
-    study = make_blob_store(tmp_path, n=100, shape=(12, 14, 13), planted=True)  # as tests/test_train.py, which learns it on CPU
+    # as tests/test_train.py, which learns it on CPU; 61 training scans: each epoch ends with a batch of 1
+    study = make_blob_store(tmp_path, n=102, shape=(12, 14, 13), planted=True)
     profile = get_profile("paper", grid="tiny", max_epochs=10, patience=10, learning_rate=1e-2, width_multiplier=0.125, rotation_deg=5.0, channels_last=channels_last,
                           triton_block=triton_block)
     out = train_condition(study, "tiny", "raw", 1, profile, device="cuda", progress=False, log=None)

@@ -200,3 +200,21 @@ def test_triton_block_is_the_cuda_default_and_needs_cuda(monkeypatch: pytest.Mon
         uses_triton_block(get_profile("paper", triton_block=True), "cpu")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert uses_triton_block(get_profile("paper"), "cuda") is False  # no triton: the cuBLAS path
+
+
+def test_a_compiled_step_only_ever_sees_full_batches(tmp_path: Path) -> None:
+    """The epoch's last, smaller batch goes through the eager fused path (same function), so a
+    compiled CUDA step is never recompiled for it nor records a second CUDA graph."""
+    from defacebench.model.train import Trainer
+    from defacebench.store import open_condition
+
+    study = make_blob_store(tmp_path, n=102, shape=SHAPE, planted=True)  # 61 training scans
+    trainer = Trainer(open_condition(study, "tiny", "raw"), _profile(), 1, torch.device("cpu"))
+    assert len(trainer.train_rows) % trainer.profile.batch_size == 1
+    seen: list[int] = []
+    compiled_step = trainer._train_net
+    trainer.compiled = True  # as on CUDA; the step itself stays the eager one here
+    trainer._train_net = lambda x: seen.append(x.shape[0]) or compiled_step(x)
+    loss = trainer.train_epoch()
+    assert np.isfinite(loss)
+    assert seen and set(seen) == {trainer.profile.batch_size} and len(seen) == len(trainer.train_rows) // 4

@@ -31,9 +31,9 @@ activation in and out of each convolution). The first block's GEMM is then writt
 channel the two layouts of the input are the same memory. It is the default for
 training on both devices (``profiles.uses_channels_last``).
 
-``triton_block=True`` (an experiment, off by default) computes the first block's
-convolution and max pooling in one Triton kernel and its weight gradient in another
-(:mod:`.triton_block`), so its full-resolution tensor is never written.
+``triton_block=True`` (the CUDA default where ``triton`` is installed) computes the first
+block's convolution and max pooling in one Triton kernel and its weight gradient in
+another (:mod:`.triton_block`), so its full-resolution tensor is never written.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def fused_forward(
     ``channels_last``: NDHWC activations (see the module docstring); for speed convert
     the model too (``model.to(memory_format=torch.channels_last_3d)``), else each
     convolution converts its weight on every call. ``triton_block``: the first block's
-    convolution and pooling in one Triton kernel (an experiment, see the module docstring).
+    convolution and pooling in one Triton kernel (see the module docstring).
     """
     h = fused_first_block(model, x, channels_last, triton_block)
     if channels_last:

@@ -182,8 +182,10 @@ class Trainer:
     # -- one step, one epoch -------------------------------------------------------
     def _forward(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            if train:
+            if train and (not self.compiled or x.shape[0] == self.profile.batch_size):
                 return self._train_net(x).float()
+            # evaluation, and (compiled) an epoch's last, smaller batch: eager, so that one
+            # batch costs no recompilation with dynamic shapes and no new CUDA graph
             return fused_forward(self.model, x, self.channels_last, self.triton_block) if self.fused else self.model.forward_downsampled(x).float()
 
     def train_epoch(self) -> float:
