@@ -12,7 +12,7 @@ out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src:$PWD/tests" PYTHONUNBUFFERED=1
 shape=${GPU_CHECK_SHAPE:-91,109,91}
-variants=${GPU_CHECK_VARIANTS:-naive,fused+compile+cl+tb+ro,fused+compile+cl+tb,fused+compile+cl,trainer,trainer+cl+tb,profile:fused+compile+cl+tb}
+variants=${GPU_CHECK_VARIANTS:-naive,fused+compile+cl+tb+ro,fused+compile+cl+tb+tm+ro,fused+compile+cl+tb+tr+ro,fused+compile+cl+tb+tm+tr+ro,fused+compile+cl+tb+tm+tr+ro+fa,trainer,profile:fused+compile+cl+tb+tm+tr}
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"; } | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" | tee -a "$out/gpu.txt"
@@ -21,4 +21,4 @@ echo "== throughput ($variants)"
 timeout ${GPU_CHECK_BENCH_S:-250} python3 bench/train_throughput.py --shape "$shape" --budget-s $(( ${GPU_CHECK_BENCH_S:-250} - 50 )) --variants "$variants" 2>&1 | tee "$out/bench.log"
 
 echo "== CUDA tests"
-timeout ${GPU_CHECK_TESTS_S:-200} python3 -m pytest -v -s --tb=short --noconftest -p no:cacheprovider tests/test_model_cuda.py tests/test_triton_block.py 2>&1 | tee "$out/tests.log"
+timeout ${GPU_CHECK_TESTS_S:-200} python3 -m pytest -v -s --tb=short --noconftest -p no:cacheprovider tests/test_model_cuda.py tests/test_triton_block.py tests/test_triton_rotate.py 2>&1 | tee "$out/tests.log"

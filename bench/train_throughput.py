@@ -13,6 +13,8 @@ the images resident on the device. Variants:
 ``...+fa``          ``Adam(fused=True)`` (one kernel for the optimiser step)
 ``fused+compile+mix`` first block NCDHW, blocks 2-3 NDHWC
 ``...+tb``          the first block's conv + pool in one Triton kernel (``model/triton_block.py``)
+``...+tm``          its instance-norm patch statistics in one Triton kernel (``triton_block.patch_moments``)
+``...+tr``          the random rotation in one Triton kernel (``model/triton_rotate.py``)
 ``vmapG-fused``     G independent runs trained at once (``torch.func.vmap`` over stacked
                     weights; each run still sees its own batches of 4)
 ``parK:KIND``        K processes train variant KIND on one device at once (several runs
@@ -61,7 +63,8 @@ def _data(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return images, ages
 
 
-def _single_step(forward: Callable, model: nn.Module, images, ages, device, batch: int = 4, fused_adam: bool = False) -> Callable[[], None]:
+def _single_step(forward: Callable, model: nn.Module, images, ages, device, batch: int = 4, fused_adam: bool = False,
+                 rotate: Callable = apply_theta) -> Callable[[], None]:
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, **({"fused": True} if fused_adam else {}))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=math.exp(-1e-4))
     gen = torch.Generator().manual_seed(1)
@@ -74,7 +77,7 @@ def _single_step(forward: Callable, model: nn.Module, images, ages, device, batc
         i = state["i"]
         state["i"] = i + batch
         idx = (torch.arange(batch, device=device) + i) % images.shape[0]
-        x = apply_theta(images.index_select(0, idx).float().unsqueeze(1), thetas[i % 512 : i % 512 + batch])
+        x = rotate(images.index_select(0, idx).float().unsqueeze(1), thetas[i % 512 : i % 512 + batch])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = forward(x)
         loss = F.mse_loss(pred.float(), ages[idx])
@@ -273,20 +276,23 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
 
     def build_single(kind: str) -> Callable[[], None]:
-        """``naive`` or ``fused``, then any of ``+compile``, ``+cl``, ``+ro``, ``+fa``, ``+mix``, ``+tb``."""
+        """``naive`` or ``fused``, then any of ``+compile``, ``+cl``, ``+ro``, ``+fa``, ``+mix``, ``+tb``, ``+tm``, ``+tr``."""
         base, *opts = kind.split("+")
         torch.manual_seed(0)
         model = BrainAgeCNN(SHAPE, output_bias=70.0).to(device)
         cl = "cl" in opts
         if cl:
             model = model.to(memory_format=torch.channels_last_3d)
-        fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl, triton_block="tb" in opts)
+        fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl, triton_block="tb" in opts, triton_moments="tm" in opts)
         if "mix" in opts:  # first block NCDHW (its max pooling backward), blocks 2-3 NDHWC
             model = model.to(memory_format=torch.channels_last_3d)
             fwd = functools.partial(_mixed_layout_forward, model)
         if "compile" in opts or "ro" in opts:
             fwd = torch.compile(fwd, mode="reduce-overhead" if "ro" in opts else None)
-        return _single_step(fwd, model, images, ages, device, fused_adam="fa" in opts)
+        rotate = apply_theta
+        if "tr" in opts:
+            from defacebench.model.triton_rotate import rotate_volumes as rotate
+        return _single_step(fwd, model, images, ages, device, fused_adam="fa" in opts, rotate=rotate)
 
     barrier = _file_barrier(args.barrier_dir, args.barrier_index, args.barrier_count) if args.barrier_dir else None
 

@@ -39,8 +39,9 @@ def _cosines(reference: list[torch.Tensor], other: list[torch.Tensor], names: li
             for n, a, b in zip(names, reference, other) if not n.endswith("conv.bias")}
 
 
-@pytest.mark.parametrize(("channels_last", "triton_block"), [(False, False), (True, False), (False, True), (True, True)])
-def test_bf16_fused_forward_is_as_accurate_as_plain_bf16(channels_last: bool, triton_block: bool, no_tf32) -> None:
+@pytest.mark.parametrize(("channels_last", "triton_block", "triton_moments"),
+                         [(False, False, False), (True, False, False), (False, True, False), (True, True, False), (True, True, True)])
+def test_bf16_fused_forward_is_as_accurate_as_plain_bf16(channels_last: bool, triton_block: bool, triton_moments: bool, no_tf32) -> None:
     """Against the float32 reference, the fused bf16 path errs no more than ``model(x)`` under bf16 autocast."""
     torch.manual_seed(0)
     shape = (45, 54, 46)  # odd and even sizes: the first block's crop is exercised
@@ -56,7 +57,7 @@ def test_bf16_fused_forward_is_as_accurate_as_plain_bf16(channels_last: bool, tr
         model = model.to(memory_format=torch.channels_last_3d)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         # compiled in one graph with the Triton block (a custom op), as training runs it
-        fast = (torch.compile(fused_forward, fullgraph=True) if triton_block else fused_forward)(model, x, channels_last, triton_block).float()
+        fast = (torch.compile(fused_forward, fullgraph=True) if triton_block else fused_forward)(model, x, channels_last, triton_block, triton_moments).float()
     g_fast = torch.autograd.grad(fast.sum(), list(model.parameters()))
     assert float((fast - ref).detach().abs().max()) <= 2 * float((plain - ref).detach().abs().max()) + 0.05
     cos_plain, cos_fast = _cosines(g_ref, g_plain, names), _cosines(g_ref, g_fast, names)

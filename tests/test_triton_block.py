@@ -15,6 +15,8 @@ pytest.importorskip("triton")
 
 from defacebench.model.cnn import BrainAgeCNN  # noqa: E402
 from defacebench.model.fast import FusedBrainAgeCNN, fused_forward  # noqa: E402
+from defacebench.model import fast  # noqa: E402
+from defacebench.model import triton_block as tb  # noqa: E402
 from defacebench.model.triton_block import _padded, conv_pool, conv_pool_padded, conv_pool_weight_grad  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -107,6 +109,33 @@ def test_the_custom_operator_is_registered_correctly() -> None:
     torch.library.opcheck(conv_pool_padded, (w, xp), test_utils=checks)
     out, code = conv_pool_padded(w, xp)
     torch.library.opcheck(conv_pool_weight_grad, (xp, torch.randn(out.shape, generator=g).to(DEVICE), code), test_utils=checks)
+    torch.library.opcheck(tb.patch_moments_padded, (xp,), test_utils=checks)
+
+
+@pytest.mark.parametrize("shape", [(7, 8, 9), (11, 6, 10), (30, 9, 7)])
+def test_patch_moments_kernel_equals_the_torch_moments(shape: tuple[int, int, int]) -> None:
+    """Every voxel counts (odd sizes, volumes of several programs' blocks), float32 throughout."""
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.rand(2, 1, *shape, generator=g) * 2 + 0.5).to(DEVICE)
+    mean, cov = tb.patch_moments(x)
+    ref_mean, ref_cov = fast.patch_moments(x)
+    assert mean.shape == (2, 27) and cov.shape == (2, 27, 27)
+    assert torch.allclose(mean, ref_mean, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(cov, ref_cov, atol=1e-5 * float(ref_cov.abs().max()))
+    assert torch.allclose(cov, cov.transpose(1, 2))
+
+
+def test_fused_forward_with_the_triton_moments_equals_the_model() -> None:
+    torch.manual_seed(0)
+    model = BrainAgeCNN((9, 12, 11), width_multiplier=0.125, output_bias=60.0).to(DEVICE)
+    x = torch.rand(3, 1, 9, 12, 11, device=DEVICE) + 0.2
+    ref = model(x)
+    g_ref = torch.autograd.grad(ref.sum(), list(model.parameters()))
+    out = fused_forward(model, x, False, triton_block=True, triton_moments=True)
+    g_out = torch.autograd.grad(out.sum(), list(model.parameters()))
+    assert torch.allclose(out, ref, atol=1e-3)
+    for a, b in zip(g_ref, g_out):
+        assert torch.allclose(a, b, atol=1e-3 * (1 + float(a.abs().max())))
 
 
 @pytest.mark.slow
@@ -117,7 +146,7 @@ def test_compiled_model_with_the_triton_block_equals_the_model() -> None:
     x = torch.rand(2, 1, 13, 14, 15, device=DEVICE)
     ref = model(x)
     g_ref = torch.autograd.grad(ref.sum(), list(model.parameters()))
-    out = torch.compile(FusedBrainAgeCNN(model, True, triton_block=True), fullgraph=True)(x)
+    out = torch.compile(FusedBrainAgeCNN(model, True, triton_block=True, triton_moments=True), fullgraph=True)(x)
     g_out = torch.autograd.grad(out.sum(), list(model.parameters()))
     assert torch.allclose(out, ref, atol=1e-3)
     for a, b in zip(g_ref, g_out):

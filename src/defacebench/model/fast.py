@@ -129,18 +129,24 @@ def patch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fused_first_block(
-    model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, triton_block: bool = False
+    model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, triton_block: bool = False, triton_moments: bool = False
 ) -> torch.Tensor:
     """First block of ``model`` (conv -> instance norm -> ReLU -> max pool) on ``x``.
 
     With ``channels_last`` the output is NDHWC in memory (``torch.channels_last_3d``);
-    ``triton_block``: convolution and pooling in one Triton kernel (:mod:`.triton_block`, CUDA or Triton's interpreter).
+    ``triton_block``: convolution and pooling in one Triton kernel (:mod:`.triton_block`,
+    CUDA or Triton's interpreter); ``triton_moments``: the patch statistics in another.
     """
     block = model.features[0]
     conv, norm = block.conv, block.norm
     c = conv.out_channels
     b, _, nx, ny, nz = x.shape
-    mean_p, cov_p = patch_moments(x)
+    if triton_moments:
+        from defacebench.model import triton_block as tb
+
+        mean_p, cov_p = tb.patch_moments(x)
+    else:
+        mean_p, cov_p = patch_moments(x)
     w = conv.weight.reshape(c, 27).float()
     bias = conv.bias.float() if conv.bias is not None else torch.zeros(c, device=x.device)
     mu = mean_p @ w.t() + bias  # (B, C)
@@ -171,16 +177,17 @@ def fused_first_block(
 
 
 def fused_forward(
-    model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, triton_block: bool = False
+    model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, triton_block: bool = False, triton_moments: bool = False
 ) -> torch.Tensor:
     """Same function as ``model(x)`` for ``(B, 1, X, Y, Z)`` input; returns ``(B,)`` ages.
 
     ``channels_last``: NDHWC activations (see the module docstring); for speed convert
     the model too (``model.to(memory_format=torch.channels_last_3d)``), else each
     convolution converts its weight on every call. ``triton_block``: the first block's
-    convolution and pooling in one Triton kernel (see the module docstring).
+    convolution and pooling in one Triton kernel (see the module docstring);
+    ``triton_moments``: its instance-norm statistics in another (an experiment, not timed).
     """
-    h = fused_first_block(model, x, channels_last, triton_block)
+    h = fused_first_block(model, x, channels_last, triton_block, triton_moments)
     if channels_last:
         h = h.contiguous(memory_format=torch.channels_last_3d)  # no-op unless pooling changed the layout
     for block in model.features[1:]:
@@ -195,11 +202,12 @@ class FusedBrainAgeCNN(nn.Module):
     Holds no parameters of its own: ``self.model``'s are trained.
     """
 
-    def __init__(self, model: BrainAgeCNN, channels_last: bool = False, triton_block: bool = False) -> None:
+    def __init__(self, model: BrainAgeCNN, channels_last: bool = False, triton_block: bool = False, triton_moments: bool = False) -> None:
         super().__init__()
         self.model = model
         self.channels_last = channels_last
         self.triton_block = triton_block
+        self.triton_moments = triton_moments
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_forward(self.model, x, self.channels_last, self.triton_block)
+        return fused_forward(self.model, x, self.channels_last, self.triton_block, self.triton_moments)
