@@ -12,7 +12,7 @@ out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src:$PWD/tests" PYTHONUNBUFFERED=1
 shape=${GPU_CHECK_SHAPE:-91,109,91}
-variants=${GPU_CHECK_VARIANTS:-naive,fused+compile+cl+tb+ro,fused+compile+cl+tb+tm+ro,fused+compile+cl+tb+tr+ro,fused+compile+cl+tb+tm+tr+ro,fused+compile+cl+tb+tm+tr+ro+fa,trainer,profile:fused+compile+cl+tb+tm+tr}
+variants=${GPU_CHECK_VARIANTS:-naive,fused+compile+cl+tb+ro,fused+compile+cl+tb+tm+ro,fused+compile+cl+tb+tr+ro,fused+compile+cl+tb+tm+tr+ro,fused+compile+cl+tb+tm+tr+ro+fa,trainer,trainer+cl+tb+tm+tr+ro,profile:fused+compile+cl+tb+tm+tr}
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"; } | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" | tee -a "$out/gpu.txt"

@@ -22,7 +22,7 @@ the images resident on the device. Variants:
 ``profile:KIND``    a torch.profiler table of variant KIND (where the time goes)
 ``trainer``         end to end: ``train_condition`` with the paper profile's defaults on a
                     synthetic store; rate of its last epoch, validation included
-                    (``trainer+cl[+tb][+ro]``: exactly those speed settings, the rest off)
+                    (``trainer+cl[+tb][+tm][+tr][+ro]``: exactly those speed settings, the rest off)
 
 Usage: ``python bench/train_throughput.py [--device cuda] [--steps 30] [--budget-s 300]
 [--variants naive,fused+compile+cl,...]``; variants run in the order given.
@@ -193,10 +193,9 @@ def _concurrent(kind: str, count: int, steps: int, shape: tuple[int, ...], devic
     return samples / window
 
 
-def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_last: bool | None = None,
-                          triton_block: bool | None = None, compile_mode: str | None = None) -> float:
+def _train_condition_rate(device: torch.device, n: int, epochs: int, **settings: object) -> float:
     """End to end: a synthetic paper-grid store on disk, ``train_condition`` for ``epochs``
-    (``None`` settings: the paper profile's defaults)."""
+    (``settings`` override the paper profile's)."""
     import json
     import tempfile
 
@@ -214,15 +213,14 @@ def _train_condition_rate(device: torch.device, n: int, epochs: int, channels_la
         rows = [(rng.random(SHAPE, dtype=np.float32) * 2) for _ in range(n)]
         write_condition(tmp, "mni2mm", "raw", rows, index, np.diag([-2.0, 2.0, 2.0, 1.0]))
         t0 = time.perf_counter()
-        out = train_condition(tmp, "mni2mm", "raw", 1, get_profile("paper", max_epochs=epochs, channels_last=channels_last,
-                                                                         triton_block=triton_block, compile_mode=compile_mode), device=device, progress=False)
+        out = train_condition(tmp, "mni2mm", "raw", 1, get_profile("paper", max_epochs=epochs, **settings), device=device, progress=False)
         meta = json.loads((out / "run.json").read_text())
         preds = pd.read_csv(out / "predictions.csv")
         print(f"  train_condition: {epochs} epochs of {n - n_val - n_test} scans in {time.perf_counter() - t0:.0f} s wall "
               f"(compile and evaluation included); run.json samples_per_s {meta['samples_per_s']:.1f} "
               f"(epoch 1 includes compilation), per-epoch s {[round(h, 1) for h in pd.read_csv(out / 'history.csv')['seconds']]}, "
               f"fused={meta['fused_first_block']} compiled={meta['compiled']} mode={meta['config']['compile_mode']} channels_last={meta['channels_last']} "
-              f"triton_block={meta['triton_block']}, "
+              f"triton_block={meta['triton_block']} triton_moments={meta['triton_moments']} triton_rotate={meta['triton_rotate']}, "
               f"{len(preds)} predictions, complete={meta['complete']}")
         hist = pd.read_csv(out / "history.csv")
         return (n - n_val - n_test) / float(hist["seconds"].iloc[-1])  # last epoch: no compilation
@@ -363,11 +361,12 @@ def main(argv: list[str] | None = None) -> int:
                 return _time(_single_step(fwd, model, images, ages, device), 4, args.steps, args.warmup + 3, device)
 
             attempt("fused+compile(max-autotune-no-cudagraphs)", maxat)
-        elif kind.split("+")[0] == "trainer":  # trainer[+cl][+tb][+ro]
+        elif kind.split("+")[0] == "trainer":  # trainer[+cl][+tb][+tm][+tr][+ro]
             n = 240 if device.type == "cuda" else 12
             opts = set(kind.split("+")[1:])
-            speed = (("cl" in opts, "tb" in opts, "reduce-overhead" if "ro" in opts else "default") if opts else (None, None, None))
-            attempt(f"{kind} (last epoch, with val)", lambda speed=speed: _train_condition_rate(device, n, 3 if device.type == "cuda" else 1, *speed))
+            speed = {"channels_last": "cl" in opts, "triton_block": "tb" in opts, "triton_moments": "tm" in opts,
+                     "triton_rotate": "tr" in opts, "compile_mode": "reduce-overhead" if "ro" in opts else "default"} if opts else {}
+            attempt(f"{kind} (last epoch, with val)", lambda speed=speed: _train_condition_rate(device, n, 3 if device.type == "cuda" else 1, **speed))
         else:
             print(f"{kind:<22} unknown variant")
     if device.type == "cuda":

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from defacebench.commands.train import main as train_main
-from defacebench.model.profiles import get_profile, uses_channels_last, uses_triton_block
+from defacebench.model.profiles import get_profile, uses_channels_last, uses_triton_block, uses_triton_moments, uses_triton_rotate
 from defacebench.model.train import PREDICTION_COLUMNS, load_model, train_condition
 
 from model_stores import make_blob_store
@@ -200,6 +200,13 @@ def test_triton_block_is_the_cuda_default_and_needs_cuda(monkeypatch: pytest.Mon
         uses_triton_block(get_profile("paper", triton_block=True), "cpu")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert uses_triton_block(get_profile("paper"), "cuda") is False  # no triton: the cuBLAS path
+    for uses, setting in ((uses_triton_moments, "triton_moments"), (uses_triton_rotate, "triton_rotate")):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+        assert uses(get_profile("paper"), "cuda") is False  # written, not yet timed: off
+        assert uses(get_profile("paper", **{setting: True}), "cuda") is True
+        assert uses(get_profile("paper"), "cpu") is False
+        with pytest.raises(InputError, match=setting):
+            uses(get_profile("paper", **{setting: True}), "cpu")
 
 
 def test_a_compiled_step_only_ever_sees_full_batches(tmp_path: Path) -> None:

@@ -151,3 +151,29 @@ def test_compiled_model_with_the_triton_block_equals_the_model() -> None:
     assert torch.allclose(out, ref, atol=1e-3)
     for a, b in zip(g_ref, g_out):
         assert torch.allclose(a, b, atol=1e-3 * (1 + float(a.abs().max())))
+
+
+def test_the_trainer_runs_the_triton_kernels_when_its_profile_asks(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All three Triton settings wired through ``train_condition`` (CUDA-only settings, so the
+    device checks are patched here): the same weights as the PyTorch path, to rounding."""
+    import json
+
+    from defacebench.model import train as train_module
+    from defacebench.model.profiles import get_profile
+    from model_stores import make_blob_store
+
+    shape = (12, 14, 13)
+    profile = get_profile("cpu", grid="tiny", input_pool=1, width_multiplier=0.125, max_epochs=1, learning_rate=1e-2, rotation_deg=5.0)
+    plain = train_module.train_condition(make_blob_store(tmp_path / "a", n=12, shape=shape, planted=True), "tiny", "raw", 1, profile,
+                                         device="cpu", progress=False, log=None)
+    for name in ("uses_triton_block", "uses_triton_moments", "uses_triton_rotate"):
+        monkeypatch.setattr(train_module, name, lambda profile, device_type: True)
+    fast_run = train_module.train_condition(make_blob_store(tmp_path / "b", n=12, shape=shape, planted=True), "tiny", "raw", 1, profile,
+                                            device="cpu", progress=False, log=None)
+    meta = json.loads((fast_run / "run.json").read_text())
+    assert meta["triton_block"] and meta["triton_moments"] and meta["triton_rotate"]
+    reference = train_module.load_model(plain).state_dict()
+    for key, value in train_module.load_model(fast_run).state_dict().items():
+        if key.endswith("conv.bias"):  # zero gradient before instance norm: Adam moves it by rounding noise
+            continue
+        assert torch.allclose(value, reference[key], atol=1e-3 * (1 + float(reference[key].abs().max()))), key

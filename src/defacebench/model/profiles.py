@@ -51,6 +51,8 @@ class TrainProfile:
     channels_last: bool | None = None  # NDHWC activations and weights; None: the device's measured default (uses_channels_last)
     cpu_threads: int | None = None  # CPU only: torch threads while training (None: torch's default)
     triton_block: bool | None = None  # CUDA only: first block's conv + pool as Triton kernels; None: the device's measured default
+    triton_moments: bool | None = None  # CUDA only: the first block's patch statistics as a Triton kernel; None: off (not yet timed)
+    triton_rotate: bool | None = None  # CUDA only: the random rotation as a Triton kernel; None: off (not yet timed)
 
     def __post_init__(self) -> None:
         if self.compile_mode not in COMPILE_MODES:
@@ -98,22 +100,40 @@ def uses_channels_last(profile: TrainProfile, device_type: str) -> bool:
     return profile.fused_first_block
 
 
-def uses_triton_block(profile: TrainProfile, device_type: str) -> bool:
-    """Whether a run of ``profile`` on ``device_type`` computes the first block with Triton.
-
-    CUDA only (on CPU Triton runs only in its slow interpreter): asking for it elsewhere is
-    an :class:`InputError`. An explicit ``profile.triton_block`` wins on CUDA. The default
-    is on with the fused first block wherever ``triton`` is installed (it comes with
-    PyTorch's CUDA wheels): measured on one H200, the compiled paper step ran 866 samples/s
-    with it against 591 without, in the same run (docs/training.md).
-    """
-    if profile.triton_block and device_type != "cuda":
-        raise InputError(f"triton_block needs a CUDA device, not {device_type}")
-    if device_type != "cuda" or not profile.fused_first_block:
+def _uses_triton(profile: TrainProfile, device_type: str, setting: str, default: bool) -> bool:
+    """A Triton setting of ``profile`` on ``device_type``: explicit values win on CUDA, asking
+    for one elsewhere is an :class:`InputError`, ``None`` means ``default`` where ``triton``
+    is installed (on CPU Triton runs only in its slow interpreter, so never there)."""
+    value = getattr(profile, setting)
+    if value and device_type != "cuda":
+        raise InputError(f"{setting} needs a CUDA device, not {device_type}")
+    if device_type != "cuda":
         return False
-    if profile.triton_block is not None:
-        return bool(profile.triton_block)
-    return importlib.util.find_spec("triton") is not None
+    if value is not None:
+        return bool(value)
+    return default and importlib.util.find_spec("triton") is not None
+
+
+def uses_triton_block(profile: TrainProfile, device_type: str) -> bool:
+    """Whether a run computes the first block's convolution and pooling with Triton.
+
+    On by default with the fused first block on CUDA wherever ``triton`` is installed (it
+    comes with PyTorch's CUDA wheels): measured on one H200, the compiled paper step ran
+    866 samples/s with it against 591 without, in the same run (docs/training.md).
+    """
+    return _uses_triton(profile, device_type, "triton_block", default=True) and profile.fused_first_block
+
+
+def uses_triton_moments(profile: TrainProfile, device_type: str) -> bool:
+    """Whether a run computes the first block's patch statistics with Triton (off by default:
+    written and tested, not yet timed on a GPU; docs/training.md)."""
+    return _uses_triton(profile, device_type, "triton_moments", default=False) and profile.fused_first_block
+
+
+def uses_triton_rotate(profile: TrainProfile, device_type: str) -> bool:
+    """Whether a run rotates its batches with the Triton kernel (off by default: written and
+    tested, not yet timed on a GPU; docs/training.md)."""
+    return _uses_triton(profile, device_type, "triton_rotate", default=False)
 
 
 def get_profile(name: str, **overrides: object) -> TrainProfile:

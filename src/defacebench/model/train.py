@@ -36,7 +36,15 @@ from defacebench.io.errors import InputError
 from defacebench.model.augment import apply_theta, rotation_theta, sample_rotation_angles
 from defacebench.model.cnn import BrainAgeCNN, describe, parameter_breakdown
 from defacebench.model.fast import FusedBrainAgeCNN, fused_forward
-from defacebench.model.profiles import TrainProfile, profile_from_dict, same_profile, uses_channels_last, uses_triton_block
+from defacebench.model.profiles import (
+    TrainProfile,
+    profile_from_dict,
+    same_profile,
+    uses_channels_last,
+    uses_triton_block,
+    uses_triton_moments,
+    uses_triton_rotate,
+)
 from defacebench.store import ConditionStore, open_condition
 
 PREDICTION_COLUMNS = ("participant_id", "session_id", "bids_run", "split", "age", "predicted_age", "condition", "run")
@@ -167,8 +175,14 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.fused = profile.fused_first_block  # blocks start on the pooled grid when input_pool > 1 (the feed pools)
         self.triton_block = uses_triton_block(profile, device.type)
+        self.triton_moments = uses_triton_moments(profile, device.type)
+        self.rotate = apply_theta
+        if uses_triton_rotate(profile, device.type):
+            from defacebench.model.triton_rotate import rotate_volumes
+
+            self.rotate = rotate_volumes
         self.compiled = device.type == "cuda" and profile.compile
-        train_net = FusedBrainAgeCNN(self.model, self.channels_last, self.triton_block) if self.fused else self.model.forward_downsampled
+        train_net = FusedBrainAgeCNN(self.model, self.channels_last, self.triton_block, self.triton_moments) if self.fused else self.model.forward_downsampled
         mode = None if profile.compile_mode == "default" else profile.compile_mode
         self._train_net = torch.compile(train_net, mode=mode) if self.compiled else train_net
         self.epoch = 0
@@ -186,7 +200,7 @@ class Trainer:
                 return self._train_net(x).float()
             # evaluation, and (compiled) an epoch's last, smaller batch: eager, so that one
             # batch costs no recompilation with dynamic shapes and no new CUDA graph
-            return fused_forward(self.model, x, self.channels_last, self.triton_block) if self.fused else self.model.forward_downsampled(x).float()
+            return fused_forward(self.model, x, self.channels_last, self.triton_block, self.triton_moments) if self.fused else self.model.forward_downsampled(x).float()
 
     def train_epoch(self) -> float:
         """One pass over the training scans in a seeded random order; returns the mean loss.
@@ -210,7 +224,7 @@ class Trainer:
             stop = min(start + bs, len(order))
             x = self.feed.batch(order[start:stop], order_dev[start:stop])
             if thetas is not None:
-                x = apply_theta(x, thetas[start:stop])
+                x = self.rotate(x, thetas[start:stop])
             loss = F.mse_loss(self._forward(x, train=True), targets[start:stop])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -450,6 +464,8 @@ def _train(
         "compiled": trainer.compiled,
         "channels_last": trainer.channels_last,
         "triton_block": trainer.triton_block,
+        "triton_moments": trainer.triton_moments,
+        "triton_rotate": trainer.rotate is not apply_theta,
         "samples_per_s": trainer.samples_per_s,
         "epochs_trained": trainer.epoch,
         "best_epoch": trainer.best_epoch,
