@@ -18,6 +18,7 @@ from defacebench.model.fast import fused_forward
 from defacebench.model.profiles import get_profile
 from defacebench.model.train import train_condition
 
+from full_float32 import full_float32
 from model_stores import make_blob_store
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -26,10 +27,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.fixture()
 def no_tf32():
     """Full float32 convolutions and matrix products for the reference (restored after)."""
-    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+    with full_float32():
+        yield
 
 
 def _cosines(reference: list[torch.Tensor], other: list[torch.Tensor], names: list[str]) -> dict[str, float]:

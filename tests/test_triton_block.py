@@ -18,6 +18,7 @@ from defacebench.model.fast import FusedBrainAgeCNN, fused_forward  # noqa: E402
 from defacebench.model import fast  # noqa: E402
 from defacebench.model import triton_block as tb  # noqa: E402
 from defacebench.model.triton_block import _padded, conv_pool, conv_pool_padded, conv_pool_weight_grad  # noqa: E402
+from full_float32 import full_float32  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -25,10 +26,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 @pytest.fixture(autouse=True)
 def _no_tf32():
     """Full float32 references on a GPU: cuDNN's default TF32 convolutions err by ~1e-3."""
-    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+    with full_float32():
+        yield
 
 
 def _reference(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ pytest.importorskip("triton")
 
 from defacebench.model.augment import apply_theta, rotation_theta, sample_rotation_angles  # noqa: E402
 from defacebench.model.triton_rotate import rotate_volumes  # noqa: E402
+from full_float32 import full_float32  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SHAPES = [(7, 8, 9), (12, 10, 11)]
@@ -22,10 +23,8 @@ SHAPES = [(7, 8, 9), (12, 10, 11)]
 @pytest.fixture(autouse=True)
 def _no_tf32():
     """Full float32 references on a GPU (``affine_grid``'s matrix product would run in TF32)."""
-    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+    with full_float32():
+        yield
 
 
 def _images(shape: tuple[int, int, int], seed: int, batch: int = 3, channels: int = 1) -> torch.Tensor:

@@ -43,6 +43,12 @@ def available(device: torch.device) -> bool:
 
 
 @triton.jit
+def _unravel(u, NY, NZ):
+    """Flat C-order voxel index -> ``(x, y, z)`` on a grid of ``(., NY, NZ)``."""
+    return u // (NZ * NY), (u // NZ) % NY, u % NZ
+
+
+@triton.jit
 def _window_taps(base, ux, uy, uz, umask, ki, kj, kl, kmask, sxx, sxy, i: tl.constexpr):
     """``(BLOCK_U, TAPS)`` taps of window offset ``i`` of each pooled voxel (zero past 27)."""
     vx = 2 * ux + i // 4
@@ -58,9 +64,7 @@ def _conv_pool_fwd(xp_ptr, w_ptr, out_ptr, code_ptr, U, NY, NZ, sxb, sxx, sxy, C
     b = tl.program_id(0)
     u = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     umask = u < U
-    uz = u % NZ
-    uy = (u // NZ) % NY
-    ux = u // (NZ * NY)
+    ux, uy, uz = _unravel(u, NY, NZ)
     k = tl.arange(0, NTAP)
     kmask = k < 27
     ki, kj, kl = k // 9, (k // 3) % 3, k % 3
@@ -100,9 +104,7 @@ def _conv_pool_bwd_w(xp_ptr, g_ptr, code_ptr, part_ptr, U, NY, NZ, sxb, sxx, sxy
     for it in range(ITERS):
         u = (pid * ITERS + it) * BLOCK + tl.arange(0, BLOCK)
         umask = u < U
-        uz = u % NZ
-        uy = (u // NZ) % NY
-        ux = u // (NZ * NY)
+        ux, uy, uz = _unravel(u, NY, NZ)
         offs = (b * U + u)[:, None] * C + cc[None, :]
         m = umask[:, None] & cmask[None, :]
         g = tl.load(g_ptr + offs, mask=m, other=0.0)
@@ -133,9 +135,7 @@ def _patch_moments_kernel(xp_ptr, part_ptr, psum_ptr, V, NY, NZ, sxb, sxx, sxy, 
     for it in range(ITERS):
         v = (pid * ITERS + it) * BLOCK + tl.arange(0, BLOCK)
         vmask = v < V
-        vz = v % NZ
-        vy = (v // NZ) % NY
-        vx = v // (NZ * NY)
+        vx, vy, vz = _unravel(v, NY, NZ)
         offs = (vx[:, None] + ki[None, :]) * sxx + (vy[:, None] + kj[None, :]) * sxy + (vz[:, None] + kl[None, :])
         p = tl.load(base + offs, mask=vmask[:, None] & kmask[None, :], other=0.0)  # (BLOCK, NTAP)
         acc += tl.dot(tl.trans(p), p, input_precision="ieee")
