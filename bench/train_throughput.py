@@ -22,7 +22,7 @@ the images resident on the device. Variants:
 ``profile:KIND``    a torch.profiler table of variant KIND (where the time goes)
 ``trainer``         end to end: ``train_condition`` with the paper profile's defaults on a
                     synthetic store; rate of its last epoch, validation included
-                    (``trainer+cl[+tb][+tm][+tr][+ro]``: exactly those speed settings, the rest off)
+                    (``trainer+cl[+tb][+tm][+tr][+ro][+fa]``: exactly those speed settings, the rest off)
 
 Usage: ``python bench/train_throughput.py [--device cuda] [--steps 30] [--budget-s 300]
 [--variants naive,fused+compile+cl,...]``; variants run in the order given.
@@ -361,11 +361,12 @@ def main(argv: list[str] | None = None) -> int:
                 return _time(_single_step(fwd, model, images, ages, device), 4, args.steps, args.warmup + 3, device)
 
             attempt("fused+compile(max-autotune-no-cudagraphs)", maxat)
-        elif kind.split("+")[0] == "trainer":  # trainer[+cl][+tb][+tm][+tr][+ro]
+        elif kind.split("+")[0] == "trainer":  # trainer[+cl][+tb][+tm][+tr][+ro][+fa]
             n = 240 if device.type == "cuda" else 12
             opts = set(kind.split("+")[1:])
             speed = {"channels_last": "cl" in opts, "triton_block": "tb" in opts, "triton_moments": "tm" in opts,
-                     "triton_rotate": "tr" in opts, "compile_mode": "reduce-overhead" if "ro" in opts else "default"} if opts else {}
+                     "triton_rotate": "tr" in opts, "fused_adam": "fa" in opts,
+                     "compile_mode": "reduce-overhead" if "ro" in opts else "default"} if opts else {}
             attempt(f"{kind} (last epoch, with val)", lambda speed=speed: _train_condition_rate(device, n, 3 if device.type == "cuda" else 1, **speed))
         else:
             print(f"{kind:<22} unknown variant")

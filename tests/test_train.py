@@ -225,3 +225,11 @@ def test_a_compiled_step_only_ever_sees_full_batches(tmp_path: Path) -> None:
     loss = trainer.train_epoch()
     assert np.isfinite(loss)
     assert seen and set(seen) == {trainer.profile.batch_size} and len(seen) == len(trainer.train_rows) // 4
+
+
+def test_fused_adam_is_a_cuda_setting(tmp_path: Path) -> None:
+    from defacebench.io.errors import InputError
+
+    study = make_blob_store(tmp_path, n=12, shape=SHAPE, planted=True)
+    with pytest.raises(InputError, match="fused_adam"):
+        train_condition(study, "tiny", "raw", 1, _profile(fused_adam=True), device="cpu", progress=False, log=None)

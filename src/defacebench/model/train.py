@@ -165,7 +165,9 @@ class Trainer:
         self.channels_last = uses_channels_last(profile, device.type)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=profile.learning_rate)
+        if profile.fused_adam and device.type != "cuda":
+            raise InputError(f"fused_adam needs a CUDA device, not {device.type}")
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=profile.learning_rate, **({"fused": True} if profile.fused_adam else {}))
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=math.exp(-profile.lr_decay_rate))
         zooms = np.linalg.norm(np.asarray(store.affine, dtype=float)[:3, :3], axis=0)
         self.spacing_mm = tuple((float(v) if v > 0 else 1.0) * profile.input_pool for v in zooms)
