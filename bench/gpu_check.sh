@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU check (~8 min on an H200): training throughput of the paper profile for
+# One prepared GPU check (~9 min on an H200): training throughput of the paper profile for
 # the variants that decide the trainer's defaults, most important first (those past the
 # time budget are skipped, and say so), then the CUDA tests (docs/training.md).
 #

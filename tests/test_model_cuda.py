@@ -64,21 +64,23 @@ def test_bf16_fused_forward_is_as_accurate_as_plain_bf16(channels_last: bool, tr
         assert 1 - cos_fast[n] <= 2 * (1 - cos_plain[n]) + 0.005, (n, cos_fast[n], cos_plain[n])
 
 
-@pytest.mark.parametrize(("channels_last", "triton_block"), [(False, False), (True, False), (True, True)])
-def test_compiled_cuda_run_learns_and_records_its_layout(tmp_path: Path, channels_last: bool, triton_block: bool) -> None:
+@pytest.mark.parametrize(("channels_last", "triton_block", "prepared"), [(False, False, False), (True, False, False), (True, True, False), (True, True, True)])
+def test_compiled_cuda_run_learns_and_records_its_layout(tmp_path: Path, channels_last: bool, triton_block: bool, prepared: bool) -> None:
+    """``prepared``: also the Triton patch moments, Triton rotation and fused Adam (off by default, not yet timed)."""
     # as tests/test_train.py, which learns it on CPU; 61 training scans: each epoch ends with a batch of 1
     study = make_blob_store(tmp_path, n=102, shape=(12, 14, 13), planted=True)
     profile = get_profile("paper", grid="tiny", max_epochs=10, patience=10, learning_rate=1e-2, width_multiplier=0.125, rotation_deg=5.0, channels_last=channels_last,
-                          triton_block=triton_block)
+                          triton_block=triton_block, triton_moments=prepared, triton_rotate=prepared, fused_adam=prepared)
     out = train_condition(study, "tiny", "raw", 1, profile, device="cuda", progress=False, log=None)
     meta = json.loads((out / "run.json").read_text())
     assert meta["compiled"] and meta["fused_first_block"] and meta["channels_last"] is channels_last and meta["triton_block"] is triton_block
+    assert meta["triton_moments"] is prepared and meta["triton_rotate"] is prepared
     pred = pd.read_csv(out / "predictions.csv")
     test = pred[pred["split"] == "test"]
     assert np.isfinite(test["predicted_age"]).all()
     baseline = float((test["age"] - test["age"].mean()).abs().mean())
     mae = float((test["predicted_age"] - test["age"]).abs().mean())
-    print(f"cuda channels_last={channels_last} triton_block={triton_block}: test MAE {mae:.2f} vs ~{baseline:.2f}, {meta['samples_per_s']:.0f} samples/s")
+    print(f"cuda channels_last={channels_last} triton_block={triton_block} prepared={prepared}: test MAE {mae:.2f} vs ~{baseline:.2f}, {meta['samples_per_s']:.0f} samples/s")
     assert mae < 0.7 * baseline, (mae, baseline)
 
 
