@@ -152,6 +152,7 @@ def test_compiled_model_with_the_triton_block_equals_the_model() -> None:
         assert torch.allclose(a, b, atol=1e-3 * (1 + float(a.abs().max())))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU wiring test through the interpreter; on a GPU tests/test_model_cuda.py trains with them")
 def test_the_trainer_runs_the_triton_kernels_when_its_profile_asks(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """All three Triton settings wired through ``train_condition`` (CUDA-only settings, so the
     device checks are patched here): the same weights as the PyTorch path, to rounding."""
