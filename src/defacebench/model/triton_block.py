@@ -264,8 +264,8 @@ def _patch_moments_fake(xp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def patch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`.fast.patch_moments` in one Triton kernel: no 27 shifted copies of the image.
 
-    ``x (B, 1, X, Y, Z)``; computed in float32 (``tl.dot`` as three TF32 products, ``tf32x3``,
-    float32's accuracy on the tensor cores) with
-    per-program partial sums added afterwards (deterministic, no atomics).
+    ``x (B, 1, X, Y, Z)``; float32 accuracy (``tl.dot`` as three TF32 products, ``tf32x3``,
+    on the tensor cores), per-program partial sums added afterwards (deterministic, no
+    atomics).
     """
     return patch_moments_padded(_padded(x, torch.float32))
