@@ -142,9 +142,9 @@ def fused_first_block(
     c = conv.out_channels
     b, _, nx, ny, nz = x.shape
     if triton_moments:
-        from defacebench.model import triton_block as tb
+        from defacebench.model.triton_block import patch_moments as triton_patch_moments
 
-        mean_p, cov_p = tb.patch_moments(x)
+        mean_p, cov_p = triton_patch_moments(x)
     else:
         mean_p, cov_p = patch_moments(x)
     w = conv.weight.reshape(c, 27).float()
@@ -191,8 +191,7 @@ def fused_forward(
     if channels_last:
         h = h.contiguous(memory_format=torch.channels_last_3d)  # no-op unless pooling changed the layout
     for block in model.features[1:]:
-        h = block.norm(block.conv(h))
-        h = F.relu(block.pool(h))
+        h = F.relu(block.pool(block.norm(block.conv(h))))
     return model.head(h).squeeze(-1).float()
 
 

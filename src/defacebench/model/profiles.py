@@ -101,10 +101,10 @@ def uses_channels_last(profile: TrainProfile, device_type: str) -> bool:
     return profile.fused_first_block
 
 
-def _uses_triton(profile: TrainProfile, device_type: str, setting: str, default: bool) -> bool:
-    """A Triton setting of ``profile`` on ``device_type``: explicit values win on CUDA, asking
-    for one elsewhere is an :class:`InputError`, ``None`` means ``default`` where ``triton``
-    is installed (on CPU Triton runs only in its slow interpreter, so never there)."""
+def _cuda_only(profile: TrainProfile, device_type: str, setting: str, default: bool) -> bool:
+    """A CUDA-only setting of ``profile`` on ``device_type``: explicit values win on CUDA,
+    asking for one elsewhere is an :class:`InputError`, ``None`` means ``default`` where
+    ``triton`` is installed (on CPU Triton runs only in its slow interpreter, so never there)."""
     value = getattr(profile, setting)
     if value and device_type != "cuda":
         raise InputError(f"{setting} needs a CUDA device, not {device_type}")
@@ -122,19 +122,25 @@ def uses_triton_block(profile: TrainProfile, device_type: str) -> bool:
     comes with PyTorch's CUDA wheels): measured on one H200, the compiled paper step ran
     866 samples/s with it against 591 without, in the same run (docs/training.md).
     """
-    return _uses_triton(profile, device_type, "triton_block", default=True) and profile.fused_first_block
+    return _cuda_only(profile, device_type, "triton_block", default=True) and profile.fused_first_block
 
 
 def uses_triton_moments(profile: TrainProfile, device_type: str) -> bool:
     """Whether a run computes the first block's patch statistics with Triton (off by default:
     written and tested, not yet timed on a GPU; docs/training.md)."""
-    return _uses_triton(profile, device_type, "triton_moments", default=False) and profile.fused_first_block
+    return _cuda_only(profile, device_type, "triton_moments", default=False) and profile.fused_first_block
 
 
 def uses_triton_rotate(profile: TrainProfile, device_type: str) -> bool:
     """Whether a run rotates its batches with the Triton kernel (off by default: written and
     tested, not yet timed on a GPU; docs/training.md)."""
-    return _uses_triton(profile, device_type, "triton_rotate", default=False)
+    return _cuda_only(profile, device_type, "triton_rotate", default=False)
+
+
+def uses_fused_adam(profile: TrainProfile, device_type: str) -> bool:
+    """Whether a run updates its weights with ``Adam(fused=True)`` (CUDA only, off: +1-6 %
+    measured, docs/training.md)."""
+    return _cuda_only(profile, device_type, "fused_adam", default=False)
 
 
 def get_profile(name: str, **overrides: object) -> TrainProfile:

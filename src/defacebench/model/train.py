@@ -41,6 +41,7 @@ from defacebench.model.profiles import (
     profile_from_dict,
     same_profile,
     uses_channels_last,
+    uses_fused_adam,
     uses_triton_block,
     uses_triton_moments,
     uses_triton_rotate,
@@ -165,9 +166,8 @@ class Trainer:
         self.channels_last = uses_channels_last(profile, device.type)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
-        if profile.fused_adam and device.type != "cuda":
-            raise InputError(f"fused_adam needs a CUDA device, not {device.type}")
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=profile.learning_rate, **({"fused": True} if profile.fused_adam else {}))
+        fused_adam = {"fused": True} if uses_fused_adam(profile, device.type) else {}
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=profile.learning_rate, **fused_adam)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=math.exp(-profile.lr_decay_rate))
         zooms = np.linalg.norm(np.asarray(store.affine, dtype=float)[:3, :3], axis=0)
         self.spacing_mm = tuple((float(v) if v > 0 else 1.0) * profile.input_pool for v in zooms)

@@ -26,8 +26,6 @@ wherever ``triton`` is installed (``profiles.uses_triton_block``; bench variant 
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 import triton
@@ -35,11 +33,6 @@ import triton.language as tl
 
 BLOCK_U = 64  # pooled voxels per program
 TAPS = 32  # 27 taps, padded to a power of two for tl.dot
-
-
-def available(device: torch.device) -> bool:
-    """Whether the kernels can run on ``device`` (CUDA, or any device under the interpreter)."""
-    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit

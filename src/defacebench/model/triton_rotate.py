@@ -20,18 +20,11 @@ coordinates ``(xn, yn, zn) = ((2w+1)/W - 1, (2h+1)/H - 1, (2d+1)/D - 1)`` (x alo
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 BLOCK_V = 1024  # output voxels per program
-
-
-def available(device: torch.device) -> bool:
-    """Whether the kernel can run on ``device`` (CUDA, or any device under the interpreter)."""
-    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
