@@ -13,8 +13,9 @@ the images resident on the device. Variants:
 ``...+fa``          ``Adam(fused=True)`` (one kernel for the optimiser step)
 ``fused+compile+mix`` first block NCDHW, blocks 2-3 NDHWC
 ``...+tb``          the first block's conv + pool in one Triton kernel (``model/triton_block.py``)
-``...+tm``          its instance-norm patch statistics in one Triton kernel (``triton_block.patch_moments``)
 ``...+tr``          the random rotation in one Triton kernel (``model/triton_rotate.py``)
+``...+m32``         the first block's patch statistics in float32 from the unrounded image
+                    (before 2026-11-26's sixth session; now exact bf16 products on the tensor cores)
 ``vmapG-fused``     G independent runs trained at once (``torch.func.vmap`` over stacked
                     weights; each run still sees its own batches of 4)
 ``parK:KIND``        K processes train variant KIND on one device at once (several runs
@@ -22,7 +23,7 @@ the images resident on the device. Variants:
 ``profile:KIND``    a torch.profiler table of variant KIND (where the time goes)
 ``trainer``         end to end: ``train_condition`` with the paper profile's defaults on a
                     synthetic store; rate of its last epoch, validation included
-                    (``trainer+cl[+tb][+tm][+tr][+ro][+fa]``: exactly those speed settings, the rest off)
+                    (``trainer+cl[+tb][+tr][+ro][+fa]``: exactly those speed settings, the rest off)
 
 Usage: ``python bench/train_throughput.py [--device cuda] [--steps 30] [--budget-s 300]
 [--variants naive,fused+compile+cl,...]``; variants run in the order given.
@@ -51,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from defacebench.model.augment import apply_theta, rotation_theta, sample_rotation_angles  # noqa: E402
 from defacebench.model.cnn import BrainAgeCNN, describe  # noqa: E402
+from defacebench.model import fast  # noqa: E402
 from defacebench.model.fast import FusedBrainAgeCNN as Fused, fused_first_block  # noqa: E402
 
 SHAPE = (91, 109, 91)
@@ -220,7 +222,7 @@ def _train_condition_rate(device: torch.device, n: int, epochs: int, **settings:
               f"(compile and evaluation included); run.json samples_per_s {meta['samples_per_s']:.1f} "
               f"(epoch 1 includes compilation), per-epoch s {[round(h, 1) for h in pd.read_csv(out / 'history.csv')['seconds']]}, "
               f"fused={meta['fused_first_block']} compiled={meta['compiled']} mode={meta['config']['compile_mode']} channels_last={meta['channels_last']} "
-              f"triton_block={meta['triton_block']} triton_moments={meta['triton_moments']} triton_rotate={meta['triton_rotate']}, "
+              f"triton_block={meta['triton_block']} triton_rotate={meta['triton_rotate']} fused_adam={meta['fused_adam']}, "
               f"{len(preds)} predictions, complete={meta['complete']}")
         hist = pd.read_csv(out / "history.csv")
         return (n - n_val - n_test) / float(hist["seconds"].iloc[-1])  # last epoch: no compilation
@@ -274,14 +276,14 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
 
     def build_single(kind: str) -> Callable[[], None]:
-        """``naive`` or ``fused``, then any of ``+compile``, ``+cl``, ``+ro``, ``+fa``, ``+mix``, ``+tb``, ``+tm``, ``+tr``."""
+        """``naive`` or ``fused``, then any of ``+compile``, ``+cl``, ``+ro``, ``+fa``, ``+mix``, ``+tb``, ``+tr``, ``+m32``."""
         base, *opts = kind.split("+")
         torch.manual_seed(0)
         model = BrainAgeCNN(SHAPE, output_bias=70.0).to(device)
         cl = "cl" in opts
         if cl:
             model = model.to(memory_format=torch.channels_last_3d)
-        fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl, triton_block="tb" in opts, triton_moments="tm" in opts)
+        fwd: Callable = model if base == "naive" else Fused(model, channels_last=cl, triton_block="tb" in opts)
         if "mix" in opts:  # first block NCDHW (its max pooling backward), blocks 2-3 NDHWC
             model = model.to(memory_format=torch.channels_last_3d)
             fwd = functools.partial(_mixed_layout_forward, model)
@@ -295,7 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     barrier = _file_barrier(args.barrier_dir, args.barrier_index, args.barrier_count) if args.barrier_dir else None
 
     def single(kind: str) -> float:
-        rate = _time(build_single(kind), 4, args.steps, args.warmup + (3 if "compile" in kind else 0), device, barrier)
+        moments = fast.patch_moments
+        if "m32" in kind.split("+"):  # float32 statistics of the unrounded image
+            fast.patch_moments = lambda x, dtype=None: moments(x)
+        try:
+            rate = _time(build_single(kind), 4, args.steps, args.warmup + (3 if "compile" in kind else 0), device, barrier)
+        finally:
+            fast.patch_moments = moments
         if "compile" in kind:  # a graph break leaves Python between graphs on every step
             from torch._dynamo.utils import counters
 
@@ -362,11 +370,10 @@ def main(argv: list[str] | None = None) -> int:
                 return _time(_single_step(fwd, model, images, ages, device), 4, args.steps, args.warmup + 3, device)
 
             attempt("fused+compile(max-autotune-no-cudagraphs)", maxat)
-        elif kind.split("+")[0] == "trainer":  # trainer[+cl][+tb][+tm][+tr][+ro][+fa]
+        elif kind.split("+")[0] == "trainer":  # trainer[+cl][+tb][+tr][+ro][+fa]
             n = 240 if device.type == "cuda" else 12
             opts = set(kind.split("+")[1:])
-            speed = {"channels_last": "cl" in opts, "triton_block": "tb" in opts, "triton_moments": "tm" in opts,
-                     "triton_rotate": "tr" in opts, "fused_adam": "fa" in opts,
+            speed = {"channels_last": "cl" in opts, "triton_block": "tb" in opts, "triton_rotate": "tr" in opts, "fused_adam": "fa" in opts,
                      "compile_mode": "reduce-overhead" if "ro" in opts else "default"} if opts else {}
             attempt(f"{kind} (last epoch, with val)", lambda speed=speed: _train_condition_rate(device, n, 3 if device.type == "cuda" else 1, **speed))
         else:

@@ -51,6 +51,18 @@ def test_patches_match_conv() -> None:
     assert torch.allclose(cov.double(), torch.stack([torch.cov(p[i], correction=0) for i in range(2)]), atol=1e-5)
 
 
+def test_patch_moments_in_the_convolutions_precision_are_those_of_the_rounded_image() -> None:
+    """``dtype`` rounds the image first (what a bf16 convolution sees), then sums in float32."""
+    x = torch.rand(2, 1, 7, 8, 9) * 2
+    for dtype in (torch.bfloat16, torch.float16):
+        p = patches(x.to(dtype).double())
+        mean, cov = patch_moments(x, dtype)
+        assert mean.dtype == cov.dtype == torch.float32
+        assert torch.allclose(mean.double(), p.mean(2), atol=1e-6)
+        assert torch.allclose(cov.double(), torch.stack([torch.cov(p[i], correction=0) for i in range(2)]), atol=1e-6)
+        assert not torch.allclose(mean, patch_moments(x)[0], atol=1e-6)  # the rounding is not lost
+
+
 @pytest.mark.parametrize("shape", [(9, 10, 11), (12, 13, 10)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fused_forward_equals_reference(shape: tuple[int, int, int], channels_last: bool) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from defacebench.commands.train import main as train_main
-from defacebench.model.profiles import get_profile, uses_channels_last, uses_triton_block, uses_triton_moments, uses_triton_rotate
+from defacebench.model.profiles import get_profile, uses_channels_last, uses_fused_adam, uses_triton_block, uses_triton_rotate
 from defacebench.model.train import PREDICTION_COLUMNS, load_model, train_condition
 
 from model_stores import make_blob_store
@@ -94,6 +94,12 @@ def test_run_of_an_older_version_still_counts_but_another_profile_does_not(plant
         assert not is_complete(out, _profile(learning_rate=2e-2))
         assert not is_complete(out, _profile(channels_last=True))
         assert is_complete(out, _profile(compile_mode="reduce-overhead"))  # speed only: same numbers
+        (out / "run.json").write_text(json.dumps({**meta, "config": {**meta["config"], "fused_adam": False}}))
+        assert is_complete(out, _profile())  # written before fused Adam became the CUDA default (None)
+        (out / "run.json").write_text(json.dumps({**meta, "config": {**meta["config"], "triton_moments": None}}))
+        assert is_complete(out, _profile())  # a removed setting, left off
+        (out / "run.json").write_text(json.dumps({**meta, "config": {**meta["config"], "triton_moments": True}}))
+        assert not is_complete(out, _profile())
     finally:
         (out / "run.json").write_text(json.dumps(meta))
 
@@ -200,13 +206,15 @@ def test_triton_block_is_the_cuda_default_and_needs_cuda(monkeypatch: pytest.Mon
         uses_triton_block(get_profile("paper", triton_block=True), "cpu")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert uses_triton_block(get_profile("paper"), "cuda") is False  # no triton: the cuBLAS path
-    for uses, setting in ((uses_triton_moments, "triton_moments"), (uses_triton_rotate, "triton_rotate")):
+    for uses, setting in ((uses_triton_rotate, "triton_rotate"), (uses_fused_adam, "fused_adam")):
         monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
-        assert uses(get_profile("paper"), "cuda") is False  # written, not yet timed: off
-        assert uses(get_profile("paper", **{setting: True}), "cuda") is True
+        assert uses(get_profile("paper"), "cuda") is True  # the measured CUDA defaults
+        assert uses(get_profile("paper", **{setting: False}), "cuda") is False
         assert uses(get_profile("paper"), "cpu") is False
         with pytest.raises(InputError, match=setting):
             uses(get_profile("paper", **{setting: True}), "cpu")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert uses_triton_rotate(get_profile("paper"), "cuda") is False and uses_fused_adam(get_profile("paper"), "cuda") is True  # no triton
 
 
 def test_a_compiled_step_only_ever_sees_full_batches(tmp_path: Path) -> None:

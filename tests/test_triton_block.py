@@ -15,8 +15,6 @@ pytest.importorskip("triton")
 
 from defacebench.model.cnn import BrainAgeCNN  # noqa: E402
 from defacebench.model.fast import FusedBrainAgeCNN, fused_forward  # noqa: E402
-from defacebench.model import fast  # noqa: E402
-from defacebench.model import triton_block as tb  # noqa: E402
 from defacebench.model.triton_block import _padded, conv_pool, conv_pool_padded, conv_pool_weight_grad  # noqa: E402
 from full_float32 import full_float32  # noqa: E402
 
@@ -108,33 +106,6 @@ def test_the_custom_operator_is_registered_correctly() -> None:
     torch.library.opcheck(conv_pool_padded, (w, xp), test_utils=checks)
     out, code = conv_pool_padded(w, xp)
     torch.library.opcheck(conv_pool_weight_grad, (xp, torch.randn(out.shape, generator=g).to(DEVICE), code), test_utils=checks)
-    torch.library.opcheck(tb.patch_moments_padded, (xp,), test_utils=checks)
-
-
-@pytest.mark.parametrize("shape", [(7, 8, 9), (11, 6, 10), (30, 9, 7)])
-def test_patch_moments_kernel_equals_the_torch_moments(shape: tuple[int, int, int]) -> None:
-    """Every voxel counts (odd sizes, volumes of several programs' blocks), float32 throughout."""
-    g = torch.Generator().manual_seed(sum(shape))
-    x = (torch.rand(2, 1, *shape, generator=g) * 2 + 0.5).to(DEVICE)
-    mean, cov = tb.patch_moments(x)
-    ref_mean, ref_cov = fast.patch_moments(x)
-    assert mean.shape == (2, 27) and cov.shape == (2, 27, 27)
-    assert torch.allclose(mean, ref_mean, rtol=1e-5, atol=1e-6)
-    assert torch.allclose(cov, ref_cov, atol=1e-5 * float(ref_cov.abs().max()))
-    assert torch.allclose(cov, cov.transpose(1, 2))
-
-
-def test_fused_forward_with_the_triton_moments_equals_the_model() -> None:
-    torch.manual_seed(0)
-    model = BrainAgeCNN((9, 12, 11), width_multiplier=0.125, output_bias=60.0).to(DEVICE)
-    x = torch.rand(3, 1, 9, 12, 11, device=DEVICE) + 0.2
-    ref = model(x)
-    g_ref = torch.autograd.grad(ref.sum(), list(model.parameters()))
-    out = fused_forward(model, x, False, triton_block=True, triton_moments=True)
-    g_out = torch.autograd.grad(out.sum(), list(model.parameters()))
-    assert torch.allclose(out, ref, atol=1e-3)
-    for a, b in zip(g_ref, g_out):
-        assert torch.allclose(a, b, atol=1e-3 * (1 + float(a.abs().max())))
 
 
 @pytest.mark.slow
@@ -145,7 +116,7 @@ def test_compiled_model_with_the_triton_block_equals_the_model() -> None:
     x = torch.rand(2, 1, 13, 14, 15, device=DEVICE)
     ref = model(x)
     g_ref = torch.autograd.grad(ref.sum(), list(model.parameters()))
-    out = torch.compile(FusedBrainAgeCNN(model, True, triton_block=True, triton_moments=True), fullgraph=True)(x)
+    out = torch.compile(FusedBrainAgeCNN(model, True, triton_block=True), fullgraph=True)(x)
     g_out = torch.autograd.grad(out.sum(), list(model.parameters()))
     assert torch.allclose(out, ref, atol=1e-3)
     for a, b in zip(g_ref, g_out):
@@ -154,7 +125,7 @@ def test_compiled_model_with_the_triton_block_equals_the_model() -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU wiring test through the interpreter; on a GPU tests/test_model_cuda.py trains with them")
 def test_the_trainer_runs_the_triton_kernels_when_its_profile_asks(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """All three Triton settings wired through ``train_condition`` (CUDA-only settings, so the
+    """Both Triton settings wired through ``train_condition`` (CUDA-only settings, so the
     device checks are patched here): the same weights as the PyTorch path, to rounding."""
     import json
 
@@ -166,12 +137,12 @@ def test_the_trainer_runs_the_triton_kernels_when_its_profile_asks(tmp_path, mon
     profile = get_profile("cpu", grid="tiny", input_pool=1, width_multiplier=0.125, max_epochs=1, learning_rate=1e-2, rotation_deg=5.0)
     plain = train_module.train_condition(make_blob_store(tmp_path / "a", n=12, shape=shape, planted=True), "tiny", "raw", 1, profile,
                                          device="cpu", progress=False, log=None)
-    for name in ("uses_triton_block", "uses_triton_moments", "uses_triton_rotate"):
+    for name in ("uses_triton_block", "uses_triton_rotate"):
         monkeypatch.setattr(train_module, name, lambda profile, device_type: True)
     fast_run = train_module.train_condition(make_blob_store(tmp_path / "b", n=12, shape=shape, planted=True), "tiny", "raw", 1, profile,
                                             device="cpu", progress=False, log=None)
     meta = json.loads((fast_run / "run.json").read_text())
-    assert meta["triton_block"] and meta["triton_moments"] and meta["triton_rotate"]
+    assert meta["triton_block"] and meta["triton_rotate"]
     reference = train_module.load_model(plain).state_dict()
     for key, value in train_module.load_model(fast_run).state_dict().items():
         if key.endswith("conv.bias"):  # zero gradient before instance norm: Adam moves it by rounding noise

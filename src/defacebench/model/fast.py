@@ -62,13 +62,16 @@ def patches(x: torch.Tensor, crop: tuple[int, int, int] | None = None, dtype: to
 MOMENT_CHUNK = 2048  # voxels per partial product of the patch covariance (~440 per 91x109x91 image)
 
 
-def _chunked_gram(a: torch.Tensor, b_t: torch.Tensor, chunk: int) -> torch.Tensor:
+def _chunked_gram(a: torch.Tensor, b_t: torch.Tensor, chunk: int, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """``sum_batch a @ b_t`` for ``a (B, M, V)`` and ``b_t (B, V, N)``, split along ``V``.
 
     A product with tiny ``M, N`` and a huge ``V`` runs on a handful of GPU blocks; cutting
     ``V`` into ``chunk``-long pieces (strided views, no copy: either operand may be a
     transposed view) and summing the partial products in float32 keeps the whole GPU busy.
+    ``out_dtype=torch.float32`` (CUDA only): 16-bit operands, products accumulated and
+    returned in float32 (cuBLAS, tensor cores).
     """
+    kw = {} if out_dtype is None else {"out_dtype": out_dtype}
     parts = []
     v = a.shape[2]
     n = v // chunk
@@ -76,9 +79,9 @@ def _chunked_gram(a: torch.Tensor, b_t: torch.Tensor, chunk: int) -> torch.Tenso
         if n:
             ac = a[i, :, : n * chunk].unflatten(1, (n, chunk)).transpose(0, 1)  # (n, M, chunk)
             bc = b_t[i, : n * chunk].unflatten(0, (n, chunk))  # (n, chunk, N)
-            parts.append(torch.bmm(ac, bc).float().sum(0))
+            parts.append(torch.bmm(ac, bc, **kw).float().sum(0))
         if n * chunk < v:
-            parts.append((a[i, :, n * chunk :] @ b_t[i, n * chunk :]).float())
+            parts.append(torch.mm(a[i, :, n * chunk :], b_t[i, n * chunk :], **kw).float())
     return torch.stack(parts).sum(0)
 
 
@@ -114,39 +117,41 @@ class _PatchConv(torch.autograd.Function):
 
 
 @torch.no_grad()
-def patch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def patch_moments(x: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ``(B, 27)`` and biased covariance ``(B, 27, 27)`` of the 3x3x3 patches of ``x``.
 
-    Computed in float32 over every voxel (as InstanceNorm3d sees the conv output).
+    Summed in float32 over every voxel (as InstanceNorm3d sees the conv output).
+    ``dtype``: the precision the convolution reads ``x`` in (bfloat16 under autocast);
+    the statistics are then those of ``x`` rounded to it, the image the convolution
+    really sees. A product of two bfloat16 or float16 numbers is exact in float32, so on
+    CUDA the covariance runs on the tensor cores in 16 bits with float32 accumulation, as
+    accurate as float32 arithmetic on the rounded image and ~4x faster (docs/training.md).
     """
-    b, _, nx, ny, nz = x.shape
+    b = x.shape[0]
+    low = x.is_cuda and dtype in (torch.bfloat16, torch.float16)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        p = patches(x.float())
+        rounded = x if dtype is None else x.to(dtype)
+        p = patches(rounded if low else rounded.float())
         n = p.shape[2]
-        mean = p.sum(dim=2) / n
-        second = torch.stack([_chunked_gram(p[i : i + 1], p[i : i + 1].transpose(1, 2), MOMENT_CHUNK) for i in range(b)]) / n
+        mean = p.sum(dim=2, dtype=torch.float32 if low else None) / n
+        gram = [_chunked_gram(p[i : i + 1], p[i : i + 1].transpose(1, 2), MOMENT_CHUNK, torch.float32 if low else None) for i in range(b)]
+        second = torch.stack(gram) / n
     return mean, second - mean[:, :, None] * mean[:, None, :]
 
 
-def fused_first_block(
-    model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, triton_block: bool = False, triton_moments: bool = False
-) -> torch.Tensor:
+def fused_first_block(model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, triton_block: bool = False) -> torch.Tensor:
     """First block of ``model`` (conv -> instance norm -> ReLU -> max pool) on ``x``.
 
     With ``channels_last`` the output is NDHWC in memory (``torch.channels_last_3d``);
     ``triton_block``: convolution and pooling in one Triton kernel (:mod:`.triton_block`,
-    CUDA or Triton's interpreter); ``triton_moments``: the patch statistics in another.
+    CUDA or Triton's interpreter).
     """
     block = model.features[0]
     conv, norm = block.conv, block.norm
     c = conv.out_channels
     b, _, nx, ny, nz = x.shape
-    if triton_moments:
-        from defacebench.model.triton_block import patch_moments as triton_patch_moments
-
-        mean_p, cov_p = triton_patch_moments(x)
-    else:
-        mean_p, cov_p = patch_moments(x)
+    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    mean_p, cov_p = patch_moments(x, dtype)
     w = conv.weight.reshape(c, 27).float()
     bias = conv.bias.float() if conv.bias is not None else torch.zeros(c, device=x.device)
     mu = mean_p @ w.t() + bias  # (B, C)
@@ -158,7 +163,6 @@ def fused_first_block(
     scale = gamma[None, :] * inv_sigma  # a = gamma / sigma, (B, C)
     shift = beta[None, :] - scale * mu  # d = beta - a * mu
     ws, bs = w * sign[:, None], bias * sign
-    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
     crop = (2 * (nx // 2), 2 * (ny // 2), 2 * (nz // 2))  # voxels max pooling reads
     if triton_block:  # max(s*y) without ever writing y
         from defacebench.model.triton_block import conv_pool
@@ -176,18 +180,15 @@ def fused_first_block(
     return F.relu(out)
 
 
-def fused_forward(
-    model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, triton_block: bool = False, triton_moments: bool = False
-) -> torch.Tensor:
+def fused_forward(model: BrainAgeCNN, x: torch.Tensor, channels_last: bool = False, triton_block: bool = False) -> torch.Tensor:
     """Same function as ``model(x)`` for ``(B, 1, X, Y, Z)`` input; returns ``(B,)`` ages.
 
     ``channels_last``: NDHWC activations (see the module docstring); for speed convert
     the model too (``model.to(memory_format=torch.channels_last_3d)``), else each
     convolution converts its weight on every call. ``triton_block``: the first block's
-    convolution and pooling in one Triton kernel (see the module docstring);
-    ``triton_moments``: its instance-norm statistics in another (an experiment, not timed).
+    convolution and pooling in one Triton kernel (see the module docstring).
     """
-    h = fused_first_block(model, x, channels_last, triton_block, triton_moments)
+    h = fused_first_block(model, x, channels_last, triton_block)
     if channels_last:
         h = h.contiguous(memory_format=torch.channels_last_3d)  # no-op unless pooling changed the layout
     for block in model.features[1:]:
@@ -201,12 +202,11 @@ class FusedBrainAgeCNN(nn.Module):
     Holds no parameters of its own: ``self.model``'s are trained.
     """
 
-    def __init__(self, model: BrainAgeCNN, channels_last: bool = False, triton_block: bool = False, triton_moments: bool = False) -> None:
+    def __init__(self, model: BrainAgeCNN, channels_last: bool = False, triton_block: bool = False) -> None:
         super().__init__()
         self.model = model
         self.channels_last = channels_last
         self.triton_block = triton_block
-        self.triton_moments = triton_moments
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_forward(self.model, x, self.channels_last, self.triton_block, self.triton_moments)
+        return fused_forward(self.model, x, self.channels_last, self.triton_block)

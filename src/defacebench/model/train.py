@@ -43,7 +43,6 @@ from defacebench.model.profiles import (
     uses_channels_last,
     uses_fused_adam,
     uses_triton_block,
-    uses_triton_moments,
     uses_triton_rotate,
 )
 from defacebench.store import ConditionStore, open_condition
@@ -177,14 +176,13 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.fused = profile.fused_first_block  # blocks start on the pooled grid when input_pool > 1 (the feed pools)
         self.triton_block = uses_triton_block(profile, device.type)
-        self.triton_moments = uses_triton_moments(profile, device.type)
         self.rotate = apply_theta
         if uses_triton_rotate(profile, device.type):
             from defacebench.model.triton_rotate import rotate_volumes
 
             self.rotate = rotate_volumes
         self.compiled = device.type == "cuda" and profile.compile
-        train_net = FusedBrainAgeCNN(self.model, self.channels_last, self.triton_block, self.triton_moments) if self.fused else self.model.forward_downsampled
+        train_net = FusedBrainAgeCNN(self.model, self.channels_last, self.triton_block) if self.fused else self.model.forward_downsampled
         mode = None if profile.compile_mode == "default" else profile.compile_mode
         self._train_net = torch.compile(train_net, mode=mode) if self.compiled else train_net
         self.epoch = 0
@@ -202,7 +200,7 @@ class Trainer:
                 return self._train_net(x).float()
             # evaluation, and (compiled) an epoch's last, smaller batch: eager, so that one
             # batch costs no recompilation with dynamic shapes and no new CUDA graph
-            return fused_forward(self.model, x, self.channels_last, self.triton_block, self.triton_moments) if self.fused else self.model.forward_downsampled(x).float()
+            return fused_forward(self.model, x, self.channels_last, self.triton_block) if self.fused else self.model.forward_downsampled(x).float()
 
     def train_epoch(self) -> float:
         """One pass over the training scans in a seeded random order; returns the mean loss.
@@ -466,8 +464,8 @@ def _train(
         "compiled": trainer.compiled,
         "channels_last": trainer.channels_last,
         "triton_block": trainer.triton_block,
-        "triton_moments": trainer.triton_moments,
         "triton_rotate": trainer.rotate is not apply_theta,
+        "fused_adam": bool(trainer.optimizer.defaults.get("fused")),
         "samples_per_s": trainer.samples_per_s,
         "epochs_trained": trainer.epoch,
         "best_epoch": trainer.best_epoch,

@@ -113,31 +113,6 @@ def _conv_pool_bwd_w(xp_ptr, g_ptr, code_ptr, part_ptr, U, NY, NZ, sxb, sxx, sxy
     tl.store(part_ptr + ((b * nprog + pid) * BLOCK_C + cc[:, None]) * NTAP + k[None, :], acc)
 
 
-@triton.jit
-def _patch_moments_kernel(xp_ptr, part_ptr, psum_ptr, V, NY, NZ, sxb, sxx, sxy, ITERS,
-                          BLOCK: tl.constexpr, NTAP: tl.constexpr):
-    """Per program: ``sum_v p_v p_v^T`` (NTAP x NTAP) and ``sum_v p_v`` over ITERS blocks of voxels."""
-    b = tl.program_id(0)
-    pid = tl.program_id(1)
-    k = tl.arange(0, NTAP)
-    kmask = k < 27
-    ki, kj, kl = k // 9, (k // 3) % 3, k % 3
-    base = xp_ptr + b * sxb
-    acc = tl.zeros((NTAP, NTAP), tl.float32)
-    total = tl.zeros((NTAP,), tl.float32)
-    for it in range(ITERS):
-        v = (pid * ITERS + it) * BLOCK + tl.arange(0, BLOCK)
-        vmask = v < V
-        vx, vy, vz = _unravel(v, NY, NZ)
-        offs = (vx[:, None] + ki[None, :]) * sxx + (vy[:, None] + kj[None, :]) * sxy + (vz[:, None] + kl[None, :])
-        p = tl.load(base + offs, mask=vmask[:, None] & kmask[None, :], other=0.0)  # (BLOCK, NTAP)
-        acc += tl.dot(tl.trans(p), p, input_precision="tf32x3")  # float32 accuracy on tensor cores
-        total += tl.sum(p, axis=0)
-    nprog = tl.num_programs(1)
-    tl.store(part_ptr + ((b * nprog + pid) * NTAP + k[:, None]) * NTAP + k[None, :], acc)
-    tl.store(psum_ptr + (b * nprog + pid) * NTAP + k, total)
-
-
 def _padded(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``(B, 1, X, Y, Z)`` -> zero-padded ``(B, X+2, Y+2, Z+2)``, contiguous, in ``dtype``."""
     return F.pad(x[:, 0].to(dtype), (1, 1, 1, 1, 1, 1)).contiguous()
@@ -222,43 +197,3 @@ def conv_pool(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     in the weight's dtype; only the weight gets a gradient.
     """
     return conv_pool_padded(weight, _padded(x, weight.dtype))[0]
-
-
-MOMENT_BLOCK = 64  # voxels per tl.dot of the patch moments
-
-
-@torch.library.custom_op("defacebench::patch_moments", mutates_args=())
-def patch_moments_padded(xp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean ``(B, 27)`` and biased covariance ``(B, 27, 27)`` of the 3x3x3 patches of the
-    float32 padded image ``xp (B, X+2, Y+2, Z+2)``, over every voxel of ``(X, Y, Z)``."""
-    xp = xp.contiguous()
-    b = xp.shape[0]
-    nx, ny, nz = (s - 2 for s in xp.shape[1:])
-    v = nx * ny * nz
-    blocks = triton.cdiv(v, MOMENT_BLOCK)
-    nprog = min(blocks, 256)  # per image; each program sums ITERS blocks
-    iters = triton.cdiv(blocks, nprog)
-    nprog = triton.cdiv(blocks, iters)
-    part = torch.empty(b, nprog, TAPS, TAPS, dtype=torch.float32, device=xp.device)
-    psum = torch.empty(b, nprog, TAPS, dtype=torch.float32, device=xp.device)
-    _patch_moments_kernel[(b, nprog)](xp, part, psum, v, ny, nz, xp.stride(0), xp.stride(1), xp.stride(2), iters,
-                                      BLOCK=MOMENT_BLOCK, NTAP=TAPS, num_warps=4)
-    mean = psum.sum(1)[:, :27] / v
-    second = part.sum(1)[:, :27, :27] / v
-    return mean.contiguous(), (second - mean[:, :, None] * mean[:, None, :]).contiguous()
-
-
-@patch_moments_padded.register_fake
-def _patch_moments_fake(xp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    b = xp.shape[0]
-    return xp.new_empty((b, 27), dtype=torch.float32), xp.new_empty((b, 27, 27), dtype=torch.float32)
-
-
-def patch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`.fast.patch_moments` in one Triton kernel: no 27 shifted copies of the image.
-
-    ``x (B, 1, X, Y, Z)``; float32 accuracy (``tl.dot`` as three TF32 products, ``tf32x3``,
-    on the tensor cores), per-program partial sums added afterwards (deterministic, no
-    atomics).
-    """
-    return patch_moments_padded(_padded(x, torch.float32))
