@@ -235,9 +235,12 @@ def test_a_compiled_step_only_ever_sees_full_batches(tmp_path: Path) -> None:
     assert seen and set(seen) == {trainer.profile.batch_size} and len(seen) == len(trainer.train_rows) // 4
 
 
-def test_fused_adam_is_a_cuda_setting(tmp_path: Path) -> None:
+def test_fused_adam_is_a_cuda_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from defacebench.io.errors import InputError
 
     study = make_blob_store(tmp_path, n=12, shape=SHAPE, planted=True)
     with pytest.raises(InputError, match="fused_adam"):
         train_condition(study, "tiny", "raw", 1, _profile(fused_adam=True), device="cpu", progress=False, log=None)
+    for flag, setting in (("--fused-adam", "fused_adam"), ("--triton-rotate", "triton_rotate"), ("--triton-block", "triton_block")):
+        assert train_main([str(study), "--grid", "tiny", "--device", "cpu", flag, "--no-progress"]) == 2
+        assert f"{setting} needs a CUDA device" in capsys.readouterr().err

@@ -12,8 +12,10 @@ traffic. It is rewritten with the same parameters, no new ones:
    for this shape is several times slower (DESIGN.md, model facts).
 2. **Instance norm from patch statistics.** The per-image mean and variance of
    channel ``c`` are ``w_c . m + b_c`` and ``w_c^T Cov(P) w_c``, with ``m`` and
-   ``Cov(P)`` (27 x 27) computed once from the input (which needs no gradient). The
-   normalisation becomes a per-image, per-channel affine map ``a * y + d``.
+   ``Cov(P)`` (27 x 27) computed once from the input (which needs no gradient; under
+   bf16 autocast from the input rounded to bf16, as the convolution reads it, with exact
+   products on the tensor cores). The normalisation becomes a per-image, per-channel
+   affine map ``a * y + d``.
 3. **Pool before the affine map and ReLU.** ``max(a*y + d) = |a| * max(s*y) + d`` with
    ``s = sign(a) = sign(gamma)`` (``sigma > 0``), and ReLU commutes with max pooling.
    So the full-resolution tensor is written once (the GEMM) and read once (the pool);
