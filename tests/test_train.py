@@ -235,7 +235,7 @@ def test_a_compiled_step_only_ever_sees_full_batches(tmp_path: Path) -> None:
     assert seen and set(seen) == {trainer.profile.batch_size} and len(seen) == len(trainer.train_rows) // 4
 
 
-def test_fused_adam_is_a_cuda_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cuda_speed_settings_on_cpu_are_input_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from defacebench.io.errors import InputError
 
     study = make_blob_store(tmp_path, n=12, shape=SHAPE, planted=True)
