@@ -62,6 +62,8 @@ def patches(x: torch.Tensor, crop: tuple[int, int, int] | None = None, dtype: to
 
 
 MOMENT_CHUNK = 2048  # voxels per partial product of the patch covariance (~440 per 91x109x91 image)
+#: 16-bit matrix products with a float32 output (``torch.bmm(..., out_dtype=)``, CUDA only; in PyTorch 2.11 and 2.13)
+MM_OUT_DTYPE = hasattr(torch.ops.aten.bmm, "dtype") and hasattr(torch.ops.aten.mm, "dtype")
 
 
 def _chunked_gram(a: torch.Tensor, b_t: torch.Tensor, chunk: int, out_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -128,10 +130,11 @@ def patch_moments(x: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[to
     really sees. A product of two bfloat16 or float16 numbers is exact in float32, so on
     CUDA the covariance runs on the tensor cores in 16 bits with float32 accumulation: as
     accurate as float32 arithmetic on the rounded image (tests/test_model_cuda.py) and a
-    paper training step 6 % faster on an H200 (docs/training.md).
+    paper training step 6 % faster on an H200 (docs/training.md). Elsewhere (CPU, older
+    PyTorch) the rounded image is summed in float32: the same statistics.
     """
     b = x.shape[0]
-    low = x.is_cuda and dtype in (torch.bfloat16, torch.float16)
+    low = x.is_cuda and dtype in (torch.bfloat16, torch.float16) and MM_OUT_DTYPE
     with torch.autocast(device_type=x.device.type, enabled=False):
         rounded = x if dtype is None else x.to(dtype)
         p = patches(rounded if low else rounded.float())
