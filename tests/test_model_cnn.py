@@ -53,14 +53,15 @@ def test_patches_match_conv() -> None:
 
 def test_patch_moments_in_the_convolutions_precision_are_those_of_the_rounded_image() -> None:
     """``dtype`` rounds the image first (what a bf16 convolution sees), then sums in float32."""
-    x = torch.rand(2, 1, 7, 8, 9) * 2
+    x = torch.rand(2, 1, 7, 8, 9, generator=torch.Generator().manual_seed(0)) * 2
     for dtype in (torch.bfloat16, torch.float16):
         p = patches(x.to(dtype).double())
         mean, cov = patch_moments(x, dtype)
         assert mean.dtype == cov.dtype == torch.float32
         assert torch.allclose(mean.double(), p.mean(2), atol=1e-6)
         assert torch.allclose(cov.double(), torch.stack([torch.cov(p[i], correction=0) for i in range(2)]), atol=1e-6)
-        assert not torch.allclose(mean, patch_moments(x)[0], atol=1e-6)  # the rounding is not lost
+        # the rounding is not lost: fp16 moves these means by ~1e-5, float32 summation by ~1e-8
+        assert float((mean - patch_moments(x)[0]).abs().max()) > 1e-6
 
 
 @pytest.mark.parametrize("shape", [(9, 10, 11), (12, 13, 10)])
