@@ -34,7 +34,7 @@ def head_path(voxel_mm: float, workdir: Path) -> Path:
 def main() -> None:
     from defacebench.cohort import Subject
     from defacebench.deface import METHODS, deface_subject
-    from defacebench.templates import mni_head, mni_head_brain_mask, pydeface_to_mni
+    from defacebench.imaging.templates import mni_head, mni_head_brain_mask, pydeface_to_mni
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)

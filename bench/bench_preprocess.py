@@ -23,7 +23,7 @@ import numpy as np
 def main(argv: list[str]) -> int:
     from defacebench.cohort import read_cohort
     from defacebench.deface import METHODS, deface_subject
-    from defacebench.preprocess.grids import get_grid
+    from defacebench.imaging.grids import get_grid
     from defacebench.preprocess.pipeline import PreprocessTask, preprocess_subject
     from defacebench.simulate import simulate_cohort
 

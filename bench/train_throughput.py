@@ -203,7 +203,7 @@ def _train_condition_rate(device: torch.device, n: int, epochs: int, **settings:
 
     from defacebench.model.profiles import get_profile
     from defacebench.model.train import train_condition
-    from defacebench.store import write_condition, write_index
+    from defacebench.io.store import write_condition, write_index
 
     rng = np.random.default_rng(0)
     n_val = n_test = max(4, n // 10)

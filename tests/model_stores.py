@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from defacebench.store import write_condition, write_index
+from defacebench.io.store import write_condition, write_index
 
 #: A 4 mm-like affine (distinct axis sizes below, so axis mix-ups fail loudly).
 STORE_AFFINE = np.array([[-4.0, 0, 0, 90], [0, 4.0, 0, -126], [0, 0, 4.0, -72], [0, 0, 0, 1]])

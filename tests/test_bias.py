@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from defacebench.io.errors import StageError
-from defacebench.preprocess.bias import BiasField, block_factors, block_mean, compartment_bias_field, estimate_bias_field, head_mask, non_brain_head
+from defacebench.imaging.blocks import block_mean
+from defacebench.imaging.masks import tissue_mask as head_mask
+from defacebench.preprocess.bias import BiasField, block_factors, compartment_bias_field, estimate_bias_field, non_brain_head
 
 
 def synthetic_head(shape=(46, 55, 50), voxel_mm=4.0, seed=0, with_field=True):

@@ -11,8 +11,8 @@ from deface_helpers import reoriented, robex_head
 
 @pytest.mark.slow
 def test_extract_brain_matches_atlas_mask_and_orientation():
-    from defacebench.preprocess.brain import extract_brain
-    from defacebench.preprocess.registration import mask_dice
+    from defacebench.imaging.brain import extract_brain
+    from defacebench.imaging.registration import mask_dice
 
     head, truth = robex_head()
     mask = extract_brain(head)

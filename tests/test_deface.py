@@ -169,7 +169,7 @@ def test_failed_registration_reported_not_crash(tmp_path):
     from defacebench.deface.runner import XFM_SUFFIX
     from defacebench.engine import read_failures
     from defacebench.io.errors import StageError
-    from defacebench.preprocess.registration import save_transform
+    from defacebench.imaging.registration import save_transform
 
     head, brain = robex_head()
     path = save_image(head, tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz", dtype=np.int16)
@@ -196,8 +196,9 @@ def test_pydeface_template_onto_subject_direction():
 
     from defacebench.deface import pydeface
     from defacebench.deface.context import SubjectContext
-    from defacebench.preprocess.registration import mask_dice, resample_to
-    from defacebench.templates import pydeface_template, pydeface_to_mni
+    from defacebench.imaging.registration import mask_dice
+    from defacebench.imaging.resample import resample_to
+    from defacebench.imaging.templates import pydeface_template, pydeface_to_mni
 
     template, facemask = pydeface_template()
     known = np.eye(4)
@@ -227,8 +228,8 @@ def test_pydeface_sparse_removal_equals_full_resampling(grid):
     from scipy.spatial.transform import Rotation
 
     from defacebench.deface.pydeface import removal_from_matrix
-    from defacebench.preprocess.registration import resample_to
-    from defacebench.templates import pydeface_template
+    from defacebench.imaging.resample import resample_to
+    from defacebench.imaging.templates import pydeface_template
 
     _, facemask = pydeface_template()
     matrix = np.eye(4)

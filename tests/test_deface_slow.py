@@ -8,14 +8,15 @@ import pytest
 
 from defacebench.deface.context import SubjectContext
 from defacebench.deface.registry import get_method
-from defacebench.preprocess.registration import mask_dice, world_coordinates
+from defacebench.imaging.registration import mask_dice
+from defacebench.imaging.resample import world_coordinates
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def mni_context():
-    from defacebench.templates import mni_head, mni_head_brain_mask
+    from defacebench.imaging.templates import mni_head, mni_head_brain_mask
 
     head = mni_head(2)
     ctx = SubjectContext(head, brain_mask=np.asarray(mni_head_brain_mask(2).dataobj) > 0)
@@ -26,8 +27,8 @@ def mni_context():
 def test_definition_reproduced_on_mni_head(mni_context, method):
     """Run through registration on the MNI head itself: the removal equals the MNI definition (Dice >= 0.95)."""
     from defacebench.deface.pydeface import removal_from_matrix
-    from defacebench.preprocess.registration import load_transform
-    from defacebench.templates import cache_dir, HEAD_TEMPLATE_VERSION
+    from defacebench.imaging.registration import load_transform
+    from defacebench.imaging.templates import cache_dir, HEAD_TEMPLATE_VERSION
 
     ctx = mni_context
     module = get_method(method)
@@ -48,7 +49,7 @@ def test_pipeline_on_pydeface_head_orientations(tmp_path):
     from defacebench.cohort import Subject
     from defacebench.deface import deface_subject
     from defacebench.io.nifti import save_image
-    from defacebench.templates import pydeface_template
+    from defacebench.imaging.templates import pydeface_template
     from deface_helpers import reoriented
 
     head, _ = pydeface_template()

@@ -8,7 +8,9 @@ import pytest
 
 from conftest import TINY_AFFINE, tiny_volume
 from defacebench.io.errors import InputError
-from defacebench.preprocess.grids import GRIDS, Grid, LinearResampler, apply_affine, block_average, get_grid, grid_from_bounds
+from defacebench.imaging.grids import GRIDS, Grid, get_grid, grid_from_bounds
+from defacebench.imaging.grids import apply_affine
+from defacebench.imaging.resample import LinearResampler, block_average
 
 #: Points of a head in MNI mm that the paper's box misses: nose tip, chin, jaw angle.
 FACE_POINTS = np.array([[0.0, 104.0, -30.0], [0.0, 85.0, -100.0], [50.0, 40.0, -95.0]])
@@ -53,7 +55,7 @@ def test_identity_resampling_onto_the_same_grid_is_exact() -> None:
 
 
 def test_resampler_matches_an_independent_implementation() -> None:
-    from defacebench.preprocess.registration import resample_to
+    from defacebench.imaging.resample import resample_to
 
     data = tiny_volume((17, 18, 19), seed=3)
     to_template = np.array([[0.9, 0.1, 0.0, 3.0], [-0.1, 1.1, 0.05, -2.0], [0.0, -0.05, 1.0, 5.0], [0, 0, 0, 1]])

@@ -22,9 +22,10 @@ import pytest
 
 from defacebench.cohort import read_cohort
 from defacebench.deface.runner import output_paths, split_image
-from defacebench.preprocess.grids import GRIDS, apply_affine, grid_from_bounds
-from defacebench.preprocess.registration import save_transform
-from defacebench.store import list_conditions, open_condition
+from defacebench.imaging.grids import GRIDS, grid_from_bounds
+from defacebench.imaging.grids import apply_affine
+from defacebench.imaging.registration import save_transform
+from defacebench.io.store import list_conditions, open_condition
 
 METHODS = ("spm", "fsl")
 CONDITIONS = ("raw", "skullstripped", "defaced-spm", "defaced-fsl", "face-spm", "face-fsl")
@@ -59,7 +60,7 @@ def synthetic_scan(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str
     """(T1w data, affine, brain mask, removal masks by method) of scan ``i``."""
     from scipy.ndimage import map_coordinates
 
-    from defacebench.templates import mni_brain_mask
+    from defacebench.imaging.templates import mni_brain_mask
 
     affine = native_affine(i)
     to_mni = to_mni_matrix(i)
@@ -208,7 +209,7 @@ def test_matches_an_independent_resampling(built) -> None:
     """Raw store row == bias-free reference: N4 field is smooth, so compare after removing it roughly."""
     bids, study, _ = built
     from defacebench.preprocess.pipeline import read_work_meta, work_path
-    from defacebench.preprocess.registration import resample_to
+    from defacebench.imaging.resample import resample_to
 
     store = open_condition(study, "test8mm", "face-spm")
     row = list(store.index["participant_id"]).index("sub-03")

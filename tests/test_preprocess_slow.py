@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from defacebench.store import list_conditions, open_condition
+from defacebench.io.store import list_conditions, open_condition
 
 pytestmark = pytest.mark.slow
 PAPER_TEN = ["defaced-afni", "defaced-fsl", "defaced-pydeface", "defaced-spm", "face-afni", "face-fsl", "face-pydeface", "face-spm",

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from defacebench.preprocess.registration import (
-    block_downsample, load_transform, register, remove_shear, resample_to, save_transform, world_coordinates,
-)
+from defacebench.imaging.registration import block_downsample, load_transform, register, remove_shear, save_transform
+from defacebench.imaging.resample import resample_to, world_coordinates
 from deface_helpers import robex_head
 
 
@@ -44,7 +43,7 @@ sys.path.insert(0, {tests!r})
 import numpy as np, nibabel as nib
 from scipy.spatial.transform import Rotation
 from deface_helpers import robex_head
-from defacebench.preprocess.registration import block_downsample, register
+from defacebench.imaging.registration import block_downsample, register
 head, _ = robex_head()
 small = block_downsample(head, 4.0)
 known = np.eye(4)

@@ -113,7 +113,7 @@ def test_removal_frequency() -> None:
 
 
 def test_compute_saliency_on_tiny_study(tmp_path: Path) -> None:
-    from defacebench.store import write_condition, write_index
+    from defacebench.io.store import write_condition, write_index
 
     affine = np.array([[-8.0, 0, 0, 90], [0, 8, 0, -126], [0, 0, 8, -72], [0, 0, 0, 1]])
     shape = (16, 18, 17)

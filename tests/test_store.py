@@ -8,7 +8,7 @@ import pytest
 
 from conftest import TINY_AFFINE
 from defacebench.io.errors import InputError
-from defacebench.store import list_conditions, open_condition, write_condition, write_index
+from defacebench.io.store import list_conditions, open_condition, write_condition, write_index
 
 
 def _index(n: int) -> pd.DataFrame:

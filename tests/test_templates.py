@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from defacebench import templates
+from defacebench.imaging import templates
 
 
 def test_mni_brain_and_mask_bundled():
@@ -23,8 +23,8 @@ def test_head_grid_on_mni_lattice():
 
 @pytest.mark.slow
 def test_mni_head_brain_aligned_with_mni_mask():
-    from defacebench.preprocess.brain import extract_brain
-    from defacebench.preprocess.registration import mask_dice
+    from defacebench.imaging.brain import extract_brain
+    from defacebench.imaging.registration import mask_dice
 
     head = templates.mni_head(2)
     brain = np.asarray(extract_brain(head).dataobj) > 0

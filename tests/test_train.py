@@ -151,7 +151,7 @@ def test_resume_gives_the_same_weights(tmp_path: Path) -> None:
 
 def _reproduce(study: Path, run: Path, condition: str) -> None:
     """The saved model, fed the store's images, reproduces the written test predictions."""
-    from defacebench.store import open_condition
+    from defacebench.io.store import open_condition
 
     pred = pd.read_csv(run / "predictions.csv", keep_default_na=False)
     store = open_condition(study, "tiny", condition)
@@ -221,7 +221,7 @@ def test_a_compiled_step_only_ever_sees_full_batches(tmp_path: Path) -> None:
     """The epoch's last, smaller batch goes through the eager fused path (same function), so a
     compiled CUDA step is never recompiled for it nor records a second CUDA graph."""
     from defacebench.model.train import Trainer
-    from defacebench.store import open_condition
+    from defacebench.io.store import open_condition
 
     study = make_blob_store(tmp_path, n=102, shape=SHAPE, planted=True)  # 61 training scans
     trainer = Trainer(open_condition(study, "tiny", "raw"), _profile(), 1, torch.device("cpu"))

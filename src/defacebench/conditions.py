@@ -25,13 +25,45 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from defacebench.config import PAPER_METHODS, condition_names
 from defacebench.io.errors import InputError
 
-__all__ = ["Condition", "KINDS", "build_all", "condition_names", "methods_of", "parse_condition", "resolve_conditions"]
+__all__ = [
+    "Condition", "KINDS", "METHODS", "METHOD_NAMES", "PAPER_METHODS", "PREDICTION_COLUMNS", "SCAN_KEY",
+    "build_all", "condition_kind", "condition_label", "condition_method", "condition_names", "condition_title",
+    "methods_of", "order_conditions", "parse_condition", "parse_methods", "resolve_conditions",
+]
+
+#: The four defacers of the paper, in its Table 1 order.
+PAPER_METHODS: tuple[str, ...] = ("afni", "fsl", "pydeface", "spm")
+#: Every defacing method defacebench implements, in display order (the paper's, then ours).
+METHODS: tuple[str, ...] = (*PAPER_METHODS, "quickshear")
+#: Display names of the methods.
+METHOD_NAMES: dict[str, str] = {"afni": "AFNI", "fsl": "FSL", "pydeface": "pydeface", "spm": "SPM", "quickshear": "quickshear"}
 
 KINDS: tuple[str, ...] = ("raw", "skullstripped", "defaced", "face")
 _METHOD_KINDS = ("defaced", "face")
+
+#: Columns every ``predictions.csv`` has (``bids_run`` is the BIDS run entity of the scan,
+#: ``run`` the training repetition).
+PREDICTION_COLUMNS: tuple[str, ...] = ("participant_id", "session_id", "bids_run", "split", "age", "predicted_age", "condition", "run")
+#: One scan (a row of the condition stores): the unit of the repeated measures.
+SCAN_KEY: tuple[str, ...] = ("participant_id", "session_id", "bids_run")
+
+
+def parse_methods(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``"afni,fsl"`` -> ``("afni", "fsl")``; InputError on unknown or empty."""
+    items = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    if not items:
+        raise InputError("no defacing method given")
+    for item in items:
+        if item not in METHODS:
+            raise InputError(f"unknown defacing method {item!r}; choose from {', '.join(METHODS)}")
+    return tuple(dict.fromkeys(items))
+
+
+def condition_names(methods: Sequence[str]) -> tuple[str, ...]:
+    """The study's conditions: raw, skullstripped, defaced-<m> and face-<m> per method."""
+    return ("raw", "skullstripped", *(f"defaced-{m}" for m in methods), *(f"face-{m}" for m in methods))
 
 
 @dataclass(frozen=True)
@@ -56,10 +88,6 @@ class Condition:
     def identifying(self) -> bool:
         """Whether images of this condition can identify a person (they show a face)."""
         return self.kind in ("raw", "face")
-
-    @property
-    def needs_face(self) -> bool:
-        return self.kind in _METHOD_KINDS
 
     def build(self, head: np.ndarray, brain_mask: np.ndarray | None = None, face: np.ndarray | None = None) -> np.ndarray:
         """The condition's image from the head, the brain mask and the method's face-only image.
@@ -100,6 +128,60 @@ def parse_condition(name: str) -> Condition:
     if kind in _METHOD_KINDS and method:
         return Condition(name, kind, method)
     raise InputError(f"unknown condition {name!r}: use raw, skullstripped, defaced-<method> or face-<method>")
+
+
+def condition_kind(condition: str) -> str:
+    """``raw``, ``skullstripped``, ``defaced`` or ``face`` (``other`` for anything else)."""
+    try:
+        return parse_condition(condition).kind
+    except InputError:
+        return "other"
+
+
+def condition_method(condition: str) -> str | None:
+    """The defacing method of ``defaced-<m>`` / ``face-<m>``, else None."""
+    try:
+        return parse_condition(condition).method
+    except InputError:
+        return None
+
+
+def order_conditions(conditions: Iterable[str]) -> list[str]:
+    """Paper order: raw, skull-stripped, defaced per method, face-only per method."""
+    kinds = {"raw": 0, "skullstripped": 1, "defaced": 2, "face": 3, "other": 4}
+
+    def key(c: str) -> tuple[int, int, str]:
+        m = condition_method(c)
+        return kinds[condition_kind(c)], METHODS.index(m) if m in METHODS else len(METHODS), c
+
+    return sorted(set(conditions), key=key)
+
+
+def method_name(method: str | None) -> str:
+    """Display name of a method (the method itself when unknown)."""
+    return METHOD_NAMES.get(method, method) if method else ""
+
+
+def condition_label(condition: str) -> str:
+    """Short figure label as in the paper's Fig. 4: ``raw``, ``ss``, ``AFNI df``, ``AFNI f``."""
+    kind, method = condition_kind(condition), condition_method(condition)
+    if kind == "skullstripped":
+        return "ss"
+    if kind in ("defaced", "face"):
+        return f"{method_name(method)} {'df' if kind == 'defaced' else 'f'}"
+    return condition
+
+
+def condition_title(condition: str) -> str:
+    """Readable name: ``raw head``, ``skull-stripped``, ``defaced (AFNI)``, ``face-only (AFNI)``."""
+    kind, method = condition_kind(condition), condition_method(condition)
+    if kind == "raw":
+        return "raw head"
+    if kind == "skullstripped":
+        return "skull-stripped"
+    if kind in ("defaced", "face"):
+        return f"{'defaced' if kind == 'defaced' else 'face-only'} ({method_name(method)})"
+    return condition
 
 
 def resolve_conditions(names: Sequence[str] | None = None, methods: Sequence[str] | None = None, known_methods: Sequence[str] | None = None) -> list[Condition]:

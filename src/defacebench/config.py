@@ -12,17 +12,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from defacebench.conditions import METHODS, PAPER_METHODS, condition_names
 from defacebench.io.errors import InputError
-
-#: The four defacers of the paper, in its Table 1 order.
-PAPER_METHODS: tuple[str, ...] = ("afni", "fsl", "pydeface", "spm")
-#: Every defacing method defacebench implements.
-ALL_METHODS: tuple[str, ...] = (*PAPER_METHODS, "quickshear")
-
-
-def condition_names(methods: tuple[str, ...]) -> tuple[str, ...]:
-    """The study's conditions: raw, skullstripped, defaced-<m> and face-<m> per method."""
-    return ("raw", "skullstripped", *(f"defaced-{m}" for m in methods), *(f"face-{m}" for m in methods))
 
 
 @dataclass
@@ -46,8 +37,8 @@ PRESETS: dict[str, StudyConfig] = {
     "paper": StudyConfig(),
     "demo": StudyConfig(
         name="demo",
-        methods=ALL_METHODS,
-        conditions=condition_names(ALL_METHODS),
+        methods=METHODS,
+        conditions=condition_names(METHODS),
         grid="mni4mm",
         # more test scans than the paper's 10 % so a small demo cohort gives clear statistics
         split_fractions=(0.60, 0.15, 0.25),

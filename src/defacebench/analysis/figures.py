@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from defacebench.analysis.metrics import METHOD_NAMES, condition_kind, condition_label, condition_title, order_conditions
+from defacebench.conditions import METHODS, method_name, condition_kind, condition_label, condition_title, order_conditions
 from defacebench.io.atomic import atomic_path
 
 #: Colour per condition kind.
@@ -106,7 +106,7 @@ def plot_removal_regions(frequencies: Mapping[str, np.ndarray], template: np.nda
     would otherwise tint the whole projection).
     """
     plt = _pyplot()
-    methods = [m for m in ("afni", "fsl", "pydeface", "spm", "quickshear") if m in frequencies] + sorted(set(frequencies) - set(METHOD_NAMES))
+    methods = [m for m in METHODS if m in frequencies] + sorted(set(frequencies) - set(METHODS))
     fig, axes = plt.subplots(len(methods), 2, figsize=(7.5, 0.6 + 2.5 * len(methods)), squeeze=False, layout="constrained")
     image = None
     for r, (row, method) in enumerate(zip(axes, methods)):
@@ -115,7 +115,7 @@ def plot_removal_regions(frequencies: Mapping[str, np.ndarray], template: np.nda
             extent = _background(ax, template, head, affine, view, reduce="max")
             f, _ = plane(freq, affine, view, reduce="max")
             image = ax.imshow(np.ma.masked_less(f, MIN_SHARE_SHOWN), origin="lower", extent=extent, cmap="autumn_r", vmin=0, vmax=1, alpha=0.85, interpolation="nearest")
-        row[0].set_ylabel(METHOD_NAMES.get(method, method), fontsize=13)
+        row[0].set_ylabel(method_name(method), fontsize=13)
         if r == 0:
             row[0].set_title("side view (max over left-right)", fontsize=9)
             row[1].set_title("top view (max over height)", fontsize=9)

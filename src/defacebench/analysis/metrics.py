@@ -6,75 +6,14 @@ Every function here is plain maths on tables; reading and writing files lives in
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from defacebench.conditions import PREDICTION_COLUMNS, SCAN_KEY, condition_label, order_conditions
 from defacebench.io.errors import InputError
-
-#: Columns every ``predictions.csv`` must have.
-PREDICTION_COLUMNS: tuple[str, ...] = ("participant_id", "session_id", "bids_run", "split", "age", "predicted_age", "condition", "run")
-#: One scan (a row of the condition stores): the unit of the repeated measures.
-SCAN_KEY: tuple[str, ...] = ("participant_id", "session_id", "bids_run")
-#: Defacer order of the paper's Table 1, then defacebench's additions.
-METHOD_ORDER: tuple[str, ...] = ("afni", "fsl", "pydeface", "spm", "quickshear")
-#: Display names of the methods.
-METHOD_NAMES: dict[str, str] = {"afni": "AFNI", "fsl": "FSL", "pydeface": "pydeface", "spm": "SPM", "quickshear": "quickshear"}
-
-
-# --------------------------------------------------------------------------- conditions
-def condition_kind(condition: str) -> str:
-    """``raw``, ``skullstripped``, ``defaced`` or ``face`` (``other`` for anything else)."""
-    if condition in ("raw", "skullstripped"):
-        return condition
-    if condition.startswith("defaced-"):
-        return "defaced"
-    if condition.startswith("face-"):
-        return "face"
-    return "other"
-
-
-def condition_method(condition: str) -> str | None:
-    """The defacing method of ``defaced-<m>`` / ``face-<m>``, else None."""
-    match = re.fullmatch(r"(?:defaced|face)-(.+)", condition)
-    return match.group(1) if match else None
-
-
-def order_conditions(conditions) -> list[str]:
-    """Paper order: raw, skull-stripped, defaced per method, face-only per method."""
-    kinds = {"raw": 0, "skullstripped": 1, "defaced": 2, "face": 3, "other": 4}
-
-    def key(c: str) -> tuple[int, int, str]:
-        m = condition_method(c)
-        return kinds[condition_kind(c)], METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), c
-
-    return sorted(set(conditions), key=key)
-
-
-def condition_label(condition: str) -> str:
-    """Short figure label as in the paper's Fig. 4: ``raw``, ``ss``, ``AFNI df``, ``AFNI f``."""
-    kind, method = condition_kind(condition), condition_method(condition)
-    if kind == "skullstripped":
-        return "ss"
-    if kind in ("defaced", "face"):
-        return f"{METHOD_NAMES.get(method, method)} {'df' if kind == 'defaced' else 'f'}"
-    return condition
-
-
-def condition_title(condition: str) -> str:
-    """Readable name: ``raw head``, ``skull-stripped``, ``defaced (AFNI)``, ``face-only (AFNI)``."""
-    kind, method = condition_kind(condition), condition_method(condition)
-    if kind == "raw":
-        return "raw head"
-    if kind == "skullstripped":
-        return "skull-stripped"
-    if kind in ("defaced", "face"):
-        return f"{'defaced' if kind == 'defaced' else 'face-only'} ({METHOD_NAMES.get(method, method)})"
-    return condition
-
 
 # --------------------------------------------------------------------------- loading
 def read_predictions(path: str | Path) -> pd.DataFrame:

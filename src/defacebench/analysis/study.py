@@ -215,7 +215,7 @@ def analyse_study(
 def _image_figures(study_dir: Path, grid: str, paths: dict[str, Path], saliency: bool, force: bool, device: str, max_scans: int | None, say) -> dict[str, object]:
     """Fig. 1 (removal regions) and Fig. 3 (saliency) from the stores and models of ``grid``."""
     from defacebench.model import saliency as sal
-    from defacebench.store import list_conditions, open_condition
+    from defacebench.io.store import list_conditions, open_condition
 
     stored = list_conditions(study_dir, grid)
     if not stored:

@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     from defacebench.deface import METHODS, deface_cohort
     from defacebench.io.bids import derivatives_root
     from defacebench.io.errors import InputError
-    from defacebench.preprocess.grids import get_grid
+    from defacebench.imaging.grids import get_grid
     from defacebench.preprocess.pipeline import missing_inputs, preprocess_study
 
     if args.jobs is not None and args.jobs < 1:

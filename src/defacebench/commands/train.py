@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     from defacebench.io.errors import InputError
     from defacebench.model.profiles import get_profile
     from defacebench.model.train import model_summary, resolve_device, train_condition
-    from defacebench.store import list_conditions, open_condition
+    from defacebench.io.store import list_conditions, open_condition
 
     if args.runs < 1:
         raise InputError(f"--runs must be at least 1, got {args.runs}")

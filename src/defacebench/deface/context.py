@@ -13,29 +13,12 @@ from dataclasses import dataclass, field
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
+
+from defacebench.imaging.masks import head_mask
 
 #: Registration settings shared by the defacers (low resolution is ample for an affine).
 REGISTRATION_RESOLUTION_MM = 4.0
 REGISTRATION_ITERATIONS = (100, 50)
-def head_mask(data: np.ndarray, fraction: float = 0.12) -> np.ndarray:
-    """Head tissue: above ``fraction`` of the robust maximum, largest component, holes filled."""
-    positive = data[data > 0]
-    if positive.size == 0:
-        return np.zeros(data.shape, dtype=bool)
-    threshold = fraction * float(np.percentile(positive, 99))
-    mask = data > threshold
-    # work on a 2x-downsampled copy for speed, then bring back to full size
-    small = mask[::2, ::2, ::2]
-    labels, n = ndimage.label(small)
-    if n > 1:
-        sizes = ndimage.sum_labels(small, labels, index=np.arange(1, n + 1))
-        small = labels == (1 + int(np.argmax(sizes)))
-    small = ndimage.binary_closing(small, iterations=2)
-    small = np.stack([ndimage.binary_fill_holes(s) for s in small])  # slice-wise fill of the sinuses
-    small = ndimage.binary_fill_holes(small)
-    full = np.repeat(np.repeat(np.repeat(small, 2, 0), 2, 1), 2, 2)[: data.shape[0], : data.shape[1], : data.shape[2]]
-    return (full & (data > 0.5 * threshold)) | (mask & full)
 
 
 @dataclass
@@ -91,7 +74,7 @@ class SubjectContext:
     def brain(self) -> np.ndarray:
         """Brain mask (bool), deepbet on first use."""
         if self.brain_mask is None:
-            from defacebench.preprocess.brain import extract_brain
+            from defacebench.imaging.brain import extract_brain
 
             mask_img = self._timed("brain_extraction", lambda: extract_brain(self.img))
             self.brain_mask = np.asarray(mask_img.dataobj) > 0  # type: ignore[union-attr]
@@ -106,8 +89,8 @@ class SubjectContext:
     def subject_to_mni(self) -> np.ndarray:
         """Subject brain -> MNI152 brain, 12 DOF, Mattes MI (FSL, SPM and QC use it)."""
         if self.to_mni is None:
-            from defacebench.preprocess.registration import register
-            from defacebench.templates import mni_brain, mni_brain_mask
+            from defacebench.imaging.registration import register
+            from defacebench.imaging.templates import mni_brain, mni_brain_mask
 
             brain = self.brain()
             moving = nib.Nifti1Image(self.data * brain, self.affine)
@@ -133,7 +116,7 @@ class SubjectContext:
         exceeded in 22 % of them (max 0.23 %), and no extra registration is run.
         """
         if self.head_to_mni is None:
-            from defacebench.preprocess.registration import remove_shear
+            from defacebench.imaging.registration import remove_shear
 
             self.head_to_mni = remove_shear(self.subject_to_mni())
         return self.head_to_mni  # type: ignore[return-value]
@@ -145,10 +128,10 @@ class SubjectContext:
         FLIRT's own search from the centres of mass: same optimum, fewer iterations.
         """
         if self.template_to_subject is None:
-            from defacebench.preprocess.registration import register
-            from defacebench.templates import pydeface_template
+            from defacebench.imaging.registration import register
+            from defacebench.imaging.templates import pydeface_template
 
-            from defacebench.templates import pydeface_to_mni
+            from defacebench.imaging.templates import pydeface_to_mni
 
             template, _ = pydeface_template()
             # start from what is known: template -> MNI (built once) then MNI -> subject
@@ -162,6 +145,6 @@ class SubjectContext:
 
     def mni_coordinates(self, matrix: np.ndarray | None = None) -> np.ndarray:
         """MNI mm of every voxel, shape (3, *shape), through ``matrix`` (default brain to_mni)."""
-        from defacebench.preprocess.registration import world_coordinates
+        from defacebench.imaging.resample import world_coordinates
 
         return world_coordinates(self.affine, self.shape, self.subject_to_mni() if matrix is None else matrix)

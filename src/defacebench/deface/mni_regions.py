@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 #: fsl_deface boxes (|x| limits, y range, z range) in MNI mm; BigFoV variant extends the
 #: ears to z -122 and adds the lower face/neck box.
@@ -57,25 +56,10 @@ def spm_plane(coords: np.ndarray) -> np.ndarray:
     return -1.1 * coords[1] + 0.98 * coords[2] + 100.0 < 0
 
 
-def sample_mni_map(img, coords: np.ndarray, where: np.ndarray | None = None, order: int = 1, cval: float = 0.0) -> np.ndarray:
-    """Values of an MNI-space image at MNI mm ``coords`` (3, ...); only at ``where`` if given."""
-    inverse = np.linalg.inv(img.affine)
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    out = np.full(coords.shape[1:], cval, dtype=np.float32)
-    points = coords[:, where] if where is not None else coords.reshape(3, -1)
-    if points.shape[1] == 0:
-        return out
-    vox = inverse[:3, :3] @ points + inverse[:3, 3:4]
-    values = ndimage.map_coordinates(data, vox, order=order, mode="constant", cval=cval, prefilter=False)
-    if where is not None:
-        out[where] = values
-    else:
-        out = values.reshape(coords.shape[1:])
-    return out
-
-
 def distance_to_mni_brain(coords: np.ndarray, where: np.ndarray) -> np.ndarray:
     """Distance (mm) to the MNI brain mask at ``coords``, evaluated where ``where`` is true (inf elsewhere)."""
-    from defacebench.templates import mni_brain_distance_mm
+    from defacebench.imaging.templates import mni_brain_distance_mm
 
-    return sample_mni_map(mni_brain_distance_mm(2), coords, where, order=1, cval=np.inf)
+    from defacebench.imaging.resample import sample_world
+
+    return sample_world(mni_brain_distance_mm(2), coords, where, order=1, cval=np.inf)

@@ -57,7 +57,7 @@ def find_ground_truth(bids_root: str | Path | None, subject, shape: tuple[int, .
     img = nib.load(str(path))
     data = np.asarray(img.dataobj).astype(np.int32)
     if data.shape[:3] != tuple(shape[:3]) or not np.allclose(img.affine, affine, atol=1e-3):
-        from defacebench.preprocess.registration import resample_to
+        from defacebench.imaging.resample import resample_to
 
         data = np.rint(resample_to(img, np.eye(4), affine, shape, order=0)).astype(np.int32)
     return {

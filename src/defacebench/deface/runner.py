@@ -101,7 +101,7 @@ def _write_method_outputs(data: np.ndarray, removal: np.ndarray, dtype: np.dtype
 
 
 def _load_cached(ctx: SubjectContext, paths: dict[str, Path], anat: Path, prefix: str) -> None:
-    from defacebench.preprocess.registration import load_transform
+    from defacebench.imaging.registration import load_transform
 
     if paths["brain_mask"].is_file():
         mask = nib.load(str(paths["brain_mask"]))
@@ -119,8 +119,9 @@ def _load_cached(ctx: SubjectContext, paths: dict[str, Path], anat: Path, prefix
 
 def registration_dice(ctx: SubjectContext) -> float:
     """Dice of the subject brain mask carried to MNI (2 mm) with the MNI brain mask."""
-    from defacebench.preprocess.registration import mask_dice, resample_to
-    from defacebench.templates import mni_head_brain_mask
+    from defacebench.imaging.registration import mask_dice
+    from defacebench.imaging.resample import resample_to
+    from defacebench.imaging.templates import mni_head_brain_mask
 
     target = mni_head_brain_mask(2)
     warped = resample_to(ctx.brain().astype(np.float32), ctx.subject_to_mni(), target.affine, target.shape, order=1, source_affine=ctx.affine)
@@ -156,7 +157,7 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     """
     from defacebench.deface import native, qc
     from defacebench.io.nifti import load_image, save_image
-    from defacebench.preprocess.registration import save_transform
+    from defacebench.imaging.registration import save_transform
 
     methods = parse_methods(list(methods))
     if backend not in ("builtin", "native"):

@@ -163,14 +163,14 @@ def removal_frequency(
 
 
 def _conditions(study_dir: str | Path, grid: str) -> list[str]:
-    from defacebench.store import list_conditions
+    from defacebench.io.store import list_conditions
 
     return list_conditions(study_dir, grid)
 
 
 def face_methods(study_dir: str | Path, grid: str) -> list[str]:
     """Methods with a face-only store on ``grid``."""
-    from defacebench.store import list_conditions
+    from defacebench.io.store import list_conditions
 
     return [c.removeprefix("face-") for c in list_conditions(study_dir, grid) if c.startswith("face-")]
 
@@ -182,7 +182,7 @@ def face_region(study_dir: str | Path, grid: str, brain_mask: np.ndarray, freque
     scans (from the face-only stores); without face-only stores, the box
     :data:`FACE_BOX_MM` (anterior ``y >= 30`` mm, inferior ``z <= 0`` mm).
     """
-    from defacebench.store import open_condition
+    from defacebench.io.store import open_condition
 
     if frequencies is None:
         frequencies = {}
@@ -205,7 +205,7 @@ def face_region(study_dir: str | Path, grid: str, brain_mask: np.ndarray, freque
 def _grid_affine(study_dir: str | Path, grid: str) -> np.ndarray:
     import json
 
-    from defacebench.store import store_dir
+    from defacebench.io.store import store_dir
 
     metas = sorted(store_dir(study_dir, grid).glob("*.json"))
     if not metas:
@@ -277,8 +277,8 @@ def compute_saliency(
     model_loader : callable, optional
         ``run_dir -> model`` (default :func:`defacebench.model.train.load_model`).
     """
-    from defacebench.analysis.metrics import condition_kind, order_conditions
-    from defacebench.store import list_conditions, open_condition
+    from defacebench.conditions import condition_kind, order_conditions
+    from defacebench.io.store import list_conditions, open_condition
 
     study_dir = Path(study_dir)
     if model_loader is None:

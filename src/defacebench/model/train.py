@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from defacebench import __version__
+from defacebench.conditions import PREDICTION_COLUMNS
 from defacebench.io.atomic import atomic_path, write_table_atomic, write_text_atomic
 from defacebench.io.errors import InputError
 from defacebench.model.augment import apply_theta, rotation_theta, sample_rotation_angles
@@ -45,9 +46,8 @@ from defacebench.model.profiles import (
     uses_triton_block,
     uses_triton_rotate,
 )
-from defacebench.store import ConditionStore, open_condition
+from defacebench.io.store import ConditionStore, open_condition
 
-PREDICTION_COLUMNS = ("participant_id", "session_id", "bids_run", "split", "age", "predicted_age", "condition", "run")
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_mae", "lr", "seconds")
 
 #: Called after each epoch's checkpoint is written: ``(epoch, history_row)``.

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
+from defacebench.imaging.blocks import block_mean
+from defacebench.imaging.masks import tissue_mask
 from defacebench.io.errors import StageError
 
 ITK_THREADS = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
@@ -90,35 +91,6 @@ def block_factors(voxel_mm: Sequence[float], resolution_mm: float) -> tuple[int,
     return tuple(max(1, int(round(resolution_mm / float(v)))) for v in voxel_mm)  # type: ignore[return-value]
 
 
-def block_mean(data: np.ndarray, factors: Sequence[int]) -> np.ndarray:
-    """Mean over non-overlapping blocks (trailing partial blocks dropped)."""
-    fx, fy, fz = factors
-    nx, ny, nz = (max(1, s // f) for s, f in zip(data.shape, factors))
-    cropped = np.asarray(data, dtype=np.float32)[: nx * fx, : ny * fy, : nz * fz]
-    return cropped.reshape(nx, fx, ny, fy, nz, fz).mean(axis=(1, 3, 5), dtype=np.float32)
-
-
-def head_mask(data: np.ndarray, threshold_fraction: float = 0.1) -> np.ndarray:
-    """Binary head mask: above ``threshold_fraction`` of the 99th percentile, opened, holes filled, largest component.
-
-    Raises
-    ------
-    StageError
-        When nothing is above the threshold.
-    """
-    data = np.asarray(data, dtype=np.float32)
-    top = float(np.percentile(data, 99))
-    if not np.isfinite(top) or top <= 0:
-        raise StageError("no head found: the 99th intensity percentile is not positive")
-    mask = ndimage.binary_opening(data > threshold_fraction * top, iterations=1)
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        raise StageError("no head found above the intensity threshold")
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-    mask = labels == (int(np.argmax(sizes)) + 1)
-    return ndimage.binary_fill_holes(mask)
-
-
 def estimate_bias_field(
     data: np.ndarray,
     voxel_mm: Sequence[float],
@@ -136,7 +108,7 @@ def estimate_bias_field(
         Native voxel sizes.
     mask : ndarray, optional
         Fit the field to these voxels only (e.g. the brain, or the head outside it; no
-        air); default: the whole head (:func:`head_mask`).
+        air); default: the whole head (:func:`~defacebench.imaging.masks.tissue_mask`).
     resolution_mm : float
         Approximate voxel size of the estimation grid.
     iterations : sequence of int
@@ -155,7 +127,7 @@ def estimate_bias_field(
         # the head mask at half the native resolution (cheap) and then averaged into blocks:
         # sharper than a mask of the 8 mm image (field r 0.989 vs 0.983 on a synthetic field)
         half = tuple(2 if f % 2 == 0 else 1 for f in factors)
-        mask_half = head_mask(block_mean(data, half))
+        mask_half = tissue_mask(block_mean(data, half))
         small_mask = block_mean(mask_half.astype(np.float32), tuple(f // h for f, h in zip(factors, half))) > 0.5
         small_mask = small_mask[tuple(slice(0, n) for n in small.shape)]
     else:
@@ -232,11 +204,11 @@ def compartment_bias_field(
 def non_brain_head(data: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """Head voxels outside the brain mask, found without looking at the brain's intensities.
 
-    The brain is filled with the non-brain tissue's 99th percentile before :func:`head_mask`
+    The brain is filled with the non-brain tissue's 99th percentile before :func:`~defacebench.imaging.masks.tissue_mask`
     (at half resolution), so the threshold and the outline do not change with the brain.
     """
     tissue = data[~brain]
     filled = np.where(brain, np.float32(np.percentile(tissue, 99)) if tissue.size else np.float32(1), data)
-    half = head_mask(filled[::2, ::2, ::2])
+    half = tissue_mask(filled[::2, ::2, ::2])
     head = np.repeat(np.repeat(np.repeat(half, 2, 0), 2, 1), 2, 2)[: data.shape[0], : data.shape[1], : data.shape[2]]
     return head & ~brain

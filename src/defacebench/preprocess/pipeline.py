@@ -45,7 +45,8 @@ from defacebench.conditions import Condition, build_all, methods_of, parse_condi
 from defacebench.io.atomic import atomic_path, write_table_atomic, write_text_atomic
 from defacebench.io.errors import StageError
 from defacebench.preprocess.bias import BIAS_RESOLUTION_MM, compartment_bias_field
-from defacebench.preprocess.grids import Grid, LinearResampler
+from defacebench.imaging.grids import Grid
+from defacebench.imaging.resample import LinearResampler
 
 #: Bump when per-scan outputs change meaning (invalidates ``work/`` files).
 WORK_VERSION = 1
@@ -165,7 +166,7 @@ def _write_work(path: Path, images: dict[str, np.ndarray], meta: dict) -> None:
 @functools.lru_cache(maxsize=8)
 def _template_mask(grid: Grid) -> np.ndarray:
     """The MNI brain mask in ``grid`` (linear interpolation, >= 0.5)."""
-    from defacebench.templates import mni_brain_mask
+    from defacebench.imaging.templates import mni_brain_mask
 
     mask = mni_brain_mask()
     resampler = LinearResampler(mask.affine, mask.shape, np.eye(4), grid, antialias=False)
@@ -178,7 +179,7 @@ def template_mask(grid: Grid) -> np.ndarray:
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    from defacebench.preprocess.registration import mask_dice
+    from defacebench.imaging.registration import mask_dice
 
     return float(mask_dice(a, b))
 
@@ -220,7 +221,7 @@ def preprocess_subject(task: PreprocessTask) -> dict:
         Unreadable or unusable T1w image.
     """
     from defacebench.io.nifti import load_image
-    from defacebench.preprocess.registration import load_transform
+    from defacebench.imaging.registration import load_transform
 
     conditions = [parse_condition(c) for c in task.conditions]
     methods = methods_of(conditions)
@@ -371,7 +372,7 @@ def build_stores(
     missing from the split table. A condition whose inputs did not change since its
     store was written is not rewritten.
     """
-    from defacebench.store import index_checksum, store_dir, write_condition, write_index
+    from defacebench.io.store import index_checksum, store_dir, write_condition, write_index
 
     reasons = dict(reasons or {})
     by_ids = {subject_ids(s): s for s in subjects}
@@ -419,7 +420,7 @@ def build_stores(
 
 
 def _index_changed(study_dir: str | Path, grid: Grid, index: pd.DataFrame) -> bool:
-    from defacebench.store import index_checksum, read_index
+    from defacebench.io.store import index_checksum, read_index
 
     return index_checksum(read_index(study_dir, grid.name)) != index_checksum(index)
 

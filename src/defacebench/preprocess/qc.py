@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from defacebench.io.atomic import atomic_path
-from defacebench.preprocess.grids import Grid, apply_affine
+from defacebench.imaging.grids import Grid, apply_affine
 
 #: Subjects per mosaic.
 MOSAIC_SUBJECTS = 8
@@ -111,7 +111,7 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
 def write_mosaics(study_dir: str | Path, grid: Grid, conditions: Sequence[str], n: int = MOSAIC_SUBJECTS) -> list[Path]:
     """One mosaic PNG per condition store of ``grid``: ``qc/preprocess_<grid>_<condition>.png``."""
     from defacebench.preprocess.pipeline import qc_dir, template_mask
-    from defacebench.store import open_condition
+    from defacebench.io.store import open_condition
 
     outline = template_mask(grid)
     paths = []
@@ -133,8 +133,8 @@ def grids_figure(path: str | Path, grids: Sequence[Grid] | None = None) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from defacebench.preprocess.grids import GRIDS
-    from defacebench.templates import mni_head
+    from defacebench.imaging.grids import GRIDS
+    from defacebench.imaging.templates import mni_head
 
     grids = list(grids or (GRIDS["mni2mm"], GRIDS["mni2mm-head"]))
     head = mni_head(1)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from defacebench import __version__
-from defacebench.analysis.metrics import METHOD_NAMES, condition_kind, condition_method, condition_title, order_conditions
+from defacebench.conditions import method_name, condition_kind, condition_method, condition_title, order_conditions
 from defacebench.analysis.study import RESULT_FILES, results_dir
 from defacebench.io.atomic import write_text_atomic
 from defacebench.io.errors import InputError
@@ -127,7 +127,7 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
     if defaced:
         best = min(defaced, key=lambda c: t.loc[c, "mae_mean"])
         worst = max(defaced, key=lambda c: t.loc[c, "mae_mean"])
-        name = METHOD_NAMES.get(condition_method(best), condition_method(best))
+        name = method_name(condition_method(best))
         sentence = f"Of the defacers, <b>{html.escape(name)}</b> costs the least accuracy: defaced MAE {t.loc[best, 'mae_mean']:.2f} years"
         pair = _pair(pairwise, best, "raw")
         if pair is not None:
@@ -135,14 +135,14 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
             sentence += f", {diff:+.2f} years against the raw head (95 % CI {low:+.2f} to {high:+.2f}, paired Holm p {fmt_p(p)})"
             sentence += "; the difference is statistically clear" if p < alpha else "; in this cohort it cannot be told apart from the raw head"
         if worst != best:
-            sentence += f". The costliest is {html.escape(METHOD_NAMES.get(condition_method(worst), condition_method(worst)))} ({t.loc[worst, 'mae_mean']:.2f} years)"
+            sentence += f". The costliest is {html.escape(method_name(condition_method(worst)))} ({t.loc[worst, 'mae_mean']:.2f} years)"
         out.append(sentence + ".")
 
     faces = [c for c in t.index if condition_kind(c) == "face"]
     if faces:
         best = min(faces, key=lambda c: t.loc[c, "mae_mean"])
         beating = [c for c in faces if c in n.index and bool(n.loc[c, "beats_null"])]
-        name = METHOD_NAMES.get(condition_method(best), condition_method(best))
+        name = method_name(condition_method(best))
         imp = float(n.loc[best, "improvement_pct"]) if best in n.index else float("nan")
         if beating and imp < SMALL_FACE_GAIN_PCT:
             out.append(
@@ -252,7 +252,7 @@ def _methods_section(study_dir: Path, summary: dict) -> str:
     removed = summary.get("removed_volume_ml")
     if removed:
         inside = summary.get("removed_inside_brain_mask_ml", {})
-        items.append("<li>Removed volume (voxels removed in &gt; 50 % of scans): " + "; ".join(f"{html.escape(METHOD_NAMES.get(m, m))} {v:.0f} ml ({inside.get(m, 0):.1f} ml inside the MNI brain mask)" for m, v in removed.items()) + ".</li>")
+        items.append("<li>Removed volume (voxels removed in &gt; 50 % of scans): " + "; ".join(f"{html.escape(method_name(m))} {v:.0f} ml ({inside.get(m, 0):.1f} ml inside the MNI brain mask)" for m, v in removed.items()) + ".</li>")
     versions = summary.get("versions", {})
     desc = study_dir / "derivatives" / "defacebench" / "dataset_description.json"
     if desc.is_file():
@@ -378,7 +378,7 @@ def _qc_html(study_dir: Path) -> str:
 def _individual_figure(study_dir: Path, grid: str | None) -> None:
     """Draw one test scan in every stored condition (only on request)."""
     from defacebench.analysis.figures import figure_paths, plot_individual
-    from defacebench.store import list_conditions, open_condition
+    from defacebench.io.store import list_conditions, open_condition
 
     if not grid or not (study_dir / "stores" / grid / "index.tsv").is_file():
         return

@@ -14,16 +14,6 @@ import numpy as np
 from scipy import ndimage as ndi
 
 
-def block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
-    """Average ``volume`` over ``factor``-cubed blocks (edge padded to a multiple of ``factor``)."""
-    if factor == 1:
-        return volume.astype(np.float32)
-    pad = [(0, (-s) % factor) for s in volume.shape]
-    v = np.pad(volume.astype(np.float32), pad, mode="edge")
-    sx, sy, sz = (s // factor for s in v.shape)
-    return v.reshape(sx, factor, sy, factor, sz, factor).mean(axis=(1, 3, 5))
-
-
 def poisson_velocity(source: np.ndarray, spacing_mm: float, pad: int = 8) -> np.ndarray:
     """Velocity ``grad u`` (mm) with ``laplacian u = source`` (1/unit time), by FFT.
 

@@ -13,7 +13,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from defacebench.simulate import acquisition, ageing
-from defacebench.simulate.fields import block_mean, exp_velocity, integrate_points, smooth_random_field, smoothstep
+from defacebench.imaging.blocks import block_mean
+from defacebench.simulate.fields import exp_velocity, integrate_points, smooth_random_field, smoothstep
 from defacebench.simulate.heads import WM_INTENSITY, BaseHead
 from defacebench.simulate.labels import BRAIN_TISSUE, COMPARTMENTS, INTRACRANIAL, LABELS
 
@@ -125,14 +126,14 @@ def inner_blocks(head: BaseHead) -> np.ndarray:
     """
     f = _coarse_factor(head)
     intracranial = np.isin(head.labels, [LABELS[k] for k in INTRACRANIAL])
-    return ndi.binary_erosion(block_mean(intracranial, f) >= 1 - 1e-6)
+    return ndi.binary_erosion(block_mean(intracranial, f, pad="edge") >= 1 - 1e-6)
 
 
 def region_shares(head: BaseHead) -> dict[str, np.ndarray]:
     """Each brain region's share of every coarse block, zero outside :func:`inner_blocks`."""
     f = _coarse_factor(head)
     inner = inner_blocks(head)
-    return {s: block_mean(head.labels == LABELS[s], f) * inner for s in BRAIN_REGIONS}
+    return {s: block_mean(head.labels == LABELS[s], f, pad="edge") * inner for s in BRAIN_REGIONS}
 
 
 def _region_gains(head: BaseHead, shares: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -200,7 +201,7 @@ def field_box(head: BaseHead) -> tuple[slice, slice, slice]:
     if key in _FIELDS:
         return _FIELDS[key].box
     f = _coarse_factor(head)
-    occupied = np.argwhere(block_mean(head.labels > 0, f) > 0)
+    occupied = np.argwhere(block_mean(head.labels > 0, f, pad="edge") > 0)
     lo, hi = occupied.min(0) - 4, occupied.max(0) + 5
     full = [int(np.ceil(n / f)) for n in head.labels.shape]
     return tuple(slice(max(0, int(a)), min(n, int(b))) for a, b, n in zip(lo, hi, full))  # type: ignore[return-value]
@@ -249,15 +250,15 @@ def head_fields(head: BaseHead) -> HeadFields:
     origin = field_origin(head)
     labels = head.labels
     intracranial = np.isin(labels, [LABELS[k] for k in INTRACRANIAL])
-    cranium = (block_mean(intracranial | (labels == LABELS["skull"]), f) > 0.01)[box]
+    cranium = (block_mean(intracranial | (labels == LABELS["skull"]), f, pad="edge") > 0.01)[box]
     shape = cranium.shape
     out_cran = ndi.distance_transform_edt(~cranium) * spacing
-    cavity = (block_mean(intracranial, f) >= 0.5)[box]
+    cavity = (block_mean(intracranial, f, pad="edge") >= 0.5)[box]
     w_brain = brain_weight(ndi.distance_transform_edt(cavity) * spacing, spacing).astype(np.float32)
     w_face = face_weight(out_cran).astype(np.float32)
     shares = region_shares(head)
     brain_basis = {r: ageing.brain_velocity(shares[r][box], spacing) * w_brain for r in BRAIN_REGIONS}
-    fat_basis = {c: ageing.brain_velocity(block_mean(head.compartments == v, f)[box], spacing) * w_face for c, v in COMPARTMENTS.items()}
+    fat_basis = {c: ageing.brain_velocity(block_mean(head.compartments == v, f, pad="edge")[box], spacing) * w_face for c, v in COMPARTMENTS.items()}
     unit = {"nose_elongation_mm": 0.0, "ear_elongation_mm": 0.0, "mandible_log_scale": 0.0}
     feature_basis = {}
     for name in unit:

@@ -86,8 +86,9 @@ def pydeface_template() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
 
 def _build_head(resolution_mm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Register pydeface's mean head to MNI through its brain; resample onto the head grid."""
-    from defacebench.preprocess.brain import extract_brain
-    from defacebench.preprocess.registration import register, resample_to
+    from defacebench.imaging.brain import extract_brain
+    from defacebench.imaging.registration import register
+    from defacebench.imaging.resample import resample_to
 
     head, _ = pydeface_template()
     brain = np.asarray(extract_brain(head).dataobj) > 0
@@ -118,7 +119,7 @@ def mni_head(resolution_mm: int = 1) -> nib.Nifti1Image:
         img = nib.Nifti1Image(data, affine)
         with atomic_path(path) as tmp:
             nib.save(img, str(tmp))
-        from defacebench.preprocess.registration import save_transform
+        from defacebench.imaging.registration import save_transform
 
         save_transform(to_mni, cache_dir() / f"pydeface_to_mni_v{HEAD_TEMPLATE_VERSION}.txt")
     img = _squeeze(nib.load(str(path)))
@@ -129,7 +130,7 @@ def mni_head(resolution_mm: int = 1) -> nib.Nifti1Image:
 
 def pydeface_to_mni() -> np.ndarray:
     """4x4 RAS matrix: pydeface's template world -> MNI world (found when :func:`mni_head` was built)."""
-    from defacebench.preprocess.registration import load_transform
+    from defacebench.imaging.registration import load_transform
 
     path = cache_dir() / f"pydeface_to_mni_v{HEAD_TEMPLATE_VERSION}.txt"
     if not path.is_file():
@@ -140,20 +141,15 @@ def pydeface_to_mni() -> np.ndarray:
 
 
 def _block_mean(img: nib.Nifti1Image, step: int) -> nib.Nifti1Image:
-    affine, shape = head_grid(step)
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    padded = np.zeros(tuple(n * step for n in shape), dtype=np.float32)
-    padded[: data.shape[0], : data.shape[1], : data.shape[2]] = data
-    out = padded.reshape(shape[0], step, shape[1], step, shape[2], step).mean(axis=(1, 3, 5))
-    # block centres sit (step-1)/2 voxels in: shift the origin accordingly
-    affine = affine.copy()
-    affine[:3, 3] += (step - 1) / 2
-    return nib.Nifti1Image(out, affine)
+    """The 1 mm head grid image averaged over ``step``-cubed blocks (zero beyond the grid)."""
+    from defacebench.imaging.blocks import block_affine, block_mean
+
+    return nib.Nifti1Image(block_mean(np.asarray(img.dataobj, dtype=np.float32), step, pad="zero"), block_affine(img.affine, step))
 
 
 def on_head_grid(img: nib.Nifti1Image, resolution_mm: int = 1, order: int = 0) -> np.ndarray:
     """Resample an MNI-space image (e.g. the brain mask) onto the head grid (identity transform)."""
-    from defacebench.preprocess.registration import resample_to
+    from defacebench.imaging.resample import resample_to
 
     target = mni_head(resolution_mm)
     return resample_to(img, np.eye(4), target.affine, target.shape, order=order)

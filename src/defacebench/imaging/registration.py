@@ -31,8 +31,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
+from defacebench.imaging.blocks import block_affine, block_mean
 from defacebench.io.atomic import write_text_atomic
 from defacebench.io.errors import StageError
 
@@ -64,17 +64,10 @@ def block_downsample(img: nib.Nifti1Image, resolution_mm: float, data: np.ndarra
     """
     array = np.asarray(img.dataobj if data is None else data, dtype=np.float32)
     zooms = np.linalg.norm(img.affine[:3, :3], axis=0)
-    factors = np.maximum(1, np.floor(resolution_mm / zooms + 1e-6)).astype(int)
-    if np.all(factors == 1):
+    factors = tuple(int(f) for f in np.maximum(1, np.floor(resolution_mm / zooms + 1e-6)))
+    if all(f == 1 for f in factors):
         return nib.Nifti1Image(array, img.affine)
-    shape = (np.array(array.shape[:3]) // factors) * factors
-    array = array[: shape[0], : shape[1], : shape[2]]
-    fx, fy, fz = factors
-    array = array.reshape(shape[0] // fx, fx, shape[1] // fy, fy, shape[2] // fz, fz).mean(axis=(1, 3, 5))
-    scale = np.eye(4)
-    scale[:3, :3] = np.diag(factors)
-    scale[:3, 3] = (factors - 1) / 2
-    return nib.Nifti1Image(array.astype(np.float32), img.affine @ scale)
+    return nib.Nifti1Image(block_mean(array, factors), block_affine(img.affine, factors))
 
 
 def _ants_affine_matrix(transform) -> np.ndarray:
@@ -229,53 +222,6 @@ def register(
     if not np.all(np.isfinite(matrix)):
         raise StageError("registration returned a non-finite transform")
     return matrix
-
-
-def resample_to(
-    img: nib.Nifti1Image | np.ndarray,
-    matrix: np.ndarray,
-    target_affine: np.ndarray,
-    target_shape: tuple[int, ...],
-    order: int = 1,
-    source_affine: np.ndarray | None = None,
-    cval: float = 0.0,
-) -> np.ndarray:
-    """Resample an image onto a target grid through a world matrix.
-
-    Parameters
-    ----------
-    img : nibabel image or ndarray
-        Source image (an array needs ``source_affine``).
-    matrix : ndarray
-        4x4 RAS world matrix mapping SOURCE world mm to TARGET world mm.
-    target_affine, target_shape
-        Target voxel grid.
-    order : int
-        Spline order (0 nearest, 1 linear; use 1 for soft masks).
-    """
-    if isinstance(img, np.ndarray):
-        if source_affine is None:
-            raise ValueError("resample_to needs source_affine for an array")
-        data = img
-    else:
-        data = np.asanyarray(img.dataobj)
-        source_affine = img.affine
-    data = np.asarray(data, dtype=np.float32)
-    # target voxel -> target world -> source world -> source voxel
-    vox = np.linalg.inv(source_affine) @ np.linalg.inv(matrix) @ target_affine
-    # snap round-off (e.g. 57.0000001) so edge voxels of identical grids are not lost
-    vox = np.where(np.abs(vox - np.round(vox)) < 1e-5, np.round(vox), vox)
-    return ndimage.affine_transform(data, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(target_shape[:3]), order=order, mode="constant", cval=cval, prefilter=order > 1)
-
-
-def world_coordinates(affine: np.ndarray, shape: tuple[int, ...], matrix: np.ndarray | None = None, dtype: type = np.float32) -> np.ndarray:
-    """World mm of every voxel of a grid, optionally mapped through ``matrix``; shape (3, *shape)."""
-    full = affine if matrix is None else matrix @ affine
-    ijk = np.indices(tuple(shape[:3]), dtype=dtype)
-    out = np.empty((3, *shape[:3]), dtype=dtype)
-    for row in range(3):
-        out[row] = full[row, 0] * ijk[0] + full[row, 1] * ijk[1] + full[row, 2] * ijk[2] + full[row, 3]
-    return out
 
 
 def save_transform(matrix: np.ndarray, path: str | Path) -> Path:

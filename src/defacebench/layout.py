@@ -1,0 +1,294 @@
+"""Every path inside a study directory, and the simulated dataset's ground-truth files.
+
+This module is the only place a study folder or file name is spelled; every stage asks
+it where to read and write, so stages meet on disk without knowing each other::
+
+    STUDY/
+      study.json                                      the configuration the study was run with
+      splits.tsv                                      train/val/test per scan (defacebench cohort)
+      derivatives/defacebench/                        BIDS derivatives of the deface stage
+        dataset_description.json
+        sub-X[/ses-Y]/anat/<key>_desc-<method>defaced_T1w.nii.gz, ..._desc-<method>face_T1w.nii.gz,
+                          ..._desc-<method>_mask.nii.gz, ..._desc-brain_mask.nii.gz, transforms,
+                          ..._desc-deface_qc.png, ..._desc-deface_qc.tsv (written last)
+        qc.tsv, qc_summary.tsv, qc_preprocess.tsv, failures.tsv, qc/<grid>_<condition>.png
+      work/<grid>/<key>.npz, stores.json              one preprocessed scan per file
+      stores/<grid>/index.tsv, excluded.tsv, <condition>.npy, <condition>.json
+      runs/<condition>/run-<k>/model.pt, checkpoint.pt, history.csv, predictions.csv, run.json
+      results/*.csv, summary.json, saliency/<grid>/  figures/*.png
+      report.html
+
+``run-<k>`` is a training repetition (the paper's "3 runs"), not a BIDS ``run-`` entity.
+A scan is anything with ``subject``, ``session`` and ``key`` attributes
+(:class:`defacebench.cohort.Subject`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+PathLike = str | Path
+
+#: Name of the BIDS derivatives pipeline folder defacebench writes.
+PIPELINE = "defacebench"
+#: Name of the simulator's ground-truth derivatives folder inside a simulated dataset.
+SIMULATION_PIPELINE = "simulation"
+
+XFM_SUFFIX = "from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt"
+HEAD_XFM_SUFFIX = "from-T1w_to-MNI152NLin2009aSym_desc-head9dof_mode-image_xfm.txt"
+PYDEFACE_XFM_SUFFIX = "from-pydeface_to-T1w_mode-image_xfm.txt"
+
+
+class Scan(Protocol):
+    """What layout needs of a scan: BIDS subject and session labels and the scan key."""
+
+    subject: str
+    session: str | None
+
+    @property
+    def key(self) -> str: ...
+
+
+def anat_dir(root: PathLike, subject: str, session: str | None = None) -> Path:
+    """``root/sub-X[/ses-Y]/anat``."""
+    path = Path(root) / f"sub-{subject}"
+    if session:
+        path = path / f"ses-{session}"
+    return path / "anat"
+
+
+# --------------------------------------------------------------------------- study level
+def study_config(study: PathLike) -> Path:
+    """``STUDY/study.json``: the configuration a study was started with."""
+    return Path(study) / "study.json"
+
+
+def splits_table(study: PathLike) -> Path:
+    """``STUDY/splits.tsv``: one row per scan with its split."""
+    return Path(study) / "splits.tsv"
+
+
+def report_file(study: PathLike) -> Path:
+    """``STUDY/report.html``."""
+    return Path(study) / "report.html"
+
+
+# --------------------------------------------------------------------------- deface derivatives
+def derivatives_dir(study: PathLike) -> Path:
+    """``STUDY/derivatives/defacebench``."""
+    return Path(study) / "derivatives" / PIPELINE
+
+
+def deface_qc_table(study: PathLike) -> Path:
+    return derivatives_dir(study) / "qc.tsv"
+
+
+def deface_qc_summary(study: PathLike) -> Path:
+    return derivatives_dir(study) / "qc_summary.tsv"
+
+
+def preprocess_qc_table(study: PathLike) -> Path:
+    return derivatives_dir(study) / "qc_preprocess.tsv"
+
+
+def failures_table(study: PathLike) -> Path:
+    """``failures.tsv``: per-scan failures of every stage (a ``stage`` column tells them apart)."""
+    return derivatives_dir(study) / "failures.tsv"
+
+
+def mosaic_dir(study: PathLike) -> Path:
+    """QC mosaics of the condition stores (they show faces: never shared)."""
+    return derivatives_dir(study) / "qc"
+
+
+def mosaic_file(study: PathLike, grid: str, condition: str) -> Path:
+    return mosaic_dir(study) / f"{grid}_{condition}.png"
+
+
+def scan_dir(study: PathLike, scan: Scan) -> Path:
+    """The deface derivatives folder of one scan."""
+    return anat_dir(derivatives_dir(study), scan.subject, scan.session)
+
+
+def scan_files(study: PathLike, scan: Scan, methods: Sequence[str] = ()) -> dict[str, Path]:
+    """Every deface-stage file of one scan, by role.
+
+    Roles: ``brain_mask``, ``to_mni`` (12-DOF brain registration), ``head_to_mni`` (AFNI's
+    9-DOF part), ``template_to_subject`` (pydeface), ``qc_png``, ``qc_tsv`` (written
+    last: it marks the scan complete), and per method ``<m>_defaced``, ``<m>_face``,
+    ``<m>_mask``.
+    """
+    anat, p = scan_dir(study, scan), scan.key
+    paths = {
+        "brain_mask": anat / f"{p}_desc-brain_mask.nii.gz",
+        "to_mni": anat / f"{p}_{XFM_SUFFIX}",
+        "qc_png": anat / f"{p}_desc-deface_qc.png",
+        "qc_tsv": anat / f"{p}_desc-deface_qc.tsv",
+    }
+    for m in methods:
+        paths[f"{m}_defaced"] = anat / f"{p}_desc-{m}defaced_T1w.nii.gz"
+        paths[f"{m}_face"] = anat / f"{p}_desc-{m}face_T1w.nii.gz"
+        paths[f"{m}_mask"] = anat / f"{p}_desc-{m}_mask.nii.gz"
+    return paths
+
+
+def scan_transforms(study: PathLike, scan: Scan) -> dict[str, Path]:
+    """The cached transforms of one scan by context attribute (``to_mni``, ``head_to_mni``,
+    ``template_to_subject``)."""
+    anat, p = scan_dir(study, scan), scan.key
+    return {"to_mni": anat / f"{p}_{XFM_SUFFIX}", "head_to_mni": anat / f"{p}_{HEAD_XFM_SUFFIX}",
+            "template_to_subject": anat / f"{p}_{PYDEFACE_XFM_SUFFIX}"}
+
+
+# --------------------------------------------------------------------------- preprocessing
+def work_dir(study: PathLike, grid: str) -> Path:
+    """``STUDY/work/<grid>``: one ``<key>.npz`` per preprocessed scan."""
+    return Path(study) / "work" / grid
+
+
+def work_file(study: PathLike, grid: str, key: str) -> Path:
+    return work_dir(study, grid) / f"{key}.npz"
+
+
+def store_state(study: PathLike, grid: str) -> Path:
+    """Which work files each store was assembled from (skips unchanged stores)."""
+    return work_dir(study, grid) / "stores.json"
+
+
+def stores_root(study: PathLike) -> Path:
+    return Path(study) / "stores"
+
+
+def store_dir(study: PathLike, grid: str) -> Path:
+    """``STUDY/stores/<grid>``."""
+    return stores_root(study) / grid
+
+
+def store_index(study: PathLike, grid: str) -> Path:
+    """The shared row index of a grid's stores."""
+    return store_dir(study, grid) / "index.tsv"
+
+
+def store_excluded(study: PathLike, grid: str) -> Path:
+    """Scans left out of a grid's stores, with their reason."""
+    return store_dir(study, grid) / "excluded.tsv"
+
+
+def store_array(study: PathLike, grid: str, condition: str) -> Path:
+    return store_dir(study, grid) / f"{condition}.npy"
+
+
+def store_meta(study: PathLike, grid: str, condition: str) -> Path:
+    return store_dir(study, grid) / f"{condition}.json"
+
+
+def store_grids(study: PathLike) -> list[str]:
+    """Grids that have a store index, sorted."""
+    return sorted(p.parent.name for p in stores_root(study).glob("*/index.tsv"))
+
+
+def stored_conditions(study: PathLike, grid: str) -> list[str]:
+    """Conditions with a finished store (its metadata file) for ``grid``, sorted."""
+    return sorted(p.stem for p in store_dir(study, grid).glob("*.json"))
+
+
+# --------------------------------------------------------------------------- training
+def runs_root(study: PathLike) -> Path:
+    return Path(study) / "runs"
+
+
+def condition_runs_dir(study: PathLike, condition: str) -> Path:
+    return runs_root(study) / condition
+
+
+def run_dir(study: PathLike, condition: str, run: int | str) -> Path:
+    """``STUDY/runs/<condition>/run-<k>``: one training repetition."""
+    return condition_runs_dir(study, condition) / f"run-{run}"
+
+
+def run_dirs(study: PathLike, condition: str | None = None) -> list[Path]:
+    """Every run directory (of one condition, or of all), sorted."""
+    root = condition_runs_dir(study, condition) if condition else runs_root(study)
+    pattern = "run-*" if condition else "*/run-*"
+    return sorted(p for p in root.glob(pattern) if p.is_dir())
+
+
+def run_of(path: PathLike) -> tuple[str, str]:
+    """``(condition, run)`` of a run directory: ``runs/face-afni/run-2`` -> ``("face-afni", "2")``."""
+    path = Path(path)
+    return path.parent.name, path.name.removeprefix("run-")
+
+
+def model_file(run: PathLike) -> Path:
+    """Best weights and architecture of a run (TorchScript-free state dict)."""
+    return Path(run) / "model.pt"
+
+
+def checkpoint_file(run: PathLike) -> Path:
+    return Path(run) / "checkpoint.pt"
+
+
+def history_file(run: PathLike) -> Path:
+    return Path(run) / "history.csv"
+
+
+def predictions_file(run: PathLike) -> Path:
+    return Path(run) / "predictions.csv"
+
+
+def run_record(run: PathLike) -> Path:
+    """``run.json``: settings, versions, speed and outcome of a finished run."""
+    return Path(run) / "run.json"
+
+
+def trained_models(study: PathLike) -> list[Path]:
+    """Every finished ``model.pt`` of the study, sorted."""
+    return [model_file(r) for r in run_dirs(study) if model_file(r).is_file()]
+
+
+# --------------------------------------------------------------------------- results
+def results_dir(study: PathLike) -> Path:
+    return Path(study) / "results"
+
+
+def result_file(study: PathLike, name: str) -> Path:
+    """``STUDY/results/<name>`` (e.g. ``table1.csv``)."""
+    return results_dir(study) / name
+
+
+def saliency_dir(study: PathLike, grid: str) -> Path:
+    """Mean Grad-CAM maps per condition (NIfTI) on ``grid``."""
+    return results_dir(study) / "saliency" / grid
+
+
+def figures_dir(study: PathLike) -> Path:
+    return Path(study) / "figures"
+
+
+def figure_file(study: PathLike, stem: str) -> Path:
+    return figures_dir(study) / f"{stem}.png"
+
+
+# --------------------------------------------------------------------------- demo and simulation
+def demo_dataset(demo: PathLike) -> Path:
+    """The simulated BIDS dataset inside a demo directory."""
+    return Path(demo) / "bids"
+
+
+def demo_simulation_record(demo: PathLike) -> Path:
+    """The simulation settings of a demo directory (a rerun must match them)."""
+    return Path(demo) / "simulation.json"
+
+
+def simulation_dir(dataset: PathLike) -> Path:
+    """``DATASET/derivatives/simulation``: the simulator's ground truth."""
+    return Path(dataset) / "derivatives" / SIMULATION_PIPELINE
+
+
+def simulation_labels(dataset: PathLike, scan: Scan) -> list[Path]:
+    """Candidate ground-truth label images of a scan (per session, then per subject)."""
+    root = simulation_dir(dataset)
+    return [anat_dir(root, scan.subject, scan.session) / f"{scan.key}_dseg.nii.gz",
+            anat_dir(root, scan.subject, None) / f"sub-{scan.subject}_dseg.nii.gz"]
