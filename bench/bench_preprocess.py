@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     from defacebench.cohort import read_cohort
     from defacebench.deface import METHODS, deface_subject
     from defacebench.imaging.grids import get_grid
-    from defacebench.preprocess.pipeline import PreprocessTask, preprocess_subject
+    from defacebench.preprocess.scan import PreprocessTask, preprocess_subject
     from defacebench.simulate import simulate_cohort
 
     n = int(argv[0]) if argv else 3

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from defacebench.cohort import Subject
-from defacebench.deface import deface_subject, output_paths, split_image
+from defacebench import layout
+from defacebench.deface import deface_subject, split_image
 from defacebench.deface.mni_regions import afni_box, fsl_boxes, spm_plane
 from defacebench.deface.quickshear import shear_removal
 from defacebench.io.nifti import save_image
@@ -72,7 +73,7 @@ def robex_defaced(tmp_path_factory):
     path = save_image(head, out / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz", dtype=np.int16)
     subject = Subject(subject="01", age_years=60.0, path=path)
     methods = ["fsl", "spm", "quickshear", "pydeface"]
-    paths = output_paths(out, subject, methods)
+    paths = layout.scan_files(out, subject, methods)
     saved = nib.load(str(path))
     save_image(brain.astype(np.uint8), paths["brain_mask"], affine=saved.affine, dtype=np.uint8)
     result = deface_subject(subject, out, methods)
@@ -166,7 +167,6 @@ def test_failed_registration_reported_not_crash(tmp_path):
     methods that need no registration are still written, and other scans go on."""
     from defacebench.cohort import Cohort
     from defacebench.deface import deface_cohort
-    from defacebench.deface.runner import XFM_SUFFIX
     from defacebench.engine import read_failures
     from defacebench.io.errors import StageError
     from defacebench.imaging.registration import save_transform
@@ -174,12 +174,12 @@ def test_failed_registration_reported_not_crash(tmp_path):
     head, brain = robex_head()
     path = save_image(head, tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz", dtype=np.int16)
     subject = Subject(subject="01", age_years=60.0, path=path)
-    paths = output_paths(tmp_path / "out", subject, ["spm", "quickshear"])
+    paths = layout.scan_files(tmp_path / "out", subject, ["spm", "quickshear"])
     saved = nib.load(str(path))
     save_image(brain.astype(np.uint8), paths["brain_mask"], affine=saved.affine, dtype=np.uint8)
     wrong = np.eye(4)
     wrong[:3, 3] = [0, 45, -40]  # a cached "registration" 60 mm off
-    save_transform(wrong, paths["brain_mask"].parent / f"{subject.key}_{XFM_SUFFIX}")
+    save_transform(wrong, layout.scan_transforms(tmp_path / "out", subject)["to_mni"])
     with pytest.raises(StageError, match="registration to MNI failed"):
         deface_subject(subject, tmp_path / "out", ["spm", "quickshear"])
     assert paths["quickshear_mask"].is_file() and not paths["spm_mask"].is_file()

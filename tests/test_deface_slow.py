@@ -140,7 +140,7 @@ def test_already_defaced_and_skull_stripped_inputs_warn_and_write(simulated_stud
 
     from defacebench.cohort import Subject
     from defacebench.deface import deface_subject
-    from defacebench.deface.runner import output_paths
+    from defacebench import layout
     from defacebench.io.nifti import save_image
 
     root, sim = simulated_study
@@ -160,5 +160,5 @@ def test_already_defaced_and_skull_stripped_inputs_warn_and_write(simulated_stud
             result = deface_subject(subject, tmp_path / f"out-{name}", methods, bids_root=sim)
         assert any(expected in str(w.message) for w in caught), [str(w.message) for w in caught]
         assert all(expected in row["warnings"] for row in result["qc"])
-        paths = output_paths(tmp_path / f"out-{name}", subject, methods)
+        paths = layout.scan_files(tmp_path / f"out-{name}", subject, methods)
         assert all(paths[f"{m}_{k}"].is_file() for m in methods for k in ("defaced", "face", "mask"))

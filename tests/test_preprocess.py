@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from defacebench.cohort import read_cohort
-from defacebench.deface.runner import output_paths, split_image
-from defacebench.imaging.grids import GRIDS, grid_from_bounds
-from defacebench.imaging.grids import apply_affine
+from defacebench import layout
+from defacebench.cohort import assign_splits, read_cohort, read_splits, write_splits
+from defacebench.deface.runner import split_image
+from defacebench.imaging.grids import GRIDS, apply_affine, grid_from_bounds
 from defacebench.imaging.registration import save_transform
 from defacebench.io.store import list_conditions, open_condition
 
@@ -93,7 +93,7 @@ def write_scan(bids: Path, study: Path, sub: str, i: int, derivatives: bool = Tr
     if not derivatives:
         return
     subject = Subject(subject=sub, age_years=50.0, path=path)
-    paths = output_paths(study, subject, METHODS)
+    paths = layout.scan_files(study, subject, METHODS)
     save_image(brain.astype(np.uint8), paths["brain_mask"], affine=affine, dtype=np.uint8)
     save_transform(to_mni_matrix(i), paths["to_mni"])
     for method, removal in removals.items():
@@ -114,6 +114,7 @@ def make_study(root: Path, n: int = 6) -> tuple[Path, Path]:
         rows.append(f"sub-{sub}\t{40 + 7 * i}\t{'MF'[i % 2]}")
         write_scan(bids, study, sub, i)
     (bids / "participants.tsv").write_text("\n".join(rows) + "\n")
+    write_splits(assign_splits(read_cohort(bids), (0.5, 0.25, 0.25)), layout.splits_table(study))
     return bids, study
 
 
@@ -121,9 +122,10 @@ TEST_GRID = grid_from_bounds("test8mm", 8.0)
 
 
 def run_study(bids: Path, study: Path, grid=TEST_GRID, jobs: int = 1, conditions=CONDITIONS, **kw):
-    from defacebench.preprocess.pipeline import preprocess_study
+    from defacebench.preprocess.stage import preprocess_study
 
-    return preprocess_study(read_cohort(bids), study, grid, conditions, jobs=jobs, progress=False, bias_resolution_mm=14.0, **kw)
+    splits = read_splits(layout.splits_table(study))
+    return preprocess_study(read_cohort(bids), study, grid, conditions, splits, jobs=jobs, progress=False, bias_resolution_mm=14.0, **kw)
 
 
 def store_bytes(study: Path, grid: str) -> dict[str, bytes]:
@@ -171,7 +173,7 @@ def test_normalisation_is_shared_and_brain_median_is_one(built) -> None:
     _, study, result = built
     from scipy.ndimage import binary_dilation, binary_erosion
 
-    from defacebench.preprocess.pipeline import template_mask
+    from defacebench.imaging.templates import brain_mask_on_grid as template_mask
 
     raw = open_condition(study, "test8mm", "raw").images.astype(np.float32)
     skull = open_condition(study, "test8mm", "skullstripped").images.astype(np.float32)
@@ -208,7 +210,8 @@ def test_qc_mosaics_exist_under_derivatives(built) -> None:
 def test_matches_an_independent_resampling(built) -> None:
     """Raw store row == bias-free reference: N4 field is smooth, so compare after removing it roughly."""
     bids, study, _ = built
-    from defacebench.preprocess.pipeline import read_work_meta, work_path
+    from defacebench.layout import work_file as work_path
+    from defacebench.preprocess.work import read_work_meta
     from defacebench.imaging.resample import resample_to
 
     store = open_condition(study, "test8mm", "face-spm")
@@ -277,15 +280,16 @@ def test_unreadable_t1w_fails_with_reason(tmp_path: Path) -> None:
     cohort = read_cohort(bids)  # read while the image is fine, then break it
     path = bids / "sub-02/anat/sub-02_T1w.nii.gz"
     path.write_bytes(path.read_bytes()[:400])
-    from defacebench.preprocess.pipeline import preprocess_study
+    from defacebench.preprocess.stage import preprocess_study
 
-    result = preprocess_study(cohort, study, TEST_GRID, CONDITIONS, jobs=1, progress=False, mosaics=False, bias_resolution_mm=14.0)
+    result = preprocess_study(cohort, study, TEST_GRID, CONDITIONS, read_splits(layout.splits_table(study)), jobs=1, progress=False, mosaics=False, bias_resolution_mm=14.0)
     assert set(result.reasons) == {"sub-02"} and "unreadable" in result.reasons["sub-02"]
 
 
 def die_while_writing(task):
     """Engine task for the kill test: sub-03's worker is SIGKILLed halfway through its work-file write."""
-    from defacebench.preprocess import pipeline
+    from defacebench.preprocess import scan as pipeline
+    from defacebench.preprocess import work
 
     if task.key == "sub-03":
         original = np.savez_compressed
@@ -295,17 +299,18 @@ def die_while_writing(task):
             fh.flush()
             os.kill(os.getpid(), signal.SIGKILL)
 
-        pipeline.np.savez_compressed = half_then_die
+        work.np.savez_compressed = half_then_die
         try:
             return pipeline.preprocess_subject(task)
         finally:
-            pipeline.np.savez_compressed = original
+            work.np.savez_compressed = original
     return pipeline.preprocess_subject(task)
 
 
 def test_killed_worker_then_rerun_gives_identical_stores(tmp_path: Path) -> None:
     from defacebench.engine import run_tasks
-    from defacebench.preprocess.pipeline import PreprocessTask, work_dir
+    from defacebench.layout import work_dir
+    from defacebench.preprocess.scan import PreprocessTask
 
     bids, study = make_study(tmp_path / "a", n=3)
     clean = tmp_path / "b" / "study"
@@ -324,7 +329,7 @@ def test_killed_worker_then_rerun_gives_identical_stores(tmp_path: Path) -> None
 
 
 def test_corrupt_work_file_is_redone(tmp_path: Path) -> None:
-    from defacebench.preprocess.pipeline import work_path
+    from defacebench.layout import work_file as work_path
 
     bids, study = make_study(tmp_path, n=2)
     run_study(bids, study, mosaics=False)
@@ -367,3 +372,32 @@ def test_cli_rejects_bad_options(tmp_path: Path, capsys) -> None:
     assert main([str(bids), str(study), "--conditions", "face-magic"]) == 2
     assert "unknown defacing method" in capsys.readouterr().err
     assert main([str(bids), str(study), "--conditions", "blurred"]) == 2
+
+
+def test_cli_stops_without_splits_or_deface_outputs(tmp_path: Path, capsys) -> None:
+    """preprocess never writes splits.tsv nor runs defacing behind the user's back: it says what to run."""
+    from defacebench.commands.preprocess import main
+
+    bids, study = make_study(tmp_path, n=3)
+    layout.splits_table(study).unlink()
+    argv = [str(bids), str(study), "--grid", "mni4mm", "--methods", "spm", "--jobs", "1", "--no-progress", "--no-mosaics"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "defacebench cohort" in err and len(err.strip().splitlines()) == 1
+    assert not layout.splits_table(study).exists()
+
+    write_splits(assign_splits(read_cohort(bids), (0.34, 0.33, 0.33)), layout.splits_table(study))
+    face = layout.scan_files(study, read_cohort(bids).subjects[1], ["spm"])["spm_face"]
+    face.unlink()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "defacebench deface" in err and "sub-02" in err and "--methods spm" in err
+    assert not layout.store_dir(study, "mni4mm").exists()
+
+    # a scan the deface stage failed on is left out (with its reason), not a reason to stop
+    from defacebench.engine import Failure, write_failures
+
+    write_failures(layout.failures_table(study), [Failure("sub-02", "deface", "registration to MNI failed")], stage="deface")
+    assert main(argv) == 0
+    excluded = pd.read_csv(layout.store_excluded(study, "mni4mm"), sep="\t")
+    assert list(excluded["key"]) == ["sub-02"] and "defacing failed" in excluded["reason"][0]

@@ -17,12 +17,17 @@ PAPER_TEN = ["defaced-afni", "defaced-fsl", "defaced-pydeface", "defaced-spm", "
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> tuple[Path, Path]:
+    from defacebench.commands.cohort import main as cohort_main
+    from defacebench.commands.deface import main as deface_main
     from defacebench.commands.preprocess import main
     from defacebench.simulate import simulate_cohort
 
     root = tmp_path_factory.mktemp("e2e")
     simulate_cohort(root / "bids", 6, seed=3, voxel_mm=1.5)
-    assert main([str(root / "bids"), str(root / "study"), "--grid", "mni2mm", "--jobs", "2", "--no-progress"]) == 0
+    bids, out = str(root / "bids"), str(root / "study")
+    assert cohort_main([bids, "--out", out]) == 0
+    assert deface_main([bids, out, "--methods", "afni,fsl,pydeface,spm", "--jobs", "2", "--no-progress"]) == 0
+    assert main([bids, out, "--grid", "mni2mm", "--jobs", "2", "--no-progress"]) == 0
     return root / "bids", root / "study"
 
 

@@ -15,7 +15,7 @@ A condition is one kind of model input, built from the same scan for every subje
 A defaced image is the head minus the method's face-only image, so for every method
 ``defaced-<m> + face-<m> == raw`` voxel for voxel. Every condition is built from the
 same bias-corrected head, moved by the same transform and divided by the same number,
-so this identity survives preprocessing (see :mod:`defacebench.preprocess.pipeline`).
+so this identity survives preprocessing (see :mod:`defacebench.preprocess.scan`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ it where to read and write, so stages meet on disk without knowing each other::
         sub-X[/ses-Y]/anat/<key>_desc-<method>defaced_T1w.nii.gz, ..._desc-<method>face_T1w.nii.gz,
                           ..._desc-<method>_mask.nii.gz, ..._desc-brain_mask.nii.gz, transforms,
                           ..._desc-deface_qc.png, ..._desc-deface_qc.tsv (written last)
-        qc.tsv, qc_summary.tsv, qc_preprocess.tsv, failures.tsv, qc/<grid>_<condition>.png
+        qc.tsv, qc_summary.tsv, qc_preprocess.tsv, failures.tsv, qc/preprocess_<grid>_<condition>.png
       work/<grid>/<key>.npz, stores.json              one preprocessed scan per file
       stores/<grid>/index.tsv, excluded.tsv, <condition>.npy, <condition>.json
       runs/<condition>/run-<k>/model.pt, checkpoint.pt, history.csv, predictions.csv, run.json
@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
+
+from defacebench.io.bids import subject_anat_dir
 
 PathLike = str | Path
 
@@ -53,10 +55,7 @@ class Scan(Protocol):
 
 def anat_dir(root: PathLike, subject: str, session: str | None = None) -> Path:
     """``root/sub-X[/ses-Y]/anat``."""
-    path = Path(root) / f"sub-{subject}"
-    if session:
-        path = path / f"ses-{session}"
-    return path / "anat"
+    return subject_anat_dir(root, subject, session)
 
 
 # --------------------------------------------------------------------------- study level
@@ -104,7 +103,7 @@ def mosaic_dir(study: PathLike) -> Path:
 
 
 def mosaic_file(study: PathLike, grid: str, condition: str) -> Path:
-    return mosaic_dir(study) / f"{grid}_{condition}.png"
+    return mosaic_dir(study) / f"preprocess_{grid}_{condition}.png"
 
 
 def scan_dir(study: PathLike, scan: Scan) -> Path:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from defacebench import layout
 from defacebench.config import StudyConfig
 from defacebench.io.atomic import write_text_atomic
 from defacebench.io.errors import InputError
@@ -72,7 +73,7 @@ def study_stages(
 
 def record_config(out: Path, config: StudyConfig) -> None:
     """Write ``OUT/study.json``; refuse to resume a study made with another configuration."""
-    path = out / "study.json"
+    path = layout.study_config(out)
     current = json.loads(json.dumps(config.to_dict()))
     if path.is_file():
         previous = json.loads(path.read_text())
@@ -106,5 +107,5 @@ def run_and_report(stages: Sequence[Stage], out: Path) -> int:
     """Run the stages; on success print where the report is."""
     code = run_study(stages)
     if code == 0:
-        print(f"report: {(out / 'report.html').resolve()}")
+        print(f"report: {layout.report_file(out).resolve()}")
     return code

@@ -44,6 +44,7 @@ def parse_fractions(text: str) -> tuple[float, ...]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from defacebench import layout
     from defacebench.cohort import assign_splits, read_cohort, write_splits
     from defacebench.io.errors import InputError
 
@@ -58,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     counts = splits.groupby("split")["participant_id"].nunique().reindex(["train", "val", "test"], fill_value=0)
     print("split       " + "  ".join(f"{k}: {v} subjects" for k, v in counts.items()))
     if args.out is not None:
-        path = write_splits(splits, Path(args.out) / "splits.tsv")
+        path = write_splits(splits, layout.splits_table(args.out))
         print(f"wrote       {path}")
     sys.stdout.flush()
     return 0

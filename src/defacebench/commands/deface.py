@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from defacebench import layout
     from defacebench.cohort import Cohort, read_cohort
     from defacebench.deface import deface_cohort, parse_methods
     from defacebench.deface.native import available
@@ -67,10 +68,9 @@ def _run(args: argparse.Namespace) -> int:
     bids_root = args.source if args.source.is_dir() else None
     results = deface_cohort(Cohort(subjects, rejected=list(cohort.rejected), source=cohort.source), args.out, methods, jobs=args.jobs, scheduler=args.scheduler,
                             backend=args.backend, bids_root=bids_root, progress=not args.no_progress)
-    root = args.out / "derivatives" / "defacebench"
     print(f"defaced     {len(results.values)} of {len(subjects)} scans with {', '.join(methods)} in {results.seconds:.0f} s")
-    print(f"wrote       {root / 'qc.tsv'} and {root / 'qc_summary.tsv'}")
-    summary_path = root / "qc_summary.tsv"
+    summary_path = layout.deface_qc_summary(args.out)
+    print(f"wrote       {layout.deface_qc_table(args.out)} and {summary_path}")
     if summary_path.is_file():
         import pandas as pd
 
@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"  {row.method:11s} {row.nose_removed_median:5.2f} {row.nose_removed_min:5.2f}   "
                       f"{row.brain_spared_fraction:5.2f}   {row.ears_removed_fraction:5.2f}   ({row.scans} scans)")
     if results.failures:
-        print(f"failed      {len(results.failures)} scan(s); reasons in {root / 'failures.tsv'}")
+        print(f"failed      {len(results.failures)} scan(s); reasons in {layout.failures_table(args.out)}")
     sys.stdout.flush()
     return 1 if results.failures and not results.values else 0
 

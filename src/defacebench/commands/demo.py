@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from defacebench import layout
     from defacebench.config import get_preset
     from defacebench.engine import default_jobs
     from defacebench.io.atomic import write_text_atomic
@@ -73,12 +74,12 @@ def _run(args: argparse.Namespace) -> int:
         "n": args.n, "seed": args.seed, "face_ageing": args.face_ageing, "brain_ageing": args.brain_ageing,
         "voxel_mm": args.voxel_mm, "base_heads": DEMO_BASE_HEADS, "ages": args.ages,
     }
-    sim_record = out / "simulation.json"
+    sim_record = layout.demo_simulation_record(out)
     if sim_record.is_file() and json.loads(sim_record.read_text()) != simulation:
         raise InputError(f"{out} holds a demo simulated with other settings; use a new directory", sim_record)
     write_text_atomic(sim_record, json.dumps(simulation, indent=2) + "\n")
 
-    bids = out / "bids"
+    bids = layout.demo_dataset(out)
     stages: list[Stage] = []
     if not (bids / "participants.tsv").is_file():
         stages.append(

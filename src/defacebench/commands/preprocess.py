@@ -13,13 +13,16 @@ DESCRIPTION = """\
 Turn every scan and its defacing derivatives into model-ready images in one template
 grid, for every condition (raw, skullstripped, defaced-<method>, face-<method>):
 reorient, N4 bias field (estimated once per scan at 8 mm, applied to every image of it),
-the brain mask and 12-DOF subject -> MNI transform computed by `defacebench deface`
-(run first, here, for scans whose outputs are missing), one intensity scale per scan
-(median of the raw brain = 1), trilinear resampling into the grid.
+the brain mask and 12-DOF subject -> MNI transform computed by `defacebench deface`,
+one intensity scale per scan (median of the raw brain = 1), trilinear resampling into
+the grid. Needs what the earlier stages wrote: OUT/splits.tsv (`defacebench cohort
+SOURCE --out OUT`) and the deface outputs of every scan (`defacebench deface SOURCE OUT
+--methods ...`); it stops with the command to run when they are missing. Scans the deface
+stage failed on (failures.tsv) are left out, not retried.
 
 Writes OUT/work/<grid>/<scan>.npz per scan (a rerun skips finished scans), then
-OUT/stores/<grid>/<condition>.npy + index.tsv (rows in OUT/splits.tsv order, made
-when missing; failed scans left out and listed in excluded.tsv),
+OUT/stores/<grid>/<condition>.npy + index.tsv (rows in OUT/splits.tsv order; failed
+scans left out and listed in excluded.tsv),
 OUT/derivatives/defacebench/qc_preprocess.tsv (brain Dice vs the MNI mask, flag < 0.85),
 OUT/derivatives/defacebench/failures.tsv and, per condition, a QC mosaic in
 OUT/derivatives/defacebench/qc/ (it shows faces: do not share it).
@@ -46,8 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="defacing methods (space- or comma-separated; default: the paper's afni,fsl,pydeface,spm)")
     parser.add_argument("--jobs", type=int, default=None, help="local worker processes (default: number of cores)")
     parser.add_argument("--scheduler", default=None, help="tcp://host:port or scheduler file of a Dask cluster")
-    parser.add_argument("--split", default="0.7,0.2,0.1", help="train,val,test fractions when OUT/splits.tsv is missing")
-    parser.add_argument("--seed", type=int, default=0, help="split seed when OUT/splits.tsv is missing (default 0)")
     parser.add_argument("--no-mosaics", action="store_true", help="skip the QC mosaics")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -58,45 +59,44 @@ def _items(values: Sequence[str] | None) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from defacebench.cohort import Cohort, read_cohort
-    from defacebench.commands.cohort import parse_fractions
-    from defacebench.conditions import methods_of, resolve_conditions
-    from defacebench.deface import METHODS, deface_cohort
-    from defacebench.io.bids import derivatives_root
-    from defacebench.io.errors import InputError
+    from defacebench import layout
+    from defacebench.cohort import read_cohort, read_splits
+    from defacebench.conditions import METHODS, methods_of, resolve_conditions
+    from defacebench.engine import read_failures
     from defacebench.imaging.grids import get_grid
-    from defacebench.preprocess.pipeline import missing_inputs, preprocess_study
+    from defacebench.io.errors import InputError
+    from defacebench.preprocess.scan import missing_inputs
+    from defacebench.preprocess.stage import preprocess_study
 
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
     grid = get_grid(args.grid)
     conditions = resolve_conditions(_items(args.conditions), _items(args.methods), known_methods=METHODS)
     methods = methods_of(conditions)
-    fractions = parse_fractions(args.split)
     cohort = read_cohort(args.source)
     for rejection in cohort.rejected:
         print(f"rejected    {rejection.name}: {rejection.reason}", file=sys.stderr)
     if not len(cohort):
         raise InputError("no usable scans", args.source)
-    args.out.mkdir(parents=True, exist_ok=True)
+    if not layout.splits_table(args.out).is_file():
+        raise InputError(f"no split table: run `defacebench cohort {args.source} --out {args.out}` first (it writes splits.tsv)",
+                         layout.splits_table(args.out))
+    splits = read_splits(layout.splits_table(args.out))
 
-    # defacing first, for scans whose derivatives are missing (brain mask and MNI transform
-    # come from there even when no defaced condition is asked for); failed scans are retried
+    # the deface stage writes the brain mask, the MNI transform and the face-only images;
+    # scans it failed on are recorded as failed here, scans it never saw stop the stage
+    failed = read_failures(layout.failures_table(args.out))
+    deface_failed = dict(zip(failed.loc[failed["stage"] == "deface", "key"], failed.loc[failed["stage"] == "deface", "reason"]))
     undone = [s for s in cohort.subjects if missing_inputs(s, args.out, methods)]
-    prior: dict[str, str] = {}
-    if undone:
-        deface_methods = methods or ("spm",)
-        print(f"defacing    {len(undone)} scan(s) with {', '.join(deface_methods)} first (outputs missing)")
-        sys.stdout.flush()
-        bids_root = args.source if args.source.is_dir() else None
-        results = deface_cohort(Cohort(undone, source=cohort.source), args.out, deface_methods, jobs=args.jobs,
-                                scheduler=args.scheduler, bids_root=bids_root, progress=not args.no_progress)
-        prior = {f.key: f"defacing failed: {f.reason}" for f in results.failures}
+    prior = {s.key: f"defacing failed: {deface_failed[s.key]}" for s in undone if s.key in deface_failed}
+    never = [s for s in undone if s.key not in deface_failed]
+    if never:
+        needed = ",".join(methods or ("spm",))
+        raise InputError(f"{len(never)} of {len(cohort)} scan(s) have no deface outputs for {needed} (first: {never[0].key}): "
+                         f"run `defacebench deface {args.source} {args.out} --methods {needed}` first", layout.derivatives_dir(args.out))
 
-    result = preprocess_study(cohort, args.out, grid, [c.name for c in conditions], jobs=args.jobs, scheduler=args.scheduler,
-                              progress=not args.no_progress, split_fractions=fractions, seed=args.seed,
-                              mosaics=not args.no_mosaics, prior_failures=prior)
-    root = derivatives_root(args.out)
+    result = preprocess_study(cohort, args.out, grid, [c.name for c in conditions], splits, jobs=args.jobs, scheduler=args.scheduler,
+                              progress=not args.no_progress, mosaics=not args.no_mosaics, prior_failures=prior)
     stores = result.stores
     done = len(cohort) - len(result.reasons)
     print(f"preprocessed {done} of {len(cohort)} scans into {grid.name} {'x'.join(map(str, grid.shape))} in {result.seconds:.0f} s")
@@ -104,11 +104,11 @@ def _run(args: argparse.Namespace) -> int:
     if len(ok):
         dice = ok["brain_dice"].astype(float)
         print(f"brain Dice  median {dice.median():.3f}, min {dice.min():.3f}; {int((dice < 0.85).sum())} flagged < 0.85 "
-              f"({root / 'qc_preprocess.tsv'})")
-    print(f"stores      {len(stores.index)} rows x {len(conditions)} conditions in {args.out / 'stores' / grid.name} "
+              f"({layout.preprocess_qc_table(args.out)})")
+    print(f"stores      {len(stores.index)} rows x {len(conditions)} conditions in {layout.store_dir(args.out, grid.name)} "
           f"(written: {len(stores.written)}, unchanged: {len(stores.unchanged)})")
     if len(stores.excluded):
-        print(f"excluded    {len(stores.excluded)} scan(s) from the stores; reasons in {args.out / 'stores' / grid.name / 'excluded.tsv'}:")
+        print(f"excluded    {len(stores.excluded)} scan(s) from the stores; reasons in {layout.store_excluded(args.out, grid.name)}:")
         for key, reason in zip(stores.excluded["key"], stores.excluded["reason"]):
             print(f"  EXCLUDED  {key}: {reason}")
     if result.mosaics:

@@ -5,6 +5,6 @@ on the input's own grid) and, for MNI-defined methods, ``mni_removal(coords)``.
 """
 
 from defacebench.deface.registry import METHODS, get_method, parse_methods
-from defacebench.deface.runner import deface_cohort, deface_subject, output_paths, split_image
+from defacebench.deface.runner import deface_cohort, deface_subject, split_image
 
-__all__ = ["METHODS", "get_method", "parse_methods", "deface_subject", "deface_cohort", "output_paths", "split_image"]
+__all__ = ["METHODS", "get_method", "parse_methods", "deface_subject", "deface_cohort", "split_image"]

@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 import nibabel as nib
 import numpy as np
 
+from defacebench.imaging.brain import extract_brain
 from defacebench.imaging.masks import head_mask
+from defacebench.imaging.registration import register, remove_shear
+from defacebench.imaging.resample import world_coordinates
+from defacebench.imaging.templates import mni_brain, pydeface_template, pydeface_to_mni
 
 #: Registration settings shared by the defacers (low resolution is ample for an affine).
 REGISTRATION_RESOLUTION_MM = 4.0
@@ -74,8 +78,6 @@ class SubjectContext:
     def brain(self) -> np.ndarray:
         """Brain mask (bool), deepbet on first use."""
         if self.brain_mask is None:
-            from defacebench.imaging.brain import extract_brain
-
             mask_img = self._timed("brain_extraction", lambda: extract_brain(self.img))
             self.brain_mask = np.asarray(mask_img.dataobj) > 0  # type: ignore[union-attr]
         return self.brain_mask
@@ -89,9 +91,6 @@ class SubjectContext:
     def subject_to_mni(self) -> np.ndarray:
         """Subject brain -> MNI152 brain, 12 DOF, Mattes MI (FSL, SPM and QC use it)."""
         if self.to_mni is None:
-            from defacebench.imaging.registration import register
-            from defacebench.imaging.templates import mni_brain, mni_brain_mask
-
             brain = self.brain()
             moving = nib.Nifti1Image(self.data * brain, self.affine)
             self.to_mni = self._timed(
@@ -99,7 +98,6 @@ class SubjectContext:
                 lambda: register(mni_brain(), moving, kind="affine", metric="mattes", fixed_mask=None, moving_mask=None,
                                  resolution_mm=REGISTRATION_RESOLUTION_MM, iterations=REGISTRATION_ITERATIONS),
             )
-            _ = mni_brain_mask
         return self.to_mni  # type: ignore[return-value]
 
     def subject_head_to_mni(self) -> np.ndarray:
@@ -116,8 +114,6 @@ class SubjectContext:
         exceeded in 22 % of them (max 0.23 %), and no extra registration is run.
         """
         if self.head_to_mni is None:
-            from defacebench.imaging.registration import remove_shear
-
             self.head_to_mni = remove_shear(self.subject_to_mni())
         return self.head_to_mni  # type: ignore[return-value]
 
@@ -128,11 +124,6 @@ class SubjectContext:
         FLIRT's own search from the centres of mass: same optimum, fewer iterations.
         """
         if self.template_to_subject is None:
-            from defacebench.imaging.registration import register
-            from defacebench.imaging.templates import pydeface_template
-
-            from defacebench.imaging.templates import pydeface_to_mni
-
             template, _ = pydeface_template()
             # start from what is known: template -> MNI (built once) then MNI -> subject
             initial = np.linalg.inv(self.subject_to_mni()) @ pydeface_to_mni()
@@ -145,6 +136,4 @@ class SubjectContext:
 
     def mni_coordinates(self, matrix: np.ndarray | None = None) -> np.ndarray:
         """MNI mm of every voxel, shape (3, *shape), through ``matrix`` (default brain to_mni)."""
-        from defacebench.imaging.resample import world_coordinates
-
         return world_coordinates(self.affine, self.shape, self.subject_to_mni() if matrix is None else matrix)

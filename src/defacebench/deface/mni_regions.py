@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from defacebench.imaging.resample import sample_world
+from defacebench.imaging.templates import mni_brain_distance_mm
+
 #: fsl_deface boxes (|x| limits, y range, z range) in MNI mm; BigFoV variant extends the
 #: ears to z -122 and adds the lower face/neck box.
 FSL_BOXES: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {
@@ -58,8 +61,4 @@ def spm_plane(coords: np.ndarray) -> np.ndarray:
 
 def distance_to_mni_brain(coords: np.ndarray, where: np.ndarray) -> np.ndarray:
     """Distance (mm) to the MNI brain mask at ``coords``, evaluated where ``where`` is true (inf elsewhere)."""
-    from defacebench.imaging.templates import mni_brain_distance_mm
-
-    from defacebench.imaging.resample import sample_world
-
     return sample_world(mni_brain_distance_mm(2), coords, where, order=1, cval=np.inf)

@@ -12,7 +12,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from defacebench import layout
 from defacebench.deface.mni_regions import EAR_REGION, FACE_REGION, in_box
+from defacebench.imaging.resample import resample_to
+from defacebench.io.atomic import atomic_path
 
 BRAIN_REMOVED_WARN = 0.001
 NOSE_TIP_DEPTH_MM = 20.0
@@ -38,18 +41,11 @@ def find_ground_truth(bids_root: str | Path | None, subject, shape: tuple[int, .
         return None
     import pandas as pd
 
-    from defacebench.io.bids import subject_anat_dir
-
-    sim = Path(bids_root) / "derivatives" / "simulation"
-    candidates = [
-        subject_anat_dir(sim, subject.subject, subject.session) / f"{subject.key}_dseg.nii.gz",
-        subject_anat_dir(sim, subject.subject, None) / f"sub-{subject.subject}_dseg.nii.gz",
-    ]
-    path = next((p for p in candidates if p.is_file()), None)
+    path = next((p for p in layout.simulation_labels(bids_root, subject) if p.is_file()), None)
     if path is None:
         return None
     labels = dict(SIMULATION_LABELS)
-    table = sim / "dseg.tsv"
+    table = layout.simulation_dir(bids_root) / "dseg.tsv"
     if table.is_file():
         frame = pd.read_csv(table, sep="\t")
         names = dict(zip(frame["name"].astype(str), frame["index"].astype(int)))
@@ -57,8 +53,6 @@ def find_ground_truth(bids_root: str | Path | None, subject, shape: tuple[int, .
     img = nib.load(str(path))
     data = np.asarray(img.dataobj).astype(np.int32)
     if data.shape[:3] != tuple(shape[:3]) or not np.allclose(img.affine, affine, atol=1e-3):
-        from defacebench.imaging.resample import resample_to
-
         data = np.rint(resample_to(img, np.eye(4), affine, shape, order=0)).astype(np.int32)
     return {
         "face": np.isin(data, [labels["face"], labels["nose"]]),
@@ -169,8 +163,6 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
-
-    from defacebench.io.atomic import atomic_path
 
     canonical = nib.as_closest_canonical(img)
     ornt = nib.orientations.ornt_transform(nib.io_orientation(img.affine), nib.io_orientation(canonical.affine))

@@ -21,36 +21,24 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from defacebench import layout
+from defacebench.deface import native, qc
 from defacebench.deface.context import SubjectContext
+from defacebench.deface.qc import BRAIN_REMOVED_WARN, QC_COLUMNS
 from defacebench.deface.registry import METHODS, get_method, parse_methods
+from defacebench.engine import Failure, run_tasks, write_failures
+from defacebench.imaging.registration import load_transform, mask_dice, save_transform
+from defacebench.imaging.resample import resample_to
+from defacebench.imaging.templates import mni_head_brain_mask
 from defacebench.io.atomic import write_table_atomic
-from defacebench.io.bids import derivatives_root, subject_anat_dir, write_dataset_description
+from defacebench.io.bids import write_dataset_description
 from defacebench.io.errors import InputError, StageError
+from defacebench.io.nifti import load_image, read_header, save_image
 
-XFM_SUFFIX = "from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt"
-HEAD_XFM_SUFFIX = "from-T1w_to-MNI152NLin2009aSym_desc-head9dof_mode-image_xfm.txt"
-PYDEFACE_XFM_SUFFIX = "from-pydeface_to-T1w_mode-image_xfm.txt"
 REGISTRATION_MIN_DICE = 0.8
 MNI_METHODS = ("afni", "fsl", "spm")
 #: Threads writing images (gzip releases the GIL) while the main thread draws the QC PNG.
 WRITER_THREADS = 2
-
-
-def output_paths(out_dir: str | Path, subject, methods: Sequence[str]) -> dict[str, Path]:
-    """Every output file of one scan, by role (``<method>_defaced``, ``brain_mask``, ...)."""
-    anat = subject_anat_dir(derivatives_root(out_dir), subject.subject, subject.session)
-    p = subject.key
-    paths = {
-        "brain_mask": anat / f"{p}_desc-brain_mask.nii.gz",
-        "to_mni": anat / f"{p}_{XFM_SUFFIX}",
-        "qc_png": anat / f"{p}_desc-deface_qc.png",
-        "qc_tsv": anat / f"{p}_desc-deface_qc.tsv",
-    }
-    for m in methods:
-        paths[f"{m}_defaced"] = anat / f"{p}_desc-{m}defaced_T1w.nii.gz"
-        paths[f"{m}_face"] = anat / f"{p}_desc-{m}face_T1w.nii.gz"
-        paths[f"{m}_mask"] = anat / f"{p}_desc-{m}_mask.nii.gz"
-    return paths
 
 
 def _complete(paths: dict[str, Path], methods: Sequence[str], backend: str) -> pd.DataFrame | None:
@@ -65,8 +53,6 @@ def _complete(paths: dict[str, Path], methods: Sequence[str], backend: str) -> p
 
 
 def _output_dtype(path: Path) -> np.dtype:
-    from defacebench.io.nifti import read_header
-
     header = read_header(path).header
     dtype = header.get_data_dtype()
     slope, inter = header.get_slope_inter()
@@ -90,8 +76,6 @@ def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype) -> tuple
 
 def _write_method_outputs(data: np.ndarray, removal: np.ndarray, dtype: np.dtype, affine: np.ndarray, paths: dict[str, Path], method: str) -> None:
     """Write one method's defaced, face-only and removal-mask images (a writer-thread task)."""
-    from defacebench.io.nifti import save_image
-
     defaced, face = split_image(data, removal, dtype)
     save_image(defaced, paths[f"{method}_defaced"], affine=affine, dtype=dtype)
     save_image(face, paths[f"{method}_face"], affine=affine, dtype=dtype)
@@ -100,16 +84,14 @@ def _write_method_outputs(data: np.ndarray, removal: np.ndarray, dtype: np.dtype
     save_image(removal.astype(mask_dtype), paths[f"{method}_mask"], affine=affine, dtype=mask_dtype)
 
 
-def _load_cached(ctx: SubjectContext, paths: dict[str, Path], anat: Path, prefix: str) -> None:
-    from defacebench.imaging.registration import load_transform
-
+def _load_cached(ctx: SubjectContext, paths: dict[str, Path], transforms: dict[str, Path]) -> None:
     if paths["brain_mask"].is_file():
         mask = nib.load(str(paths["brain_mask"]))
         if mask.shape[:3] == ctx.shape and np.allclose(mask.affine, ctx.affine, atol=1e-4):
             ctx.brain_mask = np.asarray(mask.dataobj) > 0
     # AFNI's 9-DOF matrix is derived from to_mni, never read back (an older version's own fit may be on disk)
-    for attr, name in (("to_mni", XFM_SUFFIX), ("template_to_subject", PYDEFACE_XFM_SUFFIX)):
-        path = anat / f"{prefix}_{name}"
+    for attr in ("to_mni", "template_to_subject"):
+        path = transforms[attr]
         if path.is_file():
             try:
                 setattr(ctx, attr, load_transform(path))
@@ -119,10 +101,6 @@ def _load_cached(ctx: SubjectContext, paths: dict[str, Path], anat: Path, prefix
 
 def registration_dice(ctx: SubjectContext) -> float:
     """Dice of the subject brain mask carried to MNI (2 mm) with the MNI brain mask."""
-    from defacebench.imaging.registration import mask_dice
-    from defacebench.imaging.resample import resample_to
-    from defacebench.imaging.templates import mni_head_brain_mask
-
     target = mni_head_brain_mask(2)
     warped = resample_to(ctx.brain().astype(np.float32), ctx.subject_to_mni(), target.affine, target.shape, order=1, source_affine=ctx.affine)
     return mask_dice(warped >= 0.5, np.asarray(target.dataobj))
@@ -155,24 +133,20 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
         Brain extraction or registration failed (brain Dice to the MNI brain < 0.8);
         methods that do not need the registration are still written.
     """
-    from defacebench.deface import native, qc
-    from defacebench.io.nifti import load_image, save_image
-    from defacebench.imaging.registration import save_transform
-
     methods = parse_methods(list(methods))
     if backend not in ("builtin", "native"):
         raise InputError(f"unknown backend {backend!r}; choose builtin or native")
-    paths = output_paths(out_dir, subject, methods)
+    paths = layout.scan_files(out_dir, subject, methods)
+    transforms = layout.scan_transforms(out_dir, subject)
     done = _complete(paths, methods, backend)
     if done is not None:
         return {"key": subject.key, "skipped": True, "qc": done.to_dict("records"), "timings": {}, "paths": paths}
-    anat = paths["qc_tsv"].parent
     start = time.perf_counter()
     img = load_image(subject.path, reorient=False)
     dtype = _output_dtype(Path(subject.path))
     ctx = SubjectContext(img)
     ctx.timings["load"] = time.perf_counter() - start
-    _load_cached(ctx, paths, anat, subject.key)
+    _load_cached(ctx, paths, transforms)
     brain = ctx.brain()
     save_image(brain.astype(np.uint8), paths["brain_mask"], affine=img.affine, dtype=np.uint8)
     head = ctx.head()
@@ -215,15 +189,15 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
         ctx.timings[f"method_{method}"] = time.perf_counter() - t0 - registered
         metrics = qc.removal_metrics(removal, brain, head, regions, ctx.voxel_ml)
         notes = list(input_notes)
-        if metrics["brain_removed_fraction"] > qc.BRAIN_REMOVED_WARN:
+        if metrics["brain_removed_fraction"] > BRAIN_REMOVED_WARN:
             notes.append(f"removed {100 * metrics['brain_removed_fraction']:.2f}% of the brain")
             warnings.warn(f"{subject.key} {method}: {notes[-1]}", stacklevel=2)
         rows.append({"key": subject.key, "method": method, "backend": backend, **metrics, "region_source": source,
                      "registration_dice": round(dice, 4), "warnings": "; ".join(notes)})
         removals[method] = removal
-    for attr, name in (("head_to_mni", HEAD_XFM_SUFFIX), ("template_to_subject", PYDEFACE_XFM_SUFFIX)):
+    for attr in ("head_to_mni", "template_to_subject"):
         if getattr(ctx, attr) is not None:
-            save_transform(getattr(ctx, attr), anat / f"{subject.key}_{name}")
+            save_transform(getattr(ctx, attr), transforms[attr])
     # gzip releases the GIL: two threads write the images while this one draws the QC PNG
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=WRITER_THREADS) as pool:
@@ -238,7 +212,7 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     ctx.timings["write_and_qc_png"] = time.perf_counter() - t0
     if failure is not None:
         raise StageError(f"{failure}; wrote {', '.join(removals) or 'no method'}")
-    table = pd.DataFrame(rows, columns=list(qc.QC_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(QC_COLUMNS))
     write_table_atomic(paths["qc_tsv"], table)
     ctx.timings["total"] = time.perf_counter() - start
     return {"key": subject.key, "skipped": False, "qc": rows, "timings": dict(ctx.timings), "paths": paths}
@@ -251,11 +225,9 @@ def _deface_task(subject, out_dir: str, methods: tuple[str, ...], backend: str, 
 
 def collect_qc(out_dir: str | Path, subjects: Sequence) -> pd.DataFrame:
     """Concatenate the per-scan QC tables of ``subjects`` into one table."""
-    from defacebench.deface.qc import QC_COLUMNS
-
     tables = []
     for subject in subjects:
-        path = output_paths(out_dir, subject, [])["qc_tsv"]
+        path = layout.scan_files(out_dir, subject)["qc_tsv"]
         if path.is_file():
             tables.append(pd.read_csv(path, sep="\t", keep_default_na=False))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(QC_COLUMNS))
@@ -268,8 +240,6 @@ def summarize_qc(table: pd.DataFrame) -> pd.DataFrame:
     brain_removed_max, brain_spared_fraction (share of scans with < 0.1 % of the brain
     removed), ears_removed_fraction (share of scans whose ears were removed).
     """
-    from defacebench.deface.qc import BRAIN_REMOVED_WARN
-
     columns = ["method", "scans", "nose_removed_median", "nose_removed_min", "face_removed_median",
                "brain_removed_max", "brain_spared_fraction", "ears_removed_fraction"]
     if table.empty:
@@ -293,20 +263,18 @@ def summarize_qc(table: pd.DataFrame) -> pd.DataFrame:
 
 def deface_cohort(cohort, out_dir: str | Path, methods: Sequence[str] = METHODS, jobs: int | None = 1, scheduler: str | None = None, backend: str = "builtin", bids_root: str | Path | None = None, progress: bool = True):
     """Deface every scan of a cohort; write qc.tsv and failures.tsv; return the engine's results."""
-    from defacebench.engine import Failure, run_tasks, write_failures
-
     methods = parse_methods(list(methods))
-    root = derivatives_root(out_dir)
+    root = layout.derivatives_dir(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     write_dataset_description(root, "defacebench defaced images", source=str(bids_root or cohort.source or ""),
                               description="defaced and face-only T1w images, removal masks, brain masks, MNI transforms, QC")
     task = functools.partial(_deface_task, out_dir=str(out_dir), methods=methods, backend=backend, bids_root=None if bids_root is None else str(bids_root))
     results = run_tasks(task, cohort.subjects, keys=[s.key for s in cohort.subjects], jobs=jobs, scheduler=scheduler, stage="deface", progress=progress)
     table = collect_qc(out_dir, cohort.subjects)
-    write_table_atomic(root / "qc.tsv", table)
-    write_table_atomic(root / "qc_summary.tsv", summarize_qc(table))
+    write_table_atomic(layout.deface_qc_table(out_dir), table)
+    write_table_atomic(layout.deface_qc_summary(out_dir), summarize_qc(table))
     # scans rejected when the cohort was read (unreadable header, ...) are failures too
     rejected = [Failure(key=r.name, stage="deface", reason=f"input rejected: {r.reason}") for r in getattr(cohort, "rejected", [])]
     results.failures.extend(rejected)
-    write_failures(root / "failures.tsv", results.failures, stage="deface")
+    write_failures(layout.failures_table(out_dir), results.failures, stage="deface")
     return results

@@ -19,6 +19,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from defacebench.imaging.blocks import block_affine, block_mean
+from defacebench.imaging.brain import extract_brain
+from defacebench.imaging.grids import Grid
+from defacebench.imaging.registration import load_transform, register, save_transform
+from defacebench.imaging.resample import LinearResampler, resample_to
 from defacebench.io.atomic import atomic_path
 
 #: Bump when the way the head template is built changes (invalidates the cache).
@@ -43,6 +48,21 @@ def head_grid(resolution_mm: int = 1) -> tuple[np.ndarray, tuple[int, int, int]]
     affine[:3, 3] = HEAD_GRID_ORIGIN_MM
     shape = tuple(int(np.ceil(n / step)) for n in HEAD_GRID_SHAPE)
     return affine, shape  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=8)
+def _brain_mask_on_grid(grid: Grid) -> np.ndarray:
+    mask = mni_brain_mask()
+    resampler = LinearResampler(mask.affine, mask.shape, np.eye(4), grid, antialias=False)
+    return resampler(np.asarray(mask.dataobj, dtype=np.float32)) >= 0.5
+
+
+def brain_mask_on_grid(grid: Grid) -> np.ndarray:
+    """The MNI brain mask in ``grid`` (linear interpolation, >= 0.5; cached per process).
+
+    The outline of QC mosaics and the target of the registration check (brain Dice).
+    """
+    return _brain_mask_on_grid(grid)
 
 
 def _squeeze(img: nib.Nifti1Image, dtype: type = np.float32) -> nib.Nifti1Image:
@@ -86,10 +106,6 @@ def pydeface_template() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
 
 def _build_head(resolution_mm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Register pydeface's mean head to MNI through its brain; resample onto the head grid."""
-    from defacebench.imaging.brain import extract_brain
-    from defacebench.imaging.registration import register
-    from defacebench.imaging.resample import resample_to
-
     head, _ = pydeface_template()
     brain = np.asarray(extract_brain(head).dataobj) > 0
     head_data = np.asarray(head.dataobj, dtype=np.float32)
@@ -119,8 +135,6 @@ def mni_head(resolution_mm: int = 1) -> nib.Nifti1Image:
         img = nib.Nifti1Image(data, affine)
         with atomic_path(path) as tmp:
             nib.save(img, str(tmp))
-        from defacebench.imaging.registration import save_transform
-
         save_transform(to_mni, cache_dir() / f"pydeface_to_mni_v{HEAD_TEMPLATE_VERSION}.txt")
     img = _squeeze(nib.load(str(path)))
     if int(resolution_mm) == 1:
@@ -130,8 +144,6 @@ def mni_head(resolution_mm: int = 1) -> nib.Nifti1Image:
 
 def pydeface_to_mni() -> np.ndarray:
     """4x4 RAS matrix: pydeface's template world -> MNI world (found when :func:`mni_head` was built)."""
-    from defacebench.imaging.registration import load_transform
-
     path = cache_dir() / f"pydeface_to_mni_v{HEAD_TEMPLATE_VERSION}.txt"
     if not path.is_file():
         _cached("mni_head_res-1").unlink(missing_ok=True)
@@ -142,15 +154,11 @@ def pydeface_to_mni() -> np.ndarray:
 
 def _block_mean(img: nib.Nifti1Image, step: int) -> nib.Nifti1Image:
     """The 1 mm head grid image averaged over ``step``-cubed blocks (zero beyond the grid)."""
-    from defacebench.imaging.blocks import block_affine, block_mean
-
     return nib.Nifti1Image(block_mean(np.asarray(img.dataobj, dtype=np.float32), step, pad="zero"), block_affine(img.affine, step))
 
 
 def on_head_grid(img: nib.Nifti1Image, resolution_mm: int = 1, order: int = 0) -> np.ndarray:
     """Resample an MNI-space image (e.g. the brain mask) onto the head grid (identity transform)."""
-    from defacebench.imaging.resample import resample_to
-
     target = mni_head(resolution_mm)
     return resample_to(img, np.eye(4), target.affine, target.shape, order=order)
 

@@ -54,11 +54,6 @@ def bids_name(entities: dict[str, str | None], suffix: str, extension: str = "")
     return "_".join([f"{k}-{entities[k]}" for k in keys] + [suffix]) + extension
 
 
-def derivatives_root(out_dir: str | Path, pipeline: str = PIPELINE_NAME) -> Path:
-    """``OUT/derivatives/<pipeline>``."""
-    return Path(out_dir) / "derivatives" / pipeline
-
-
 def subject_anat_dir(root: str | Path, subject: str, session: str | None = None) -> Path:
     """``root/sub-X[/ses-Y]/anat``."""
     path = Path(root) / f"sub-{subject}"

@@ -1,4 +1,4 @@
-"""Preprocessing QC pictures: per-condition mosaics in template space, and the grids figure.
+"""Preprocessing QC: the per-scan table (``qc_preprocess.tsv``) and per-condition mosaics in template space.
 
 Mosaics show single subjects' raw and face-only images, which can identify a person:
 they are written under ``STUDY/derivatives/defacebench/qc/`` beside the other
@@ -11,9 +11,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from defacebench.io.atomic import atomic_path
+from defacebench import layout
 from defacebench.imaging.grids import Grid, apply_affine
+from defacebench.imaging.templates import brain_mask_on_grid
+from defacebench.io.atomic import atomic_path, write_table_atomic
+from defacebench.io.store import open_condition
+from defacebench.preprocess.scan import PreprocessTask
+from defacebench.preprocess.stores import subject_ids
+from defacebench.preprocess.work import read_work_meta
+
+QC_COLUMNS = ("key", "participant_id", "session_id", "run", "grid", "status", "brain_dice", "dice_flag", "norm_scale",
+              "bias_min", "bias_max", "seconds", "reason")
 
 #: Subjects per mosaic.
 MOSAIC_SUBJECTS = 8
@@ -110,10 +120,7 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
 
 def write_mosaics(study_dir: str | Path, grid: Grid, conditions: Sequence[str], n: int = MOSAIC_SUBJECTS) -> list[Path]:
     """One mosaic PNG per condition store of ``grid``: ``qc/preprocess_<grid>_<condition>.png``."""
-    from defacebench.preprocess.pipeline import qc_dir, template_mask
-    from defacebench.io.store import open_condition
-
-    outline = template_mask(grid)
+    outline = brain_mask_on_grid(grid)
     paths = []
     for condition in conditions:
         store = open_condition(study_dir, grid.name, condition)
@@ -121,43 +128,36 @@ def write_mosaics(study_dir: str | Path, grid: Grid, conditions: Sequence[str], 
         labels = [f"row {i}, {store.index['age'].iloc[i]:.0f} y" for i in rows]
         fig = mosaic_figure([store.images[i] for i in rows], labels, store.affine, outline,
                             f"{condition} on {grid.name} ({len(store.index)} scans; red: MNI brain mask)")
-        paths.append(save_figure(fig, qc_dir(study_dir) / f"preprocess_{grid.name}_{condition}.png"))
+        paths.append(save_figure(fig, layout.mosaic_file(study_dir, grid.name, condition)))
     return paths
 
 
-def grids_figure(path: str | Path, grids: Sequence[Grid] | None = None) -> Path:
-    """Docs picture: the MNI head (mid-sagittal and axial) with each grid's box drawn on it."""
-    import matplotlib
+# --------------------------------------------------------------------------- QC table
+def qc_rows(tasks: Sequence[PreprocessTask], values: dict[str, dict], reasons: dict[str, str], grid: Grid) -> pd.DataFrame:
+    """One QC row per scan: status, brain Dice (flag below 0.85), scale, bias range, seconds."""
+    rows = []
+    for task in tasks:
+        pid, ses, run = subject_ids(task.subject)
+        meta = values.get(task.key)
+        if meta is None:
+            meta = read_work_meta(layout.work_file(task.study_dir, grid.name, task.key)) if task.key not in reasons else None
+        if meta is not None and task.key not in reasons:
+            rows.append({"key": task.key, "participant_id": pid, "session_id": ses, "run": run, "grid": grid.name, "status": "ok",
+                         "brain_dice": meta["brain_dice"], "dice_flag": "low" if meta["dice_flag"] else "",
+                         "norm_scale": round(meta["norm_scale"], 4), "bias_min": round(meta["bias_min"], 4), "bias_max": round(meta["bias_max"], 4),
+                         "seconds": round(sum(meta["seconds"].values()), 2), "reason": ""})
+        else:
+            rows.append({"key": task.key, "participant_id": pid, "session_id": ses, "run": run, "grid": grid.name, "status": "failed",
+                         "brain_dice": np.nan, "dice_flag": "", "norm_scale": np.nan, "bias_min": np.nan, "bias_max": np.nan,
+                         "seconds": np.nan, "reason": reasons.get(task.key, "not preprocessed")})
+    return pd.DataFrame(rows, columns=list(QC_COLUMNS))
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
-    from defacebench.imaging.grids import GRIDS
-    from defacebench.imaging.templates import mni_head
-
-    grids = list(grids or (GRIDS["mni2mm"], GRIDS["mni2mm-head"]))
-    head = mni_head(1)
-    volume = np.asarray(head.dataobj, dtype=np.float32)
-    volume = volume / np.percentile(volume[volume > 0], 99)
-    panels = _panels(volume, head.affine, {"sagittal": 0.0, "axial": -35.0})
-    colours = ["#ff4040", "#40c0ff", "#80ff80", "#ffd040"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5.2), facecolor="white")
-    for ax, (view, plane, extent), dims in zip(axes, (panels[0], panels[2]), ((1, 2), (0, 1))):
-        ax.imshow(plane, cmap="gray", vmin=0, vmax=1, origin="lower", extent=extent)
-        for grid, colour in zip(grids, colours):
-            (x0, x1), (y0, y1) = grid.bounds_mm[dims[0]], grid.bounds_mm[dims[1]]
-            half = np.array(grid.voxel_mm) / 2
-            ax.add_patch(Rectangle((x0 - half[dims[0]], y0 - half[dims[1]]), x1 - x0 + 2 * half[dims[0]], y1 - y0 + 2 * half[dims[1]],
-                                   fill=False, edgecolor=colour, linewidth=2, label=f"{grid.name} {'x'.join(map(str, grid.shape))}"))
-        names = "xyz"
-        ax.set_xlabel(f"{names[dims[0]]} (mm)")
-        ax.set_ylabel(f"{names[dims[1]]} (mm)")
-        position = {"sagittal": "x = 0 mm", "axial": "z = -35 mm"}[view]
-        ax.set_title(f"MNI head, {view} slice at {position}")
-        ax.set_xlim(extent[0] - 5, extent[1] + 5)
-        ax.set_ylim(extent[2] - 5, extent[3] + 5)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(grids), fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return save_figure(fig, path, dpi=100)
+def write_qc_table(path: str | Path, table: pd.DataFrame, grid: str) -> Path:
+    """Write ``qc_preprocess.tsv``, replacing the rows of ``grid`` and keeping other grids'."""
+    path = Path(path)
+    if path.is_file():
+        old = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        old = old[old["grid"] != grid] if "grid" in old else old.iloc[0:0]
+        table = pd.concat([old, table.astype(str).replace("nan", "n/a")], ignore_index=True)
+    return write_table_atomic(path, table)
