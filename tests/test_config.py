@@ -8,9 +8,9 @@ from defacebench.config import condition_names, get_preset, load_config
 from defacebench.io.errors import InputError
 
 
-def test_paper_preset_has_the_ten_conditions() -> None:
+def test_paper_preset_has_the_ten_conditions_and_four_geometry_controls() -> None:
     config = get_preset("paper")
-    assert len(config.conditions) == 10
+    assert len(config.conditions) == 14
     assert config.conditions[:2] == ("raw", "skullstripped")
     assert "face-pydeface" in config.conditions and "defaced-spm" in config.conditions
 

@@ -401,3 +401,28 @@ def test_cli_stops_without_splits_or_deface_outputs(tmp_path: Path, capsys) -> N
     assert main(argv) == 0
     excluded = pd.read_csv(layout.store_excluded(study, "mni4mm"), sep="\t")
     assert list(excluded["key"]) == ["sub-02"] and "defacing failed" in excluded["reason"][0]
+
+
+def test_geometry_control_is_the_removed_head_outline_without_intensities(tmp_path: Path) -> None:
+    """facemask-<m>: 1 where the method removed head tissue, through the face-only image's transform."""
+    bids, study = make_study(tmp_path, n=2)
+    run_study(bids, study, conditions=("raw", "face-spm", "facemask-spm", "facemask-fsl"), mosaics=False)
+    assert list_conditions(study, "test8mm") == ["face-spm", "facemask-fsl", "facemask-spm", "raw"]
+    for method in ("spm", "fsl"):  # fsl's removal mask is soft (0.75): binarised at 0.5
+        mask = open_condition(study, "test8mm", f"facemask-{method}").images.astype(np.float32)
+        assert mask.min() >= 0 and mask.max() <= 1 and mask.max() > 0.99
+    face = open_condition(study, "test8mm", "face-spm").images.astype(np.float32)
+    mask = open_condition(study, "test8mm", "facemask-spm").images.astype(np.float32)
+    raw = open_condition(study, "test8mm", "raw").images.astype(np.float32)
+    tissue = face > 0.2 * raw.max()
+    assert tissue.sum() > 100 and np.mean(mask[tissue] > 0) > 0.99  # the bright removed voxels are in the mask (up to the outline's edge)
+    assert np.percentile(face[mask == 0], 99.5) < 0.1 * raw.max()  # outside the mask only air (and an edge) was removed
+    # the mask is the same for a brighter face: it carries no intensities
+    t1w = bids / "sub-01/anat/sub-01_T1w.nii.gz"
+    img = nib.load(str(t1w))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data[data > 30] *= 1.3
+    nib.save(nib.Nifti1Image(data, img.affine), str(t1w))
+    run_study(bids, study, conditions=("raw", "face-spm", "facemask-spm"), mosaics=False)
+    brighter = open_condition(study, "test8mm", "facemask-spm").images.astype(np.float32)
+    np.testing.assert_array_equal(brighter[0], mask[0])

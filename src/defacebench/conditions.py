@@ -1,7 +1,7 @@
 """What image each study condition is made of.
 
-A condition is one kind of model input, built from the same scan for every subject
-(DESIGN.md section 3). Four kinds exist:
+A condition is one kind of model input, built from the same scan for every subject.
+Five kinds exist:
 
 ``raw``
     The whole head: no defacing, no skull stripping.
@@ -11,6 +11,12 @@ A condition is one kind of model input, built from the same scan for every subje
     The defaced head, skull kept: head x (1 - removal mask of the method).
 ``face-<method>``
     Only the tissue the method removed: head x removal mask.
+``facemask-<method>``
+    The geometry control: 1 where the method removed head tissue, 0 elsewhere (the
+    removal mask, binarised at 0.5, within the head outline), moved by the same transform
+    as the face-only image. It carries where the removed face sits and its outline, and
+    none of its intensities: a face-only model that does no better than this one reads
+    geometry, not tissue (docs/analysis.md).
 
 A defaced image is the head minus the method's face-only image, so for every method
 ``defaced-<m> + face-<m> == raw`` voxel for voxel. Every condition is built from the
@@ -40,8 +46,8 @@ METHODS: tuple[str, ...] = (*PAPER_METHODS, "quickshear")
 #: Display names of the methods.
 METHOD_NAMES: dict[str, str] = {"afni": "AFNI", "fsl": "FSL", "pydeface": "pydeface", "spm": "SPM", "quickshear": "quickshear"}
 
-KINDS: tuple[str, ...] = ("raw", "skullstripped", "defaced", "face")
-_METHOD_KINDS = ("defaced", "face")
+KINDS: tuple[str, ...] = ("raw", "skullstripped", "defaced", "face", "facemask")
+_METHOD_KINDS = ("defaced", "face", "facemask")
 
 #: Columns every ``predictions.csv`` has (``bids_run`` is the BIDS run entity of the scan,
 #: ``run`` the training repetition).
@@ -62,8 +68,8 @@ def parse_methods(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def condition_names(methods: Sequence[str]) -> tuple[str, ...]:
-    """The study's conditions: raw, skullstripped, defaced-<m> and face-<m> per method."""
-    return ("raw", "skullstripped", *(f"defaced-{m}" for m in methods), *(f"face-{m}" for m in methods))
+    """The study's conditions: raw, skullstripped, then defaced-<m>, face-<m> and facemask-<m> per method."""
+    return ("raw", "skullstripped", *(f"{kind}-{m}" for kind in _METHOD_KINDS for m in methods))
 
 
 @dataclass(frozen=True)
@@ -87,9 +93,10 @@ class Condition:
     @property
     def identifying(self) -> bool:
         """Whether images of this condition can identify a person (they show a face)."""
-        return self.kind in ("raw", "face")
+        return self.kind in ("raw", "face", "facemask")
 
-    def build(self, head: np.ndarray, brain_mask: np.ndarray | None = None, face: np.ndarray | None = None) -> np.ndarray:
+    def build(self, head: np.ndarray, brain_mask: np.ndarray | None = None, face: np.ndarray | None = None,
+              removed: np.ndarray | None = None) -> np.ndarray:
         """The condition's image from the head, the brain mask and the method's face-only image.
 
         Parameters
@@ -101,6 +108,8 @@ class Condition:
         face : ndarray, optional
             The method's face-only image (the removed tissue), in the head's units
             (``face-<m>``; ``defaced-<m>`` is ``head - face``).
+        removed : ndarray, optional
+            Where the method removed head tissue, 0..1 (``facemask-<m>``).
         """
         if self.kind == "raw":
             return head
@@ -108,6 +117,10 @@ class Condition:
             if brain_mask is None:
                 raise ValueError("skullstripped needs a brain mask")
             return head * (brain_mask > 0)
+        if self.kind == "facemask":
+            if removed is None:
+                raise ValueError(f"{self.name} needs the removed-tissue mask of {self.method}")
+            return removed
         if face is None:
             raise ValueError(f"{self.name} needs the face-only image of {self.method}")
         return face if self.kind == "face" else head - face
@@ -127,7 +140,7 @@ def parse_condition(name: str) -> Condition:
     kind, _, method = name.partition("-")
     if kind in _METHOD_KINDS and method:
         return Condition(name, kind, method)
-    raise InputError(f"unknown condition {name!r}: use raw, skullstripped, defaced-<method> or face-<method>")
+    raise InputError(f"unknown condition {name!r}: use raw, skullstripped, defaced-<method>, face-<method> or facemask-<method>")
 
 
 def condition_kind(condition: str) -> str:
@@ -147,8 +160,8 @@ def condition_method(condition: str) -> str | None:
 
 
 def order_conditions(conditions: Iterable[str]) -> list[str]:
-    """Paper order: raw, skull-stripped, defaced per method, face-only per method."""
-    kinds = {"raw": 0, "skullstripped": 1, "defaced": 2, "face": 3, "other": 4}
+    """Paper order: raw, skull-stripped, defaced per method, face-only per method, then the geometry controls."""
+    kinds = {"raw": 0, "skullstripped": 1, "defaced": 2, "face": 3, "facemask": 4, "other": 5}
 
     def key(c: str) -> tuple[int, int, str]:
         m = condition_method(c)
@@ -162,13 +175,17 @@ def method_name(method: str | None) -> str:
     return METHOD_NAMES.get(method, method) if method else ""
 
 
+_SHORT = {"defaced": "df", "face": "f", "facemask": "fm"}
+_TITLE = {"defaced": "defaced", "face": "face-only", "facemask": "face mask"}
+
+
 def condition_label(condition: str) -> str:
     """Short figure label as in the paper's Fig. 4: ``raw``, ``ss``, ``AFNI df``, ``AFNI f``."""
     kind, method = condition_kind(condition), condition_method(condition)
     if kind == "skullstripped":
         return "ss"
-    if kind in ("defaced", "face"):
-        return f"{method_name(method)} {'df' if kind == 'defaced' else 'f'}"
+    if kind in _METHOD_KINDS:
+        return f"{method_name(method)} {_SHORT[kind]}"
     return condition
 
 
@@ -179,8 +196,8 @@ def condition_title(condition: str) -> str:
         return "raw head"
     if kind == "skullstripped":
         return "skull-stripped"
-    if kind in ("defaced", "face"):
-        return f"{'defaced' if kind == 'defaced' else 'face-only'} ({method_name(method)})"
+    if kind in _METHOD_KINDS:
+        return f"{_TITLE[kind]} ({method_name(method)})"
     return condition
 
 
@@ -219,6 +236,10 @@ def build_all(
     head: np.ndarray,
     brain_mask: np.ndarray | None,
     faces: Mapping[str, np.ndarray],
+    removed: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every condition's image by name; ``faces`` maps method -> face-only image."""
-    return {c.name: c.build(head, brain_mask, faces.get(c.method) if c.method else None) for c in conditions}
+    """Every condition's image by name; ``faces`` maps method -> face-only image, ``removed``
+    method -> removed-tissue mask."""
+    removed = removed or {}
+    return {c.name: c.build(head, brain_mask, faces.get(c.method) if c.method else None, removed.get(c.method) if c.method else None)
+            for c in conditions}

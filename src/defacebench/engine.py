@@ -32,6 +32,7 @@ import pandas as pd
 
 from defacebench.io.atomic import write_table_atomic
 from defacebench.io.errors import InputError, one_line_warnings, warning_line
+from defacebench.io.progress import progress_bar
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -117,8 +118,6 @@ def _guarded(func: Callable[[Any], Any], item: Any, stage: str) -> tuple[bool, A
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from defacebench.io.progress import progress_bar
-
     return progress_bar(total, desc, "subject", enabled=enabled)
 
 

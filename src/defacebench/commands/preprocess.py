@@ -87,7 +87,8 @@ def _run(args: argparse.Namespace) -> int:
     # scans it failed on are recorded as failed here, scans it never saw stop the stage
     failed = read_failures(layout.failures_table(args.out))
     deface_failed = dict(zip(failed.loc[failed["stage"] == "deface", "key"], failed.loc[failed["stage"] == "deface", "reason"]))
-    undone = [s for s in cohort.subjects if missing_inputs(s, args.out, methods)]
+    mask_methods = tuple(c.method for c in conditions if c.kind == "facemask")
+    undone = [s for s in cohort.subjects if missing_inputs(s, args.out, methods, mask_methods)]
     prior = {s.key: f"defacing failed: {deface_failed[s.key]}" for s in undone if s.key in deface_failed}
     never = [s for s in undone if s.key not in deface_failed]
     if never:

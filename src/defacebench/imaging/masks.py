@@ -22,7 +22,10 @@ from scipy import ndimage
 
 from defacebench.io.errors import StageError
 
-__all__ = ["head_mask", "tissue_mask"]
+__all__ = ["head_mask", "head_outline", "tissue_mask"]
+
+#: Voxels of edge padding around the image for :func:`head_outline`.
+OUTLINE_PAD_VOXELS = 4
 
 
 def head_mask(data: np.ndarray, fraction: float = 0.12) -> np.ndarray:
@@ -43,6 +46,20 @@ def head_mask(data: np.ndarray, fraction: float = 0.12) -> np.ndarray:
     small = ndimage.binary_fill_holes(small)
     full = np.repeat(np.repeat(np.repeat(small, 2, 0), 2, 1), 2, 2)[: data.shape[0], : data.shape[1], : data.shape[2]]
     return (full & (data > 0.5 * threshold)) | (mask & full)
+
+
+def head_outline(data: np.ndarray, brain: np.ndarray | None = None) -> np.ndarray:
+    """:func:`head_mask` (or the brain) computed on the image edge-padded by a few voxels.
+
+    A head cut by the field of view (the neck and chin, often) keeps its tissue up to the
+    image border: without the padding, the morphological closing of :func:`head_mask`
+    erodes two voxels off every border. Used for the geometry control (``facemask-<m>``),
+    which must hold every voxel where a method removed tissue.
+    """
+    pad = OUTLINE_PAD_VOXELS
+    inner = tuple(slice(pad, pad + n) for n in np.shape(data)[:3])
+    outline = head_mask(np.pad(np.asarray(data, dtype=np.float32), pad, mode="edge"))[inner]
+    return outline | np.asarray(brain, dtype=bool) if brain is not None else outline
 
 
 def tissue_mask(data: np.ndarray, threshold_fraction: float = 0.1) -> np.ndarray:

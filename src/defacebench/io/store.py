@@ -1,6 +1,6 @@
 """Model-ready condition stores: one memory-mapped float16 array per condition.
 
-Layout under a study directory (DESIGN.md section 3)::
+Layout under a study directory (paths from :mod:`defacebench.layout`)::
 
     stores/<grid>/index.tsv            row -> participant_id, session_id, run, age, split
     stores/<grid>/<condition>.npy      float16, shape (N, X, Y, Z), row i = index row i
@@ -21,16 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from defacebench import layout
 from defacebench.io.atomic import atomic_path, write_table_atomic, write_text_atomic
 from defacebench.io.errors import InputError
 
 INDEX_COLUMNS: tuple[str, ...] = ("participant_id", "session_id", "run", "age", "split")
 STORE_DTYPE = np.float16
-
-
-def store_dir(study_dir: str | Path, grid: str) -> Path:
-    """``STUDY/stores/<grid>``."""
-    return Path(study_dir) / "stores" / grid
 
 
 def index_checksum(index: pd.DataFrame) -> str:
@@ -51,12 +47,12 @@ def write_index(study_dir: str | Path, grid: str, index: pd.DataFrame) -> Path:
     missing = set(INDEX_COLUMNS) - set(index.columns)
     if missing:
         raise ValueError(f"store index lacks columns {sorted(missing)}")
-    return write_table_atomic(store_dir(study_dir, grid) / "index.tsv", index.reset_index(drop=True))
+    return write_table_atomic(layout.store_index(study_dir, grid), index.reset_index(drop=True))
 
 
 def read_index(study_dir: str | Path, grid: str) -> pd.DataFrame:
     """Read ``stores/<grid>/index.tsv``."""
-    path = store_dir(study_dir, grid) / "index.tsv"
+    path = layout.store_index(study_dir, grid)
     if not path.is_file():
         raise InputError("no condition stores here (run `defacebench preprocess` first)", path)
     return pd.read_csv(path, sep="\t", dtype={"participant_id": str, "session_id": str, "run": str}, keep_default_na=False)
@@ -78,7 +74,7 @@ def write_condition(
     if len(rows) != len(index):
         raise ValueError(f"{condition}: {len(rows)} images for {len(index)} index rows")
     shape = (len(rows), *np.shape(rows[0]))
-    path = store_dir(study_dir, grid) / f"{condition}.npy"
+    path = layout.store_array(study_dir, grid, condition)
     h = hashlib.sha256()
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=STORE_DTYPE, shape=shape)
@@ -96,7 +92,7 @@ def write_condition(
         "checksum": h.hexdigest()[:16],
         "index_checksum": index_checksum(index),
     }
-    write_text_atomic(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(layout.store_meta(study_dir, grid, condition), json.dumps(meta, indent=2) + "\n")
     return path
 
 
@@ -122,7 +118,7 @@ class ConditionStore:
 
 def list_conditions(study_dir: str | Path, grid: str) -> list[str]:
     """Conditions that have a finished store for ``grid``."""
-    return sorted(p.stem for p in store_dir(study_dir, grid).glob("*.json"))
+    return layout.stored_conditions(study_dir, grid)
 
 
 def open_condition(study_dir: str | Path, grid: str, condition: str, verify: bool = False) -> ConditionStore:
@@ -134,15 +130,14 @@ def open_condition(study_dir: str | Path, grid: str, condition: str, verify: boo
         When the store is missing, or its index changed since it was written (stale),
         or (with ``verify``) its content does not match its checksum.
     """
-    base = store_dir(study_dir, grid)
-    meta_path = base / f"{condition}.json"
+    meta_path = layout.store_meta(study_dir, grid, condition)
     if not meta_path.is_file():
         raise InputError(f"no store for condition {condition!r} on grid {grid!r}", meta_path)
     meta = json.loads(meta_path.read_text())
     index = read_index(study_dir, grid)
     if index_checksum(index) != meta["index_checksum"]:
         raise InputError(f"store {condition!r} is stale: index.tsv changed since it was written; rerun preprocess", meta_path)
-    images = np.load(base / f"{condition}.npy", mmap_mode="r")
+    images = np.load(layout.store_array(study_dir, grid, condition), mmap_mode="r")
     if list(images.shape) != meta["shape"]:
         raise InputError(f"store {condition!r} has shape {images.shape}, metadata says {meta['shape']}", meta_path)
     if verify and _array_checksum(images) != meta["checksum"]:

@@ -205,7 +205,7 @@ def face_region(study_dir: str | Path, grid: str, brain_mask: np.ndarray, freque
 def _grid_affine(study_dir: str | Path, grid: str) -> np.ndarray:
     import json
 
-    from defacebench.io.store import store_dir
+    from defacebench.layout import store_dir
 
     metas = sorted(store_dir(study_dir, grid).glob("*.json"))
     if not metas:

@@ -1,6 +1,6 @@
 """N4 bias field: estimated once per scan at low resolution, applied to every derived image.
 
-N4 at 1 mm costs 24-50 s per head (DESIGN.md section 4), and the bias field is smooth,
+N4 at 1 mm costs 24-50 s per head (docs/preprocessing.md), and the bias field is smooth,
 so it is estimated on the head block-averaged to about ``resolution_mm`` (10 mm by
 default), cropped to the head's bounding box, inside a head mask, with ANTsPy's N4
 (4 levels x 30 iterations, B-spline mesh 1 -> 8 spans). N4's cost grows with voxels x

@@ -34,6 +34,7 @@ import numpy as np
 from defacebench import layout
 from defacebench.conditions import build_all, methods_of, parse_condition
 from defacebench.imaging.grids import Grid
+from defacebench.imaging.masks import head_outline
 from defacebench.imaging.registration import load_transform, mask_dice
 from defacebench.imaging.resample import LinearResampler
 from defacebench.imaging.templates import brain_mask_on_grid
@@ -80,18 +81,21 @@ class PreprocessTask:
         return self.subject.key  # type: ignore[attr-defined]
 
 
-def input_paths(subject, study_dir: str | Path, methods: Sequence[str]) -> dict[str, Path]:
-    """The files a scan's preprocessing reads: T1w, brain mask, transform, face-only images."""
-    deface = layout.scan_files(study_dir, subject, methods)
+def input_paths(subject, study_dir: str | Path, methods: Sequence[str], mask_methods: Sequence[str] = ()) -> dict[str, Path]:
+    """The files a scan's preprocessing reads: T1w, brain mask, transform, face-only images,
+    and the removal masks of ``mask_methods`` (the geometry controls)."""
+    deface = layout.scan_files(study_dir, subject, tuple(dict.fromkeys([*methods, *mask_methods])))
     paths = {"t1w": Path(subject.path), "brain_mask": deface["brain_mask"], "to_mni": deface["to_mni"]}
     for m in methods:
         paths[f"{m}_face"] = deface[f"{m}_face"]
+    for m in mask_methods:
+        paths[f"{m}_mask"] = deface[f"{m}_mask"]
     return paths
 
 
-def missing_inputs(subject, study_dir: str | Path, methods: Sequence[str]) -> list[str]:
+def missing_inputs(subject, study_dir: str | Path, methods: Sequence[str], mask_methods: Sequence[str] = ()) -> list[str]:
     """Names of the deface derivatives of a scan that do not exist yet."""
-    return [name for name, path in input_paths(subject, study_dir, methods).items() if name != "t1w" and not path.is_file()]
+    return [name for name, path in input_paths(subject, study_dir, methods, mask_methods).items() if name != "t1w" and not path.is_file()]
 
 
 def _load_on(path: Path, like, what: str, dtype=np.float32) -> np.ndarray:
@@ -129,7 +133,8 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     methods = methods_of(conditions)
     subject = task.subject
     out = layout.work_file(task.study_dir, task.grid.name, task.key)
-    paths = input_paths(subject, task.study_dir, methods)
+    mask_methods = tuple(c.method for c in conditions if c.kind == "facemask")
+    paths = input_paths(subject, task.study_dir, methods, mask_methods)
     missing = [n for n, p in paths.items() if not p.is_file()]
     if missing:
         raise StageError(f"missing deface output(s) {', '.join(missing)} (run defacebench deface; see failures.tsv)")
@@ -157,6 +162,10 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     except (OSError, ValueError) as exc:
         raise StageError(f"unreadable MNI transform ({exc})") from None
     faces = {m: _load_on(paths[f"{m}_face"], img, f"{m} face-only image") for m in methods}
+    removed = {}
+    if mask_methods:
+        outline = head_outline(data, brain)
+        removed = {m: ((_load_on(paths[f"{m}_mask"], img, f"{m} removal mask") > 0.5) & outline).astype(np.float32) for m in mask_methods}
     lap("load")
 
     voxel_mm = tuple(float(v) for v in img.header.get_zooms()[:3])
@@ -183,9 +192,10 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     # the same image as resampling head - face, one resampling fewer per method.
     head_grid = resampler(head)
     faces_grid = {m: resampler(faces[m]) for m in methods}
+    removed_grid = {m: resampler(removed[m]) for m in mask_methods}
     brain_only = next((c for c in conditions if c.kind == "skullstripped"), None)
     stripped = {brain_only.name: resampler(brain_only.build(head, brain))} if brain_only else {}
-    grid_images = build_all([c for c in conditions if c.kind != "skullstripped"], head_grid, None, faces_grid)
+    grid_images = build_all([c for c in conditions if c.kind != "skullstripped"], head_grid, None, faces_grid, removed_grid)
     images = {c.name: (stripped.get(c.name, grid_images.get(c.name))).astype(np.float16) for c in conditions}
     lap("resample")
 
