@@ -50,7 +50,7 @@ def _analysed(tmp_path: Path, **kwargs) -> Path:
 def test_report_is_self_contained(tmp_path: Path) -> None:
     study = _analysed(tmp_path, null_conditions=("face-fsl",))
     assert cli_main(["report", str(study)]) == 0
-    text = (study / "report.html").read_text()
+    text = layout.report_file(study).read_text()
     parser = Collector()
     parser.feed(text)
     assert len(parser.images) >= 3
@@ -126,7 +126,7 @@ def test_the_simulation_is_quoted_only_for_the_simulated_cohort(tmp_path: Path) 
     _small_face_gain(study)
     assert source_dataset(study) is None and not simulated_cohort(study)  # no record of the source
     write_report(study)
-    text = (study / "report.html").read_text()
+    text = layout.report_file(study).read_text()
     assert "need not come from the face" in text and "simulated face-only" not in text and "up to 8 %" not in text
 
     real = tmp_path / "real-bids"
@@ -134,12 +134,12 @@ def test_the_simulation_is_quoted_only_for_the_simulated_cohort(tmp_path: Path) 
     write_dataset_description(layout.derivatives_dir(study), "defaced", source=str(real))
     assert source_dataset(study) == real and not simulated_cohort(study)
     write_report(study)
-    assert "up to 8 %" not in (study / "report.html").read_text()
+    assert "up to 8 %" not in layout.report_file(study).read_text()
 
     layout.simulation_dir(real).mkdir(parents=True)  # the simulator's ground truth: a simulated cohort
     assert simulated_cohort(study)
     write_report(study)
-    assert "simulated face-only images still beat the null by up to 8 %" in (study / "report.html").read_text()
+    assert "simulated face-only images still beat the null by up to 8 %" in layout.report_file(study).read_text()
 
     layout.deface_description(study).write_text(json.dumps({"SourceDatasets": [{"URL": "../../../real-bids"}]}))
     assert source_dataset(study).resolve() == real.resolve() and simulated_cohort(study)  # relative to the derivatives folder
@@ -156,7 +156,7 @@ def test_individual_figure_only_on_request(tmp_path: Path) -> None:
     figure = layout.figure_file(study, "individual_example")
     assert not figure.exists()  # the analysis never draws one person by itself
     assert cli_main(["report", str(study), "--individual-figures"]) == 0
-    text = (study / "report.html").read_text()
+    text = layout.report_file(study).read_text()
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and 'alt="individual_example"' in text and "can identify a person" in text
     assert cli_main(["report", str(study)]) == 0
-    assert not figure.exists() and 'alt="individual_example"' not in (study / "report.html").read_text()
+    assert not figure.exists() and 'alt="individual_example"' not in layout.report_file(study).read_text()
