@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from defacebench.analysis import metrics
+from defacebench.analysis import inputs, metrics
+from defacebench.conditions import condition_label, order_conditions
 from defacebench.io.errors import InputError
 
 CONDITIONS = ("raw", "skullstripped", "defaced-afni", "defaced-fsl", "face-afni", "face-fsl")
@@ -75,7 +76,7 @@ def test_regression_metrics_match_scipy() -> None:
 
 def test_table1_columns_and_values(tmp_path: Path) -> None:
     study = make_study(tmp_path, runs=3)
-    predictions = metrics.load_predictions(study)
+    predictions = inputs.load_predictions(study)
     table = metrics.table1(predictions, training_mean_age=70.0)
     assert list(table["condition"]) == list(CONDITIONS)
     assert {"mae_run_1", "mae_run_2", "mae_run_3", "mae_mean", "abs_error_sd", "null_mae"} <= set(table.columns)
@@ -93,15 +94,15 @@ def test_table1_columns_and_values(tmp_path: Path) -> None:
 
 
 def test_condition_labels_and_order() -> None:
-    assert metrics.order_conditions(["face-spm", "defaced-spm", "raw", "face-afni", "skullstripped", "defaced-quickshear"]) == ["raw", "skullstripped", "defaced-spm", "defaced-quickshear", "face-afni", "face-spm"]
-    assert metrics.condition_label("defaced-fsl") == "FSL df"
-    assert metrics.condition_label("face-pydeface") == "pydeface f"
-    assert metrics.condition_label("skullstripped") == "ss"
+    assert order_conditions(["face-spm", "defaced-spm", "raw", "face-afni", "skullstripped", "defaced-quickshear"]) == ["raw", "skullstripped", "defaced-spm", "defaced-quickshear", "face-afni", "face-spm"]
+    assert condition_label("defaced-fsl") == "FSL df"
+    assert condition_label("face-pydeface") == "pydeface f"
+    assert condition_label("skullstripped") == "ss"
 
 
 def test_bias_correction_uses_validation_only(tmp_path: Path) -> None:
     study = make_study(tmp_path, runs=1, conditions=("raw",))
-    predictions = metrics.load_predictions(study)
+    predictions = inputs.load_predictions(study)
     # shrink predictions towards 70 (regression to the mean): the val fit must undo it
     shrunk = predictions.assign(predicted_age=70 + 0.5 * (predictions["predicted_age"] - 70))
     corrected = metrics.bias_corrected_metrics(shrunk).iloc[0]
@@ -116,10 +117,35 @@ def test_bias_correction_uses_validation_only(tmp_path: Path) -> None:
 
 def test_missing_runs_and_predictions_are_input_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no trained runs"):
-        metrics.load_predictions(tmp_path)
+        inputs.load_predictions(tmp_path)
     (tmp_path / "runs" / "raw" / "run-1").mkdir(parents=True)
     with pytest.raises(InputError, match="no predictions.csv"):
-        metrics.load_predictions(tmp_path)
+        inputs.load_predictions(tmp_path)
     (tmp_path / "runs" / "raw" / "run-1" / "predictions.csv").write_text("participant_id,age\nsub-1,50\n")
     with pytest.raises(InputError, match="lack column"):
-        metrics.load_predictions(tmp_path)
+        inputs.load_predictions(tmp_path)
+
+
+def test_training_mean_age_says_where_it_came_from(tmp_path: Path) -> None:
+    study = make_study(tmp_path, runs=1, conditions=("raw",))
+    predictions = inputs.load_predictions(study)
+    splits = pd.read_csv(study / "splits.tsv", sep="\t")
+    age, source = inputs.training_mean_age(study, predictions)
+    assert age == pytest.approx(splits.loc[splits["split"] == "train", "age"].mean()) and source.startswith("splits.tsv (60 training scans)")
+    store = study / "stores" / "g"
+    store.mkdir(parents=True)
+    (study / "splits.tsv").rename(store / "index.tsv")  # the store index holds the same splits
+    assert inputs.training_mean_age(study, predictions, "g") == (age, "stores/g/index.tsv (60 training scans)")
+    (store / "index.tsv").unlink()
+    age, source = inputs.training_mean_age(study, predictions)
+    val = predictions[predictions["split"] == "val"]
+    assert age == pytest.approx(val["age"].mean()) and source.startswith("validation predictions (20 scans")
+
+
+def test_an_incomplete_run_is_an_input_error(tmp_path: Path) -> None:
+    study = make_study(tmp_path, runs=2, conditions=("raw",))
+    assert [(i["condition"], i["run"]) for i in inputs.check_runs(study)] == [("raw", 1), ("raw", 2)]
+    (study / "runs" / "raw" / "run-2" / "run.json").write_text(json.dumps({"complete": False}))
+    with pytest.raises(InputError, match="not complete"):
+        inputs.check_runs(study)
+    assert inputs.resolve_grid(study) is None and inputs.resolve_grid(study, "mni2mm") == "mni2mm"

@@ -1,16 +1,23 @@
-"""The HTML report: renders, embeds every image, fetches nothing, states generated findings."""
+"""The HTML report: renders, embeds every image, fetches nothing, states generated findings,
+and quotes the simulation's numbers only for the simulated cohort."""
 
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
+from model_stores import make_blob_store
 from test_metrics import make_study
 
+from defacebench import layout
 from defacebench.cli import main as cli_main
-from defacebench.report.html import conclusions, write_report
+from defacebench.io.bids import write_dataset_description
+from defacebench.report.embed import FIGURE_CAPTIONS
+from defacebench.report.findings import REGISTRATION_CAVEAT, SIMULATED_REGISTRATION_CAVEAT, conclusions, saliency_sentence
+from defacebench.report.page import simulated_cohort, source_dataset, write_report
 
 
 class Collector(HTMLParser):
@@ -43,7 +50,7 @@ def _analysed(tmp_path: Path, **kwargs) -> Path:
 def test_report_is_self_contained(tmp_path: Path) -> None:
     study = _analysed(tmp_path, null_conditions=("face-fsl",))
     assert cli_main(["report", str(study)]) == 0
-    text = (study / "report.html").read_text()
+    text = layout.report_file(study).read_text()
     parser = Collector()
     parser.feed(text)
     assert len(parser.images) >= 3
@@ -77,8 +84,6 @@ def test_report_errors(tmp_path: Path, capsys) -> None:
 
 
 def test_saliency_sentence_gives_every_share_or_says_there_is_none() -> None:
-    from defacebench.report.html import saliency_sentence
-
     table = pd.DataFrame({"condition": ["raw", "skullstripped"], "face_share": [0.0, float("nan")], "brain_share": [0.004, float("nan")],
                           "other_share": [0.996, float("nan")], "positive_fraction": [0.03, 0.0]}).set_index("condition")
     raw = saliency_sentence(table, "raw")
@@ -100,3 +105,58 @@ def test_a_small_face_only_gain_is_not_read_as_age_in_the_face(tmp_path: Path) -
     null.loc[null["condition"] == best, "improvement_pct"] = 6.0  # as the no-face-ageing control measured
     text = " ".join(conclusions(table1, pairwise, null))
     assert "but by little" in text and "need not come from the face" in text and "carries age information" not in text
+    assert REGISTRATION_CAVEAT in text and "simulat" not in text and "8 %" not in text  # a real cohort: no simulated numbers
+    text = " ".join(conclusions(table1, pairwise, null, simulated=True))
+    assert SIMULATED_REGISTRATION_CAVEAT in text and "up to 8 %" in text
+
+
+def _small_face_gain(study: Path) -> None:
+    """Rewrite the null-baseline table so the best face-only condition beats the null by 6 %."""
+    path = study / "results" / "null_baseline.csv"
+    null = pd.read_csv(path)
+    faces = null["condition"].str.startswith("face-")
+    null.loc[faces, "beats_null"] = True
+    null.loc[faces, "improvement_pct"] = 6.0
+    null.to_csv(path, index=False)
+
+
+def test_the_simulation_is_quoted_only_for_the_simulated_cohort(tmp_path: Path) -> None:
+    (tmp_path / "study").mkdir()
+    study = _analysed(tmp_path / "study")
+    _small_face_gain(study)
+    assert source_dataset(study) is None and not simulated_cohort(study)  # no record of the source
+    write_report(study)
+    text = layout.report_file(study).read_text()
+    assert "need not come from the face" in text and "simulated face-only" not in text and "up to 8 %" not in text
+
+    real = tmp_path / "real-bids"
+    real.mkdir()
+    write_dataset_description(layout.derivatives_dir(study), "defaced", source=str(real))
+    assert source_dataset(study) == real and not simulated_cohort(study)
+    write_report(study)
+    assert "up to 8 %" not in layout.report_file(study).read_text()
+
+    layout.simulation_dir(real).mkdir(parents=True)  # the simulator's ground truth: a simulated cohort
+    assert simulated_cohort(study)
+    write_report(study)
+    assert "simulated face-only images still beat the null by up to 8 %" in layout.report_file(study).read_text()
+
+    layout.deface_description(study).write_text(json.dumps({"SourceDatasets": [{"URL": "../../../real-bids"}]}))
+    assert source_dataset(study).resolve() == real.resolve() and simulated_cohort(study)  # relative to the derivatives folder
+
+
+def test_every_figure_has_a_caption() -> None:
+    assert list(FIGURE_CAPTIONS) == list(layout.FIGURES)
+
+
+def test_individual_figure_only_on_request(tmp_path: Path) -> None:
+    study = make_study(tmp_path, runs=1, conditions=("raw", "skullstripped"))
+    make_blob_store(study, n=20, shape=(12, 14, 13), grid="tiny", conditions=("raw", "skullstripped"))
+    assert cli_main(["analyse", str(study), "--bootstrap", "200", "--grid", "tiny", "--no-saliency"]) == 0
+    figure = layout.figure_file(study, "individual_example")
+    assert not figure.exists()  # the analysis never draws one person by itself
+    assert cli_main(["report", str(study), "--individual-figures"]) == 0
+    text = layout.report_file(study).read_text()
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and 'alt="individual_example"' in text and "can identify a person" in text
+    assert cli_main(["report", str(study)]) == 0
+    assert not figure.exists() and 'alt="individual_example"' not in layout.report_file(study).read_text()

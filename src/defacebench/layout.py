@@ -80,6 +80,11 @@ def derivatives_dir(study: PathLike) -> Path:
     return Path(study) / "derivatives" / PIPELINE
 
 
+def deface_description(study: PathLike) -> Path:
+    """The deface derivatives' ``dataset_description.json`` (``SourceDatasets`` names the raw dataset)."""
+    return derivatives_dir(study) / "dataset_description.json"
+
+
 def deface_qc_table(study: PathLike) -> Path:
     return derivatives_dir(study) / "qc.tsv"
 
@@ -257,6 +262,25 @@ def result_file(study: PathLike, name: str) -> Path:
     return results_dir(study) / name
 
 
+#: The analysis stage's result files under ``STUDY/results/``, by role.
+RESULT_FILES: dict[str, str] = {
+    "table1": "table1.csv",
+    "metrics_per_run": "metrics_per_run.csv",
+    "bias_corrected": "bias_corrected_metrics.csv",
+    "subject_errors": "subject_errors.csv",
+    "omnibus": "omnibus_tests.csv",
+    "pairwise": "pairwise_tests.csv",
+    "null_baseline": "null_baseline.csv",
+    "saliency": "saliency.csv",
+    "summary": "analysis.json",
+}
+
+
+def result_table(study: PathLike, role: str) -> Path:
+    """The result file of a role of :data:`RESULT_FILES` (``"table1"`` -> ``results/table1.csv``)."""
+    return result_file(study, RESULT_FILES[role])
+
+
 def saliency_dir(study: PathLike, grid: str) -> Path:
     """Mean Grad-CAM maps per condition (NIfTI) on ``grid``."""
     return results_dir(study) / "saliency" / grid
@@ -266,7 +290,13 @@ def figures_dir(study: PathLike) -> Path:
     return Path(study) / "figures"
 
 
+#: The study's figures (``STUDY/figures/<name>.png``), in report order. ``individual_example``
+#: shows one person and is drawn only on request.
+FIGURES: tuple[str, ...] = ("fig1_removed_regions", "fig4_errors", "predicted_vs_true", "fig3_saliency", "training_curves", "individual_example")
+
+
 def figure_file(study: PathLike, stem: str) -> Path:
+    """``STUDY/figures/<stem>.png`` (``stem`` one of :data:`FIGURES`)."""
     return figures_dir(study) / f"{stem}.png"
 
 

@@ -7,12 +7,13 @@ are drawn in MNI space (neurological convention: the subject's left on the image
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from defacebench import layout
 from defacebench.conditions import METHODS, method_name, condition_kind, condition_label, condition_title, order_conditions
 from defacebench.io.atomic import atomic_path
 
@@ -256,7 +257,5 @@ def plot_individual(images: Mapping[str, np.ndarray], affine: np.ndarray, path: 
 
 
 def figure_paths(study_dir: str | Path) -> dict[str, Path]:
-    """Where each figure goes: ``STUDY/figures/<name>.png``."""
-    base = Path(study_dir) / "figures"
-    names: Sequence[str] = ("fig1_removed_regions", "fig3_saliency", "fig4_errors", "predicted_vs_true", "training_curves", "individual_example")
-    return {name: base / f"{name}.png" for name in names}
+    """Where each figure of :data:`defacebench.layout.FIGURES` goes, by name."""
+    return {name: layout.figure_file(study_dir, name) for name in layout.FIGURES}

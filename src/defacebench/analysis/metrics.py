@@ -1,70 +1,19 @@
 """Prediction metrics per run and per condition (the paper's Table 1) and the null baseline.
 
-Every function here is plain maths on tables; reading and writing files lives in
-:mod:`defacebench.analysis.study`.
+Every function here is plain maths on a predictions table (the columns of
+:data:`defacebench.conditions.PREDICTION_COLUMNS`, as
+:func:`defacebench.analysis.inputs.load_predictions` returns it); reading the study lives
+in :mod:`.inputs`, writing the results in :mod:`.stage`.
 """
 
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from defacebench.conditions import PREDICTION_COLUMNS, SCAN_KEY, condition_label, order_conditions
-from defacebench.io.errors import InputError
-
-# --------------------------------------------------------------------------- loading
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    """Read and validate one ``predictions.csv``."""
-    path = Path(path)
-    try:
-        table = pd.read_csv(path, dtype={"participant_id": str, "session_id": str, "bids_run": str, "run": str, "condition": str, "split": str}, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"cannot read predictions ({exc})", path) from None
-    missing = set(PREDICTION_COLUMNS) - set(table.columns)
-    if missing:
-        raise InputError(f"predictions lack column(s) {', '.join(sorted(missing))}", path)
-    for column in ("age", "predicted_age"):
-        values = pd.to_numeric(table[column], errors="coerce")
-        if values.isna().any() or not np.isfinite(values).all():
-            raise InputError(f"non-numeric or non-finite {column} values", path)
-        table[column] = values.astype(float)
-    return table.loc[:, list(PREDICTION_COLUMNS)]
-
-
-def find_prediction_files(study_dir: str | Path) -> dict[tuple[str, str], Path]:
-    """``(condition, run)`` -> ``runs/<condition>/run-<k>/predictions.csv`` of every run directory.
-
-    Raises InputError when there is no run, or a run directory has no predictions.
-    """
-    runs_dir = Path(study_dir) / "runs"
-    run_dirs = sorted(p for p in runs_dir.glob("*/run-*") if p.is_dir())
-    if not run_dirs:
-        raise InputError("no trained runs (runs/<condition>/run-<k>/); run `defacebench train` first", runs_dir)
-    files: dict[tuple[str, str], Path] = {}
-    for run_dir in run_dirs:
-        path = run_dir / "predictions.csv"
-        if not path.is_file():
-            raise InputError("run has no predictions.csv (unfinished or failed training; rerun `defacebench train`)", run_dir)
-        files[(run_dir.parent.name, run_dir.name.removeprefix("run-"))] = path
-    return files
-
-
-def load_predictions(study_dir: str | Path) -> pd.DataFrame:
-    """All runs' predictions in one table; ``condition`` and ``run`` from the directory names."""
-    tables = []
-    for (condition, run), path in find_prediction_files(study_dir).items():
-        table = read_predictions(path)
-        if table.empty:
-            raise InputError("predictions.csv has no rows", path)
-        table["condition"], table["run"] = condition, run
-        tables.append(table)
-    predictions = pd.concat(tables, ignore_index=True)
-    if not (predictions["split"] == "test").any():
-        raise InputError("no test-split predictions in any run", Path(study_dir) / "runs")
-    return predictions
+from defacebench.conditions import SCAN_KEY, condition_label, order_conditions
 
 
 # --------------------------------------------------------------------------- metrics
@@ -105,15 +54,14 @@ def run_metrics(predictions: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     return table.sort_values(["condition", "run"], key=lambda s: s.map(order) if s.name == "condition" else s).reset_index(drop=True)
 
 
-def subject_errors(predictions: pd.DataFrame, split: str = "test", signed: bool = False) -> pd.DataFrame:
-    """Per-scan error averaged over runs: rows = scans (:data:`SCAN_KEY`), columns = conditions.
+def subject_errors(predictions: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per-scan absolute error averaged over runs (the paper's per-subject absolute error).
 
-    With ``signed=False`` (default) the mean over runs of the absolute error (the paper's
-    per-subject absolute error); with ``signed=True`` the mean signed error.
+    Rows are scans (:data:`~defacebench.conditions.SCAN_KEY`), columns conditions in paper
+    order; the unit of every repeated-measures test.
     """
     test = predictions[predictions["split"] == split].copy()
-    error = test["predicted_age"] - test["age"]
-    test["value"] = error if signed else error.abs()
+    test["value"] = (test["predicted_age"] - test["age"]).abs()
     wide = test.pivot_table(index=list(SCAN_KEY), columns="condition", values="value", aggfunc="mean")
     wide.columns.name = None
     return wide.loc[:, order_conditions(wide.columns)]

@@ -1,6 +1,6 @@
 """Statistical tests on per-subject absolute errors (rows = test scans, columns = conditions).
 
-Two families, side by side (DESIGN.md section 4, "Statistics facts"):
+Two families, side by side (docs/analysis.md, "Why both the paper's tests and paired tests"):
 
 * the paper's **unpaired** tests: one-way ANOVA over conditions and Tukey HSD, which treat
   each condition's errors as independent samples;

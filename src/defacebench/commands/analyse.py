@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from defacebench.analysis.study import analyse_study
+    from defacebench.analysis.stage import analyse_study
     from defacebench.io.errors import InputError
 
     if args.bootstrap < 100:

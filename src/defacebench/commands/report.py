@@ -30,8 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from defacebench.report.html import write_report
+    from defacebench.analysis.stage import draw_individual_example
+    from defacebench.report.page import write_report
 
+    if args.individual_figures:  # the analysis stage draws figures; the report only embeds them
+        draw_individual_example(args.study)
     path = write_report(args.study, individual_figures=args.individual_figures, out=args.out)
     print(f"wrote       {path}")
     sys.stdout.flush()

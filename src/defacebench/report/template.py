@@ -1,4 +1,4 @@
-"""The report page: a :class:`string.Template` (``$name`` placeholders filled by :mod:`.html`).
+"""The report page: a :class:`string.Template` (``$name`` placeholders filled by :mod:`.page`).
 
 Kept as a Python string so it ships inside any wheel without package-data settings.
 """

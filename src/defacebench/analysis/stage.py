@@ -1,8 +1,9 @@
 """The analysis stage: read trained runs, write ``STUDY/results/*.csv`` and ``STUDY/figures/*.png``.
 
-``analyse_study(study_dir, grid)`` is what ``defacebench analyse`` and the study runner call.
-Every file is written atomically and overwritten on each call, except the saliency maps,
-which are recomputed only when a model is newer than them (or ``force_saliency``).
+:func:`analyse_study` is what ``defacebench analyse`` (and so the study runner) calls. Every
+file is written atomically and overwritten on each call, except the saliency maps, which are
+recomputed only when a model is newer than them (or ``force_saliency``). Which files those
+are is :data:`defacebench.layout.RESULT_FILES` and :data:`defacebench.layout.FIGURES`.
 """
 
 from __future__ import annotations
@@ -15,99 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from defacebench import __version__
+from defacebench import __version__, layout
 from defacebench.analysis import figures, metrics, statistics
+from defacebench.analysis.inputs import check_runs, load_histories, load_predictions, resolve_grid, training_mean_age
+from defacebench.conditions import SCAN_KEY, order_conditions
 from defacebench.io.atomic import write_table_atomic, write_text_atomic
 from defacebench.io.errors import InputError
-
-#: Result tables under ``STUDY/results/``.
-RESULT_FILES: dict[str, str] = {
-    "table1": "table1.csv",
-    "metrics_per_run": "metrics_per_run.csv",
-    "bias_corrected": "bias_corrected_metrics.csv",
-    "subject_errors": "subject_errors.csv",
-    "omnibus": "omnibus_tests.csv",
-    "pairwise": "pairwise_tests.csv",
-    "null_baseline": "null_baseline.csv",
-    "saliency": "saliency.csv",
-    "summary": "analysis.json",
-}
-
-
-def results_dir(study_dir: str | Path) -> Path:
-    """``STUDY/results``."""
-    return Path(study_dir) / "results"
-
-
-def training_mean_age(study_dir: str | Path, predictions: pd.DataFrame, grid: str | None = None) -> tuple[float, str]:
-    """Mean age of the training scans and where it was read.
-
-    Read from ``STUDY/splits.tsv``, else a store index (``stores/<grid>/index.tsv``); when
-    neither exists, the validation scans' mean age from the predictions (said so in the source).
-    """
-    study_dir = Path(study_dir)
-    candidates = [study_dir / "splits.tsv"]
-    if grid is not None:
-        candidates.append(study_dir / "stores" / grid / "index.tsv")
-    candidates += sorted((study_dir / "stores").glob("*/index.tsv"))
-    for path in candidates:
-        if path.is_file():
-            table = pd.read_csv(path, sep="\t", keep_default_na=False, dtype={"split": str})
-            if {"age", "split"} <= set(table.columns):
-                ages = pd.to_numeric(table.loc[table["split"] == "train", "age"], errors="coerce").dropna()
-                if len(ages):
-                    return float(ages.mean()), f"{path.relative_to(study_dir)} ({len(ages)} training scans)"
-    val = predictions[predictions["split"] == "val"].drop_duplicates(list(metrics.SCAN_KEY))
-    if val.empty:
-        raise InputError("cannot find training ages for the null baseline (no splits.tsv, store index or validation predictions)", study_dir)
-    return float(val["age"].mean()), f"validation predictions ({len(val)} scans; no splits.tsv or store index with training ages)"
-
-
-def resolve_grid(study_dir: str | Path, grid: str | None = None) -> str | None:
-    """The grid to analyse: ``grid``, else the runs' ``run.json`` grid, else the only store grid."""
-    study_dir = Path(study_dir)
-    if grid:
-        return grid
-    for path in sorted(study_dir.glob("runs/*/run-*/run.json")):
-        try:
-            found = json.loads(path.read_text()).get("grid")
-        except (OSError, ValueError):
-            continue
-        if found:
-            return str(found)
-    grids = sorted(p.parent.name for p in study_dir.glob("stores/*/index.tsv"))
-    return grids[0] if len(grids) == 1 else None
-
-
-def check_runs(study_dir: str | Path) -> list[dict]:
-    """Read every ``run.json``; a run marked incomplete is an error (its predictions may be stale)."""
-    infos = []
-    for path in sorted(Path(study_dir).glob("runs/*/run-*/run.json")):
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"unreadable run.json ({exc})", path) from None
-        if not info.get("complete", False):
-            raise InputError("run is not complete; rerun `defacebench train`", path)
-        info.setdefault("condition", path.parent.parent.name)
-        info.setdefault("run", path.parent.name.removeprefix("run-"))
-        infos.append(info)
-    return infos
-
-
-def load_histories(study_dir: str | Path) -> pd.DataFrame:
-    """Every run's ``history.csv`` with condition and run columns (empty when none)."""
-    tables = []
-    for path in sorted(Path(study_dir).glob("runs/*/run-*/history.csv")):
-        try:
-            table = pd.read_csv(path)
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
-            continue
-        if {"epoch", "train_loss", "val_mae"} <= set(table.columns) and len(table):
-            table["condition"], table["run"] = path.parent.parent.name, path.parent.name.removeprefix("run-")
-            tables.append(table)
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["epoch", "train_loss", "val_mae", "condition", "run"])
-
+from defacebench.io.store import list_conditions, open_condition
 
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
@@ -122,8 +37,7 @@ def _versions() -> dict[str, str]:
 
 
 def write_statistics(study_dir: str | Path, predictions: pd.DataFrame, training_age: float, n_boot: int = 2000, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """Compute and write every result table; return them by :data:`RESULT_FILES` key."""
-    out = results_dir(study_dir)
+    """Compute and write every result table; return them by :data:`defacebench.layout.RESULT_FILES` role."""
     errors = metrics.subject_errors(predictions, "test")
     ages = metrics.scan_ages(predictions, "test")
     tables: dict[str, pd.DataFrame] = {
@@ -131,8 +45,8 @@ def write_statistics(study_dir: str | Path, predictions: pd.DataFrame, training_
         "metrics_per_run": metrics.run_metrics(predictions, "test"),
         "bias_corrected": metrics.bias_corrected_metrics(predictions),
     }
-    long = errors.reset_index().melt(id_vars=list(metrics.SCAN_KEY), var_name="condition", value_name="abs_error")
-    long["age"] = ages.reindex(pd.MultiIndex.from_frame(long[list(metrics.SCAN_KEY)])).to_numpy()
+    long = errors.reset_index().melt(id_vars=list(SCAN_KEY), var_name="condition", value_name="abs_error")
+    long["age"] = ages.reindex(pd.MultiIndex.from_frame(long[list(SCAN_KEY)])).to_numpy()
     long["null_abs_error"] = (long["age"] - training_age).abs()
     tables["subject_errors"] = long.dropna(subset=["abs_error"])
     if errors.shape[1] >= 2:
@@ -140,7 +54,7 @@ def write_statistics(study_dir: str | Path, predictions: pd.DataFrame, training_
         tables["pairwise"] = statistics.pairwise_table(errors, n_boot=n_boot, seed=seed)
     tables["null_baseline"] = statistics.null_baseline_tests(errors, metrics.null_errors(ages, training_age), n_boot=n_boot, seed=seed)
     for key, table in tables.items():
-        write_table_atomic(out / RESULT_FILES[key], table, sep=",")
+        write_table_atomic(layout.result_table(study_dir, key), table, sep=",")
     return tables
 
 
@@ -160,7 +74,7 @@ def analyse_study(
     Parameters
     ----------
     study_dir : path
-        The study directory (DESIGN.md section 3).
+        The study directory (layout in :mod:`defacebench.layout`).
     grid : str, optional
         Store grid for Fig. 1 and saliency; default from ``run.json`` or the only grid.
     n_boot, seed : int
@@ -173,11 +87,11 @@ def analyse_study(
     if not study_dir.is_dir():
         raise InputError("study directory not found", study_dir)
     run_infos = check_runs(study_dir)
-    predictions = metrics.load_predictions(study_dir)
+    predictions = load_predictions(study_dir)
     grid = resolve_grid(study_dir, grid)
     training_age, age_source = training_mean_age(study_dir, predictions, grid)
-    tables = write_statistics(study_dir, predictions, training_age, n_boot=n_boot, seed=seed)
-    say(f"analyse: {predictions['condition'].nunique()} conditions, {predictions['run'].nunique()} run label(s), {len(metrics.scan_ages(predictions))} test scans; tables in {results_dir(study_dir)}")
+    write_statistics(study_dir, predictions, training_age, n_boot=n_boot, seed=seed)
+    say(f"analyse: {predictions['condition'].nunique()} conditions, {predictions['run'].nunique()} run label(s), {len(metrics.scan_ages(predictions))} test scans; tables in {layout.results_dir(study_dir)}")
 
     paths = figures.figure_paths(study_dir)
     errors = metrics.subject_errors(predictions, "test")
@@ -189,7 +103,7 @@ def analyse_study(
         figures.plot_training_curves(histories, paths["training_curves"])
 
     brain_notes: dict[str, object] = {}
-    if grid is not None and (study_dir / "stores" / grid / "index.tsv").is_file():
+    if grid is not None and layout.store_index(study_dir, grid).is_file():
         brain_notes = _image_figures(study_dir, grid, paths, saliency, force_saliency, device, max_saliency_scans, say)
     else:
         say("analyse: no condition stores found; skipping Fig. 1 and saliency")
@@ -202,20 +116,18 @@ def analyse_study(
         "seed": seed,
         "n_test_scans": int(len(metrics.scan_ages(predictions))),
         "n_paired_scans": int(len(statistics.complete_cases(errors))),
-        "conditions": metrics.order_conditions(predictions["condition"].unique()),
+        "conditions": order_conditions(predictions["condition"].unique()),
         "runs": [{k: info.get(k) for k in ("condition", "run", "device", "parameter_count", "best_epoch", "epochs_trained", "samples_per_s", "profile", "n_train", "n_val", "n_test")} for info in run_infos],
         "versions": _versions(),
         **brain_notes,
     }
-    write_text_atomic(results_dir(study_dir) / RESULT_FILES["summary"], json.dumps(summary, indent=2, default=str) + "\n")
-    del tables
-    return results_dir(study_dir)
+    write_text_atomic(layout.result_table(study_dir, "summary"), json.dumps(summary, indent=2, default=str) + "\n")
+    return layout.results_dir(study_dir)
 
 
 def _image_figures(study_dir: Path, grid: str, paths: dict[str, Path], saliency: bool, force: bool, device: str, max_scans: int | None, say) -> dict[str, object]:
     """Fig. 1 (removal regions) and Fig. 3 (saliency) from the stores and models of ``grid``."""
     from defacebench.model import saliency as sal
-    from defacebench.io.store import list_conditions, open_condition
 
     stored = list_conditions(study_dir, grid)
     if not stored:
@@ -243,13 +155,13 @@ def _image_figures(study_dir: Path, grid: str, paths: dict[str, Path], saliency:
         notes["removed_volume_ml"] = removed
         notes["removed_inside_brain_mask_ml"] = near_brain
     if saliency:
-        has_models = any((study_dir / "runs").glob("*/run-*/model.pt"))
-        if not has_models:
+        models = layout.trained_models(study_dir)
+        if not models:
             say("analyse: no model.pt files; skipping saliency")
         else:
             maps_dir = sal.saliency_dir(study_dir, grid)
-            newest_model = max(p.stat().st_mtime for p in (study_dir / "runs").glob("*/run-*/model.pt"))
-            csv = results_dir(study_dir) / RESULT_FILES["saliency"]
+            newest_model = max(p.stat().st_mtime for p in models)
+            csv = layout.result_table(study_dir, "saliency")
             fresh = csv.is_file() and csv.stat().st_mtime >= newest_model and any(maps_dir.glob("*.npy"))
             if force or not fresh:
                 from defacebench.model.train import resolve_device
@@ -261,7 +173,34 @@ def _image_figures(study_dir: Path, grid: str, paths: dict[str, Path], saliency:
                 say("analyse: saliency maps are up to date; skipping (use --force-saliency to recompute)")
     maps = sal.load_saliency(study_dir, grid)
     if maps:
-        csv = results_dir(study_dir) / RESULT_FILES["saliency"]
+        csv = layout.result_table(study_dir, "saliency")
         shares = pd.read_csv(csv) if csv.is_file() else None
         figures.plot_saliency(maps, template, affine, paths["fig3_saliency"], head=head, shares=shares)
     return notes
+
+
+def draw_individual_example(study_dir: str | Path) -> Path | None:
+    """Draw one test scan in every stored condition (``figures/individual_example.png``).
+
+    Only on request (``defacebench report --individual-figures``): the image can identify a
+    person. Uses the grid the analysis recorded in ``analysis.json``; returns None (and draws
+    nothing) when there is no such grid, store or test scan.
+    """
+    study_dir = Path(study_dir)
+    summary_path = layout.result_table(study_dir, "summary")
+    grid = json.loads(summary_path.read_text()).get("grid") if summary_path.is_file() else None
+    if not grid or not layout.store_index(study_dir, grid).is_file():
+        return None
+    conditions = list_conditions(study_dir, grid)
+    if not conditions:
+        return None
+    stores = {c: open_condition(study_dir, grid, c) for c in conditions}
+    first = next(iter(stores.values()))
+    rows = first.rows("test")
+    if not len(rows):
+        return None
+    row = int(rows[0])
+    images = {c: np.asarray(s.images[row], np.float32) for c, s in stores.items()}
+    who = first.index.iloc[row]
+    path = layout.figure_file(study_dir, "individual_example")
+    return figures.plot_individual(images, first.affine, path, f"{who['participant_id']} {who['session_id']}".strip())
