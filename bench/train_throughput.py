@@ -52,8 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from defacebench.model.augment import apply_theta, rotation_theta, sample_rotation_angles  # noqa: E402
 from defacebench.model.cnn import BrainAgeCNN, describe  # noqa: E402
-from defacebench.model import fast  # noqa: E402
-from defacebench.model.fast import FusedBrainAgeCNN as Fused, fused_first_block  # noqa: E402
+from defacebench.model.accel import fast  # noqa: E402
+from defacebench.model.accel.fast import FusedBrainAgeCNN as Fused, fused_first_block  # noqa: E402
 
 SHAPE = (91, 109, 91)
 
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             fwd = torch.compile(fwd, mode="reduce-overhead" if "ro" in opts else None)
         rotate = apply_theta
         if "tr" in opts:
-            from defacebench.model.triton_rotate import rotate_volumes as rotate
+            from defacebench.model.accel.triton_rotate import rotate_volumes as rotate
         return _single_step(fwd, model, images, ages, device, fused_adam="fa" in opts, rotate=rotate)
 
     barrier = _file_barrier(args.barrier_dir, args.barrier_index, args.barrier_count) if args.barrier_dir else None

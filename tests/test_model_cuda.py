@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from defacebench.model.cnn import BrainAgeCNN
-from defacebench.model.fast import fused_forward, patch_moments, patches
+from defacebench.model.accel.fast import fused_forward, patch_moments, patches
 from defacebench.model.profiles import get_profile
 from defacebench.model.train import train_condition
 
@@ -108,7 +108,7 @@ def test_compiled_cuda_run_learns_and_records_its_layout(tmp_path: Path, setting
 
 
 def test_grad_cam_on_the_gpu_matches_the_cpu(no_tf32) -> None:
-    from defacebench.model.saliency import mean_saliency
+    from defacebench.analysis.saliency import mean_saliency
 
     torch.manual_seed(0)
     shape = (24, 28, 26)

@@ -14,8 +14,8 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from defacebench.model.cnn import BrainAgeCNN  # noqa: E402
-from defacebench.model.fast import FusedBrainAgeCNN, fused_forward  # noqa: E402
-from defacebench.model.triton_block import _padded, conv_pool, conv_pool_padded, conv_pool_weight_grad  # noqa: E402
+from defacebench.model.accel.fast import FusedBrainAgeCNN, fused_forward  # noqa: E402
+from defacebench.model.accel.triton_block import _padded, conv_pool, conv_pool_padded, conv_pool_weight_grad  # noqa: E402
 from full_float32 import full_float32  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
