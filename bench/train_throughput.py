@@ -6,14 +6,14 @@ full training step: random rotation on the device, forward, MSE, backward, Adam,
 the images resident on the device. Variants:
 
 ``naive``           eager ``model(x)``, bf16 autocast on CUDA (fp32 on CPU)
-``fused``           eager :func:`defacebench.model.fast.fused_forward` (same function)
+``fused``           eager :func:`defacebench.model.accel.fast.fused_forward` (same function)
 ``fused+compile``   the same, ``torch.compile``-d (CUDA only)
 ``...+cl``          the same with NDHWC activations and weights (``channels_last_3d``)
 ``...+ro``          ``torch.compile(mode="reduce-overhead")``: CUDA graphs
 ``...+fa``          ``Adam(fused=True)`` (one kernel for the optimiser step)
 ``fused+compile+mix`` first block NCDHW, blocks 2-3 NDHWC
-``...+tb``          the first block's conv + pool in one Triton kernel (``model/triton_block.py``)
-``...+tr``          the random rotation in one Triton kernel (``model/triton_rotate.py``)
+``...+tb``          the first block's conv + pool in one Triton kernel (``model/accel/triton_block.py``)
+``...+tr``          the random rotation in one Triton kernel (``model/accel/triton_rotate.py``)
 ``...+m32``         the first block's patch statistics in float32 from the unrounded image
                     (before 2026-11-26's sixth session; now exact bf16 products on the tensor cores)
 ``vmapG-fused``     G independent runs trained at once (``torch.func.vmap`` over stacked
@@ -52,8 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from defacebench.model.augment import apply_theta, rotation_theta, sample_rotation_angles  # noqa: E402
 from defacebench.model.cnn import BrainAgeCNN, describe  # noqa: E402
-from defacebench.model import fast  # noqa: E402
-from defacebench.model.fast import FusedBrainAgeCNN as Fused, fused_first_block  # noqa: E402
+from defacebench.model.accel import fast  # noqa: E402
+from defacebench.model.accel.fast import FusedBrainAgeCNN as Fused, fused_first_block  # noqa: E402
 
 SHAPE = (91, 109, 91)
 
@@ -197,10 +197,11 @@ def _concurrent(kind: str, count: int, steps: int, shape: tuple[int, ...], devic
 
 def _train_condition_rate(device: torch.device, n: int, epochs: int, **settings: object) -> float:
     """End to end: a synthetic paper-grid store on disk, ``train_condition`` for ``epochs``
-    (``settings`` override the paper profile's)."""
+    (``settings`` override the paper profile's speed settings)."""
     import json
     import tempfile
 
+    from defacebench.model.accel.settings import get_speed
     from defacebench.model.profiles import get_profile
     from defacebench.model.train import train_condition
     from defacebench.io.store import write_condition, write_index
@@ -215,13 +216,14 @@ def _train_condition_rate(device: torch.device, n: int, epochs: int, **settings:
         rows = [(rng.random(SHAPE, dtype=np.float32) * 2) for _ in range(n)]
         write_condition(tmp, "mni2mm", "raw", rows, index, np.diag([-2.0, 2.0, 2.0, 1.0]))
         t0 = time.perf_counter()
-        out = train_condition(tmp, "mni2mm", "raw", 1, get_profile("paper", max_epochs=epochs, **settings), device=device, progress=False)
+        out = train_condition(tmp, "mni2mm", "raw", 1, get_profile("paper", max_epochs=epochs), device=device, progress=False,
+                              speed=get_speed("paper", **settings))
         meta = json.loads((out / "run.json").read_text())
         preds = pd.read_csv(out / "predictions.csv")
         print(f"  train_condition: {epochs} epochs of {n - n_val - n_test} scans in {time.perf_counter() - t0:.0f} s wall "
               f"(compile and evaluation included); run.json samples_per_s {meta['samples_per_s']:.1f} "
               f"(epoch 1 includes compilation), per-epoch s {[round(h, 1) for h in pd.read_csv(out / 'history.csv')['seconds']]}, "
-              f"fused={meta['fused_first_block']} compiled={meta['compiled']} mode={meta['config']['compile_mode']} channels_last={meta['channels_last']} "
+              f"fused={meta['fused_first_block']} compiled={meta['compiled']} mode={meta['speed']['compile_mode']} channels_last={meta['channels_last']} "
               f"triton_block={meta['triton_block']} triton_rotate={meta['triton_rotate']} fused_adam={meta['fused_adam']}, "
               f"{len(preds)} predictions, complete={meta['complete']}")
         hist = pd.read_csv(out / "history.csv")
@@ -291,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             fwd = torch.compile(fwd, mode="reduce-overhead" if "ro" in opts else None)
         rotate = apply_theta
         if "tr" in opts:
-            from defacebench.model.triton_rotate import rotate_volumes as rotate
+            from defacebench.model.accel.triton_rotate import rotate_volumes as rotate
         return _single_step(fwd, model, images, ages, device, fused_adam="fa" in opts, rotate=rotate)
 
     barrier = _file_barrier(args.barrier_dir, args.barrier_index, args.barrier_count) if args.barrier_dir else None

@@ -1,4 +1,6 @@
-"""Rotation augmentation: identity at 0 deg, no stretch on the paper's 91x109x91 grid."""
+"""Rotation augmentation: identity at 0 deg, no stretch on the paper's 91x109x91 grid.
+
+Rotations go through ``apply_theta(images, rotation_theta(angles, ...))``, as the trainer applies them."""
 
 from __future__ import annotations
 
@@ -8,7 +10,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from defacebench.model.augment import RandomRotation, rotate, rotation_matrices, rotation_theta
+from defacebench.model.augment import apply_theta, rotation_matrices, rotation_theta, sample_rotation_angles
+
+
+def rotate(images: torch.Tensor, angles: torch.Tensor, spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0), mode: str = "bilinear") -> torch.Tensor:
+    """The trainer's rotation of a batch by ``(B, 3)`` angles (degrees)."""
+    return apply_theta(images, rotation_theta(angles, images.shape[2:], spacing_mm).float(), mode)
 
 
 def _ball(shape: tuple[int, int, int], centre_vox: tuple[float, float, float], radius: float) -> torch.Tensor:
@@ -54,12 +61,13 @@ def test_off_centre_ball_moves_on_a_circle() -> None:
     assert abs(com[1] - centre[1]) < 0.5 and abs(abs(com[2] - centre[2]) - 10.0) < 0.5  # moved from Y onto Z
 
 
-def test_random_rotation_records_and_replays() -> None:
+def test_seeded_angles_replay_and_stay_in_range() -> None:
     x = torch.randn(3, 1, 9, 10, 11)
-    aug = RandomRotation(max_deg=10.0, spacing_mm=(2.0, 2.0, 2.0))
-    out = aug(x, torch.Generator().manual_seed(3))
-    assert aug.last_angles.shape == (3, 3) and float(aug.last_angles.abs().max()) <= 10.0
-    assert torch.equal(out, rotate(x, aug.last_angles, (2.0, 2.0, 2.0)))
+    angles = sample_rotation_angles(3, 10.0, torch.Generator().manual_seed(3))
+    assert angles.shape == (3, 3) and float(angles.abs().max()) <= 10.0 and float(angles.abs().min()) > 0
+    assert torch.equal(angles, sample_rotation_angles(3, 10.0, torch.Generator().manual_seed(3)))
+    out = rotate(x, angles, (2.0, 2.0, 2.0))
+    assert torch.equal(out, rotate(x, angles.clone(), (2.0, 2.0, 2.0)))
     assert not torch.allclose(out, x)
     theta = rotation_theta(torch.tensor([[0.0, 0.0, 5.0]]), (91, 109, 91), (2.0, 2.0, 2.0))
     # x row, y column of S^-1 R S; affine_grid orders coordinates (z, y, x)

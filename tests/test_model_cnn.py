@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from defacebench.model.cnn import HEADS, PAPER_REPORTED_PARAMETERS, BrainAgeCNN, count_parameters, parameter_breakdown
-from defacebench.model.fast import FusedBrainAgeCNN, fused_first_block, fused_forward, patch_moments, patches
+from defacebench.model.accel.fast import FusedBrainAgeCNN, fused_first_block, fused_forward, patch_moments, patches
 
 
 def test_paper_parameter_counts() -> None:

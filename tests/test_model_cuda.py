@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from defacebench.model.cnn import BrainAgeCNN
-from defacebench.model.fast import fused_forward, patch_moments, patches
+from defacebench.model.accel.fast import fused_forward, patch_moments, patches
+from defacebench.model.accel.settings import get_speed
 from defacebench.model.profiles import get_profile
 from defacebench.model.train import train_condition
 
@@ -93,8 +94,8 @@ def test_compiled_cuda_run_learns_and_records_its_layout(tmp_path: Path, setting
     CUDA graphs) and the cuBLAS paths without them."""
     # as tests/test_train.py, which learns it on CPU; 61 training scans: each epoch ends with a batch of 1
     study = make_blob_store(tmp_path, n=102, shape=(12, 14, 13), planted=True)
-    profile = get_profile("paper", grid="tiny", max_epochs=10, patience=10, learning_rate=1e-2, width_multiplier=0.125, rotation_deg=5.0, **settings)
-    out = train_condition(study, "tiny", "raw", 1, profile, device="cuda", progress=False, log=None)
+    profile = get_profile("paper", grid="tiny", max_epochs=10, patience=10, learning_rate=1e-2, width_multiplier=0.125, rotation_deg=5.0)
+    out = train_condition(study, "tiny", "raw", 1, profile, device="cuda", progress=False, log=None, speed=get_speed("paper", **settings))
     meta = json.loads((out / "run.json").read_text())
     expected = {"channels_last": True, "triton_block": True, "triton_rotate": True, "fused_adam": True, **settings}
     assert meta["compiled"] and meta["fused_first_block"] and {k: meta[k] for k in expected} == expected
@@ -108,7 +109,7 @@ def test_compiled_cuda_run_learns_and_records_its_layout(tmp_path: Path, setting
 
 
 def test_grad_cam_on_the_gpu_matches_the_cpu(no_tf32) -> None:
-    from defacebench.model.saliency import mean_saliency
+    from defacebench.analysis.saliency import mean_saliency
 
     torch.manual_seed(0)
     shape = (24, 28, 26)

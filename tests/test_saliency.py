@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from defacebench.model import saliency as sal
+from defacebench.analysis import saliency as sal
 from defacebench.model.cnn import BrainAgeCNN
 
 SHAPE = (12, 14, 16)

@@ -11,8 +11,12 @@ import pytest
 import torch
 
 from defacebench.commands.train import main as train_main
-from defacebench.model.profiles import get_profile, uses_channels_last, uses_fused_adam, uses_triton_block, uses_triton_rotate
-from defacebench.model.train import PREDICTION_COLUMNS, load_model, train_condition
+from defacebench import layout
+from defacebench.conditions import PREDICTION_COLUMNS
+from defacebench.model.accel.settings import SPEED_FIELDS, SpeedSettings, get_speed, uses_channels_last, uses_fused_adam, uses_triton_block, uses_triton_rotate
+from defacebench.model.inference import load_model
+from defacebench.model.profiles import PROFILE_FIELDS, get_profile
+from defacebench.model.train import train_condition
 
 from model_stores import make_blob_store
 
@@ -23,6 +27,11 @@ def _profile(**changes):
     base = dict(grid="tiny", input_pool=1, width_multiplier=0.125, max_epochs=10, patience=10, learning_rate=1e-2, rotation_deg=5.0)
     base.update(changes)
     return get_profile("cpu", **base)
+
+
+def _old_flat_config(profile, speed: SpeedSettings) -> dict:
+    """A profile as earlier versions saved it: science and speed settings in one flat dict."""
+    return {**profile.to_dict(), **speed.to_dict()}
 
 
 def _mae_and_baseline(study: Path, out: Path) -> tuple[float, float]:
@@ -82,43 +91,74 @@ def test_complete_run_is_skipped(planted) -> None:
     assert (out / "model.pt").stat().st_mtime_ns == before
 
 
-def test_run_of_an_older_version_still_counts_but_another_profile_does_not(planted) -> None:
+def test_science_and_speed_settings_are_apart() -> None:
+    """Every old TrainProfile field is in exactly one of the two objects (14 science, 8 speed)."""
+    assert len(PROFILE_FIELDS) == 14 and len(SPEED_FIELDS) == 8 and not PROFILE_FIELDS & SPEED_FIELDS
+    assert get_speed("cpu").cpu_threads == 1 and get_speed("paper").compile_mode == "reduce-overhead"
+    from defacebench.io.errors import InputError
+
+    with pytest.raises(InputError, match="unknown training setting"):
+        get_profile("cpu", channels_last=True)  # a speed setting is not a profile's
+    with pytest.raises(InputError, match="unknown speed setting"):
+        get_speed("cpu", learning_rate=1.0)
+
+
+def test_a_run_counts_when_its_science_settings_match(planted) -> None:
+    """Old-format ``run.json`` (speed settings inside ``config``), settings added or removed
+    since, and other speed settings: still complete; other science settings: not."""
     from defacebench.model.train import is_complete
 
     study, out = planted
     meta = json.loads((out / "run.json").read_text())
-    older = {k: v for k, v in meta["config"].items() if k not in ("channels_last", "compile_mode")}  # settings added later
-    (out / "run.json").write_text(json.dumps({**meta, "config": older}))
+    assert set(meta["config"]) == PROFILE_FIELDS and set(meta["speed"]) == SPEED_FIELDS
+    old = {k: v for k, v in meta.items() if k != "speed"}
+    flat = _old_flat_config(_profile(), get_speed("cpu"))
     try:
-        assert is_complete(out, _profile())
+        for config in (
+            flat,  # as the old code wrote it
+            {k: v for k, v in flat.items() if k not in ("channels_last", "compile_mode")},  # before those settings existed
+            {**flat, "fused_adam": False, "channels_last": True, "compile_mode": "reduce-overhead"},  # other speed settings
+            {**flat, "triton_moments": True},  # a speed setting since removed
+        ):
+            (out / "run.json").write_text(json.dumps({**old, "config": config}))
+            assert is_complete(out, _profile(), meta["store_checksum"]), config
         assert not is_complete(out, _profile(learning_rate=2e-2))
-        assert not is_complete(out, _profile(channels_last=True))
-        assert is_complete(out, _profile(compile_mode="reduce-overhead"))  # speed only: same numbers
-        (out / "run.json").write_text(json.dumps({**meta, "config": {**meta["config"], "fused_adam": False}}))
-        assert is_complete(out, _profile())  # written before fused Adam became the CUDA default (None)
-        (out / "run.json").write_text(json.dumps({**meta, "config": {**meta["config"], "triton_moments": None}}))
-        assert is_complete(out, _profile())  # a removed setting, left off
-        (out / "run.json").write_text(json.dumps({**meta, "config": {**meta["config"], "triton_moments": True}}))
+        assert not is_complete(out, _profile(rotation_deg=0.0))
+        assert not is_complete(out, _profile(), "another store")
+        (out / "run.json").write_text(json.dumps({**old, "config": {**flat, "learning_rate": 2e-2}}))
         assert not is_complete(out, _profile())
+        before = (out / "model.pt").stat().st_mtime_ns
+        (out / "run.json").write_text(json.dumps({**old, "config": flat}))
+        train_condition(study, "tiny", "raw", 1, _profile(), device="cpu", progress=False, log=None)
+        assert (out / "model.pt").stat().st_mtime_ns == before  # skipped, not retrained
     finally:
         (out / "run.json").write_text(json.dumps(meta))
+
+
+def test_saved_files_load_with_weights_only(planted) -> None:
+    """``model.pt`` and ``checkpoint.pt`` hold plain values and tensors only."""
+    _, out = planted
+    state = torch.load(layout.checkpoint_file(out), weights_only=True)
+    assert state["profile"] == _profile().to_dict() and state["speed"] == get_speed("cpu").to_dict()
+    saved = torch.load(layout.model_file(out), weights_only=True)
+    assert saved["condition"] == "raw" and saved["run"] == 1 and "state_dict" in saved
 
 
 def test_layout_defaults_follow_the_measurements() -> None:
     """NDHWC with the fused first block on both devices (docs/training.md); an explicit setting wins."""
     for device_type in ("cpu", "cuda"):
-        assert uses_channels_last(get_profile("paper"), device_type) is True
-        assert uses_channels_last(get_profile("cpu"), device_type) is True
-        assert uses_channels_last(get_profile("paper", fused_first_block=False), device_type) is False
-        assert uses_channels_last(get_profile("paper", channels_last=False), device_type) is False
-    assert get_profile("paper").compile_mode == "reduce-overhead"  # CUDA graphs (H200: 907-914 vs 500-866)
+        assert uses_channels_last(get_speed("paper"), device_type) is True
+        assert uses_channels_last(get_speed("cpu"), device_type) is True
+        assert uses_channels_last(get_speed("paper", fused_first_block=False), device_type) is False
+        assert uses_channels_last(get_speed("paper", channels_last=False), device_type) is False
+    assert get_speed("paper").compile_mode == "reduce-overhead"  # CUDA graphs (docs/training.md)
 
 
 def test_unknown_compile_mode_is_refused() -> None:
     from defacebench.io.errors import InputError
 
     with pytest.raises(InputError, match="compile_mode"):
-        _profile(compile_mode="fastest")
+        get_speed("cpu", compile_mode="fastest")
 
 
 def test_resume_gives_the_same_weights(tmp_path: Path) -> None:
@@ -142,7 +182,14 @@ def test_resume_gives_the_same_weights(tmp_path: Path) -> None:
     run = other / "runs" / "raw" / "run-2"
     assert (run / "checkpoint.pt").is_file() and not (run / "run.json").exists()
     assert len(pd.read_csv(run / "history.csv")) == 2
-    train_condition(other, "tiny", "raw", 2, profile, device="cpu", progress=False, log=None)
+    # as the old code saved it: the flat profile with the speed settings, widths a tuple, no "speed"
+    state = torch.load(layout.checkpoint_file(run), weights_only=True)
+    state.pop("speed")
+    state["profile"] = {**_old_flat_config(profile, get_speed("cpu")), "widths": tuple(profile.widths)}
+    torch.save(state, layout.checkpoint_file(run))
+    said: list[str] = []
+    train_condition(other, "tiny", "raw", 2, profile, device="cpu", progress=False, log=said.append)
+    assert "raw run-2: resuming after epoch 2" in said
     resumed = load_model(run).state_dict()
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)
     history = pd.read_csv(run / "history.csv")
@@ -198,29 +245,29 @@ def test_triton_block_is_the_cuda_default_and_needs_cuda(monkeypatch: pytest.Mon
     from defacebench.io.errors import InputError
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else None)
-    assert uses_triton_block(get_profile("paper"), "cuda") is True
-    assert uses_triton_block(get_profile("paper"), "cpu") is False
-    assert uses_triton_block(get_profile("paper", triton_block=False), "cuda") is False
-    assert uses_triton_block(get_profile("paper", fused_first_block=False), "cuda") is False
+    assert uses_triton_block(get_speed("paper"), "cuda") is True
+    assert uses_triton_block(get_speed("paper"), "cpu") is False
+    assert uses_triton_block(get_speed("paper", triton_block=False), "cuda") is False
+    assert uses_triton_block(get_speed("paper", fused_first_block=False), "cuda") is False
     with pytest.raises(InputError, match="CUDA"):
-        uses_triton_block(get_profile("paper", triton_block=True), "cpu")
+        uses_triton_block(get_speed("paper", triton_block=True), "cpu")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    assert uses_triton_block(get_profile("paper"), "cuda") is False  # no triton: the cuBLAS path
+    assert uses_triton_block(get_speed("paper"), "cuda") is False  # no triton: the cuBLAS path
     for uses, setting in ((uses_triton_rotate, "triton_rotate"), (uses_fused_adam, "fused_adam")):
         monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
-        assert uses(get_profile("paper"), "cuda") is True  # the measured CUDA defaults
-        assert uses(get_profile("paper", **{setting: False}), "cuda") is False
-        assert uses(get_profile("paper"), "cpu") is False
+        assert uses(get_speed("paper"), "cuda") is True  # the measured CUDA defaults
+        assert uses(get_speed("paper", **{setting: False}), "cuda") is False
+        assert uses(get_speed("paper"), "cpu") is False
         with pytest.raises(InputError, match=setting):
-            uses(get_profile("paper", **{setting: True}), "cpu")
+            uses(get_speed("paper", **{setting: True}), "cpu")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    assert uses_triton_rotate(get_profile("paper"), "cuda") is False and uses_fused_adam(get_profile("paper"), "cuda") is True  # no triton
+    assert uses_triton_rotate(get_speed("paper"), "cuda") is False and uses_fused_adam(get_speed("paper"), "cuda") is True  # no triton
 
 
 def test_a_compiled_step_only_ever_sees_full_batches(tmp_path: Path) -> None:
     """The epoch's last, smaller batch goes through the eager fused path (same function), so a
     compiled CUDA step is never recompiled for it nor records a second CUDA graph."""
-    from defacebench.model.train import Trainer
+    from defacebench.model.trainer import Trainer
     from defacebench.io.store import open_condition
 
     study = make_blob_store(tmp_path, n=102, shape=SHAPE, planted=True)  # 61 training scans
@@ -240,7 +287,7 @@ def test_cuda_speed_settings_on_cpu_are_input_errors(tmp_path: Path, capsys: pyt
 
     study = make_blob_store(tmp_path, n=12, shape=SHAPE, planted=True)
     with pytest.raises(InputError, match="fused_adam"):
-        train_condition(study, "tiny", "raw", 1, _profile(fused_adam=True), device="cpu", progress=False, log=None)
+        train_condition(study, "tiny", "raw", 1, _profile(), device="cpu", progress=False, log=None, speed=get_speed("cpu", fused_adam=True))
     for flag, setting in (("--fused-adam", "fused_adam"), ("--triton-rotate", "triton_rotate"), ("--triton-block", "triton_block")):
         assert train_main([str(study), "--grid", "tiny", "--device", "cpu", flag, "--no-progress"]) == 2
         assert f"{setting} needs a CUDA device" in capsys.readouterr().err

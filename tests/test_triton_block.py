@@ -14,8 +14,8 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from defacebench.model.cnn import BrainAgeCNN  # noqa: E402
-from defacebench.model.fast import FusedBrainAgeCNN, fused_forward  # noqa: E402
-from defacebench.model.triton_block import _padded, conv_pool, conv_pool_padded, conv_pool_weight_grad  # noqa: E402
+from defacebench.model.accel.fast import FusedBrainAgeCNN, fused_forward  # noqa: E402
+from defacebench.model.accel.triton_block import _padded, conv_pool, conv_pool_padded, conv_pool_weight_grad  # noqa: E402
 from full_float32 import full_float32  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -124,12 +124,12 @@ def test_compiled_model_with_the_triton_block_equals_the_model() -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU wiring test through the interpreter; on a GPU tests/test_model_cuda.py trains with them")
-def test_the_trainer_runs_the_triton_kernels_when_its_profile_asks(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_trainer_runs_the_triton_kernels_when_its_speed_settings_ask(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both Triton settings wired through ``train_condition`` (CUDA-only settings, so the
     device checks are patched here): the same weights as the PyTorch path, to rounding."""
     import json
 
-    from defacebench.model import train as train_module
+    from defacebench.model import inference, trainer as trainer_module, train as train_module
     from defacebench.model.profiles import get_profile
     from model_stores import make_blob_store
 
@@ -138,13 +138,13 @@ def test_the_trainer_runs_the_triton_kernels_when_its_profile_asks(tmp_path, mon
     plain = train_module.train_condition(make_blob_store(tmp_path / "a", n=12, shape=shape, planted=True), "tiny", "raw", 1, profile,
                                          device="cpu", progress=False, log=None)
     for name in ("uses_triton_block", "uses_triton_rotate"):
-        monkeypatch.setattr(train_module, name, lambda profile, device_type: True)
+        monkeypatch.setattr(trainer_module, name, lambda speed, device_type: True)
     fast_run = train_module.train_condition(make_blob_store(tmp_path / "b", n=12, shape=shape, planted=True), "tiny", "raw", 1, profile,
                                             device="cpu", progress=False, log=None)
     meta = json.loads((fast_run / "run.json").read_text())
     assert meta["triton_block"] and meta["triton_rotate"]
-    reference = train_module.load_model(plain).state_dict()
-    for key, value in train_module.load_model(fast_run).state_dict().items():
+    reference = inference.load_model(plain).state_dict()
+    for key, value in inference.load_model(fast_run).state_dict().items():
         if key.endswith("conv.bias"):  # zero gradient before instance norm: Adam moves it by rounding noise
             continue
         assert torch.allclose(value, reference[key], atol=1e-3 * (1 + float(reference[key].abs().max()))), key

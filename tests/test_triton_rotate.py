@@ -13,7 +13,7 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from defacebench.model.augment import apply_theta, rotation_theta, sample_rotation_angles  # noqa: E402
-from defacebench.model.triton_rotate import rotate_volumes  # noqa: E402
+from defacebench.model.accel.triton_rotate import rotate_volumes  # noqa: E402
 from full_float32 import full_float32  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -286,6 +286,16 @@ def saliency_dir(study: PathLike, grid: str) -> Path:
     return results_dir(study) / "saliency" / grid
 
 
+def saliency_map(study: PathLike, grid: str, condition: str) -> Path:
+    """The mean Grad-CAM map of one condition on ``grid`` (``.npy``, the grid's shape)."""
+    return saliency_dir(study, grid) / f"{condition}.npy"
+
+
+def saliency_maps(study: PathLike, grid: str) -> dict[str, Path]:
+    """Every saved mean Grad-CAM map on ``grid``, by condition (sorted; no hidden files)."""
+    return {p.stem: p for p in sorted(saliency_dir(study, grid).glob("*.npy")) if not p.name.startswith(".")}
+
+
 def figures_dir(study: PathLike) -> Path:
     return Path(study) / "figures"
 

@@ -127,7 +127,7 @@ def analyse_study(
 
 def _image_figures(study_dir: Path, grid: str, paths: dict[str, Path], saliency: bool, force: bool, device: str, max_scans: int | None, say) -> dict[str, object]:
     """Fig. 1 (removal regions) and Fig. 3 (saliency) from the stores and models of ``grid``."""
-    from defacebench.model import saliency as sal
+    from defacebench.analysis import saliency as sal
 
     stored = list_conditions(study_dir, grid)
     if not stored:
@@ -164,7 +164,7 @@ def _image_figures(study_dir: Path, grid: str, paths: dict[str, Path], saliency:
             csv = layout.result_table(study_dir, "saliency")
             fresh = csv.is_file() and csv.stat().st_mtime >= newest_model and any(maps_dir.glob("*.npy"))
             if force or not fresh:
-                from defacebench.model.train import resolve_device
+                from defacebench.model.inference import resolve_device
 
                 device = str(resolve_device(device))
                 say(f"analyse: Grad-CAM on {device}")

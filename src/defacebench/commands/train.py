@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from defacebench.cli import make_parser, run_command
-from defacebench.model.profiles import COMPILE_MODES
+from defacebench.model.accel.settings import COMPILE_MODES
 
 DESCRIPTION = """\
 Train the paper's brain-age 3D CNN on each condition store of STUDY_DIR/stores/<grid>/
@@ -41,20 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
                         help="CUDA: torch.compile mode of the training step (default: the profile's; paper: reduce-overhead, i.e. CUDA graphs)")
     parser.add_argument("--triton-block", action=argparse.BooleanOptionalAction, default=None,
-                        help="CUDA: the first block's convolution and max pooling as Triton kernels (default: on where triton is installed; measured 1.47x faster on an H200, docs/training.md)")
+                        help="CUDA: the first block's convolution and max pooling as Triton kernels (default: on where triton is installed; measured faster, docs/training.md)")
     parser.add_argument("--triton-rotate", action=argparse.BooleanOptionalAction, default=None,
-                        help="CUDA: the random rotation as one Triton kernel (default: on where triton is installed; +8 %% on an H200)")
+                        help="CUDA: the random rotation as one Triton kernel (default: on where triton is installed; measured faster, docs/training.md)")
     parser.add_argument("--fused-adam", action=argparse.BooleanOptionalAction, default=None,
-                        help="CUDA: Adam's update in one kernel (default: on; +1-2 %% on an H200)")
+                        help="CUDA: Adam's update in one kernel (default: on; measured faster, docs/training.md)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
+    from defacebench import layout
     from defacebench.io.errors import InputError
-    from defacebench.model.profiles import get_profile
-    from defacebench.model.train import model_summary, resolve_device, train_condition
     from defacebench.io.store import list_conditions, open_condition
+    from defacebench.model.accel.settings import get_speed
+    from defacebench.model.inference import resolve_device
+    from defacebench.model.profiles import get_profile
+    from defacebench.model.train import model_summary, train_condition
 
     if args.runs < 1:
         raise InputError(f"--runs must be at least 1, got {args.runs}")
@@ -62,15 +65,15 @@ def _run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"--{name} must be at least 1, got {value}")
-    profile = get_profile(args.profile, max_epochs=args.epochs, patience=args.patience, rotation_deg=args.rotation_deg, seed=args.seed,
-                          channels_last=args.channels_last, compile_mode=args.compile_mode,
-                          triton_block=args.triton_block, triton_rotate=args.triton_rotate, fused_adam=args.fused_adam)
+    profile = get_profile(args.profile, max_epochs=args.epochs, patience=args.patience, rotation_deg=args.rotation_deg, seed=args.seed)
+    speed = get_speed(profile.name, channels_last=args.channels_last, compile_mode=args.compile_mode,
+                      triton_block=args.triton_block, triton_rotate=args.triton_rotate, fused_adam=args.fused_adam)
     grid = args.grid or profile.grid
     if not args.study_dir.is_dir():
         raise InputError("study directory not found", args.study_dir)
     available = list_conditions(args.study_dir, grid)
     if not available:
-        raise InputError(f"no condition stores for grid {grid!r} (run `defacebench preprocess` first)", args.study_dir / "stores" / grid)
+        raise InputError(f"no condition stores for grid {grid!r} (run `defacebench preprocess` first)", layout.store_dir(args.study_dir, grid))
     conditions = args.conditions or available
     unknown = [c for c in conditions if c not in available]
     if unknown:
@@ -78,12 +81,13 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     first = open_condition(args.study_dir, grid, conditions[0])
     print(profile.describe())
+    print(speed.describe())
     print(f"grid {grid} {tuple(first.images.shape[1:])}, device {device}, {len(conditions)} condition(s) x {args.runs} run(s)")
     print(model_summary(first, profile))
     sys.stdout.flush()
     for condition in conditions:
         for run in range(1, args.runs + 1):
-            train_condition(args.study_dir, grid, condition, run, profile, device=device, progress=not args.no_progress)
+            train_condition(args.study_dir, grid, condition, run, profile, device=device, progress=not args.no_progress, speed=speed)
             sys.stdout.flush()
     return 0
 

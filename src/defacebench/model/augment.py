@@ -1,8 +1,10 @@
 """Random-rotation augmentation on the device, in batches (``affine_grid``/``grid_sample``).
 
-TorchIO-style twins: :func:`sample_rotation_angles` draws and returns the parameters,
-:func:`rotate` applies them deterministically, and :class:`RandomRotation` does both and
-records what it drew, so any augmented batch can be replayed.
+Drawing and applying are apart, so any augmented batch can be replayed:
+:func:`sample_rotation_angles` draws the angles (from a seeded generator),
+:func:`rotation_theta` turns them into ``affine_grid`` matrices and :func:`apply_theta`
+resamples the batch (on the device; :mod:`defacebench.model.accel.triton_rotate` is the
+same resampling as one Triton kernel).
 
 ``affine_grid`` works in normalised coordinates (-1..1 along every axis), so a plain
 rotation matrix would also stretch a non-cubic grid such as 91x109x91. The matrix
@@ -48,15 +50,6 @@ def rotation_theta(angles_deg: torch.Tensor, shape: Sequence[int], spacing_mm: S
     return torch.cat([theta, torch.zeros(theta.shape[0], 3, 1, dtype=theta.dtype)], dim=2)
 
 
-def rotate(images: torch.Tensor, angles_deg: torch.Tensor, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0), mode: str = "bilinear") -> torch.Tensor:
-    """Rotate a batch ``(B, C, X, Y, Z)`` about the grid centre by ``(B, 3)`` angles (degrees).
-
-    Deterministic twin of :class:`RandomRotation`. Voxels from outside the grid are 0.
-    """
-    theta = rotation_theta(angles_deg.cpu(), images.shape[2:], spacing_mm).to(images.device, torch.float32)
-    return apply_theta(images, theta, mode)
-
-
 def apply_theta(images: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Resample ``(B, C, X, Y, Z)`` images with ``affine_grid`` matrices ``(B, 3, 4)``.
 
@@ -73,29 +66,3 @@ def sample_rotation_angles(n: int, max_deg: float, generator: torch.Generator | 
     """``(n, 3)`` angles drawn uniformly in ``[-max_deg, max_deg]`` (CPU, float64)."""
     u = torch.rand(n, 3, generator=generator, dtype=torch.float64)
     return (2.0 * u - 1.0) * float(max_deg)
-
-
-class RandomRotation:
-    """Rotate each image of a batch by its own random angles about the three axes.
-
-    Parameters
-    ----------
-    max_deg : float
-        Angles are uniform in ``[-max_deg, max_deg]`` (the paper's default: 10).
-    spacing_mm : tuple of float
-        Voxel size, so anisotropic voxels rotate without shear.
-
-    The last draw is kept in :attr:`last_angles` (``(B, 3)`` degrees).
-    """
-
-    def __init__(self, max_deg: float = 10.0, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
-        self.max_deg = float(max_deg)
-        self.spacing_mm = tuple(float(s) for s in spacing_mm)
-        self.last_angles: torch.Tensor | None = None
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if self.max_deg == 0:
-            self.last_angles = torch.zeros(images.shape[0], 3, dtype=torch.float64)
-            return images
-        self.last_angles = sample_rotation_angles(images.shape[0], self.max_deg, generator)
-        return rotate(images, self.last_angles, self.spacing_mm)

@@ -7,8 +7,9 @@ reproduces: the three convolutions hold 335,488 parameters, the affine instance 
 named option (:data:`HEADS`) and the real count is logged with every run
 (docs/training.md).
 
-Grad-CAM target: :attr:`BrainAgeCNN.last_conv` (``model.features[-1].conv``), the
-convolution of the last block; ``model.features[-1]`` is the whole last block.
+Grad-CAM explains the whole last block, ``model.features[-1]``
+(:func:`defacebench.model.inference.gradcam_layer`); :attr:`BrainAgeCNN.last_conv` is the
+convolution inside it.
 """
 
 from __future__ import annotations

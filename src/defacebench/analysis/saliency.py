@@ -27,14 +27,22 @@ cohort, the union over methods, outside the brain; see :func:`face_region`) and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from defacebench import layout
+from defacebench.conditions import condition_kind, order_conditions
 from defacebench.io.atomic import atomic_path, write_table_atomic
 from defacebench.io.errors import InputError
+from defacebench.io.store import list_conditions, open_condition
+#: The folder of the mean maps (``results/saliency/<grid>``; analysis.study finds them through this module).
+saliency_dir = layout.saliency_dir
+#: Where the summary table goes (``results/saliency.csv``).
+SALIENCY_TABLE = "saliency.csv"
 
 #: Removal-region fallback when no face-only stores exist: anterior-inferior box in MNI mm.
 FACE_BOX_MM: dict[str, tuple[float, float]] = {"y": (30.0, np.inf), "z": (-np.inf, 0.0)}
@@ -162,16 +170,8 @@ def removal_frequency(
     return (count / len(rows)).astype(np.float32)
 
 
-def _conditions(study_dir: str | Path, grid: str) -> list[str]:
-    from defacebench.io.store import list_conditions
-
-    return list_conditions(study_dir, grid)
-
-
 def face_methods(study_dir: str | Path, grid: str) -> list[str]:
     """Methods with a face-only store on ``grid``."""
-    from defacebench.io.store import list_conditions
-
     return [c.removeprefix("face-") for c in list_conditions(study_dir, grid) if c.startswith("face-")]
 
 
@@ -182,11 +182,9 @@ def face_region(study_dir: str | Path, grid: str, brain_mask: np.ndarray, freque
     scans (from the face-only stores); without face-only stores, the box
     :data:`FACE_BOX_MM` (anterior ``y >= 30`` mm, inferior ``z <= 0`` mm).
     """
-    from defacebench.io.store import open_condition
-
     if frequencies is None:
         frequencies = {}
-        raw = open_condition(study_dir, grid, "raw").images if "raw" in _conditions(study_dir, grid) else None
+        raw = open_condition(study_dir, grid, "raw").images if "raw" in list_conditions(study_dir, grid) else None
         for method in face_methods(study_dir, grid):
             store = open_condition(study_dir, grid, f"face-{method}")
             frequencies[method] = removal_frequency(store.images, reference=raw)
@@ -203,14 +201,11 @@ def face_region(study_dir: str | Path, grid: str, brain_mask: np.ndarray, freque
 
 
 def _grid_affine(study_dir: str | Path, grid: str) -> np.ndarray:
-    import json
-
-    from defacebench.layout import store_dir
-
-    metas = sorted(store_dir(study_dir, grid).glob("*.json"))
-    if not metas:
-        raise InputError(f"no condition stores on grid {grid!r}", store_dir(study_dir, grid))
-    return np.asarray(json.loads(metas[0].read_text())["affine"], float)
+    """The affine of a grid's stores (they share it), from the first store's metadata."""
+    conditions = layout.stored_conditions(study_dir, grid)
+    if not conditions:
+        raise InputError(f"no condition stores on grid {grid!r}", layout.store_dir(study_dir, grid))
+    return np.asarray(json.loads(layout.store_meta(study_dir, grid, conditions[0]).read_text())["affine"], float)
 
 
 def saliency_shares(mean_map: np.ndarray, face_mask: np.ndarray, brain_mask: np.ndarray) -> dict[str, float]:
@@ -231,11 +226,6 @@ def saliency_shares(mean_map: np.ndarray, face_mask: np.ndarray, brain_mask: np.
 
 
 # --------------------------------------------------------------------------- study stage
-def saliency_dir(study_dir: str | Path, grid: str) -> Path:
-    """``STUDY/results/saliency/<grid>``: one mean map per condition (``<condition>.npy``)."""
-    return Path(study_dir) / "results" / "saliency" / grid
-
-
 def mean_saliency(model, images: np.ndarray, rows: np.ndarray, batch_size: int = 4, device: str = "cpu") -> np.ndarray:
     """Grad-CAM maps of ``rows`` averaged (float64 sum / count) into one map on the grid."""
     import torch
@@ -275,23 +265,19 @@ def compute_saliency(
     brain_mask : ndarray, optional
         Boolean brain mask on the grid; default the MNI152 brain mask (:func:`mni_brain_mask`).
     model_loader : callable, optional
-        ``run_dir -> model`` (default :func:`defacebench.model.train.load_model`).
+        ``run_dir -> model`` (default :func:`defacebench.model.inference.load_model`).
     """
-    from defacebench.conditions import condition_kind, order_conditions
-    from defacebench.io.store import list_conditions, open_condition
-
     study_dir = Path(study_dir)
     if model_loader is None:
-        from defacebench.model.train import load_model
+        from defacebench.model.inference import load_model  # torch: imported only when maps are computed
 
         model_loader = lambda path: load_model(path, device=device)  # noqa: E731
     stored = set(list_conditions(study_dir, grid))
-    trained = {p.parent.parent.name for p in (study_dir / "runs").glob("*/run-*/model.pt")}
+    trained = {layout.run_of(model.parent)[0] for model in layout.trained_models(study_dir)}
     if conditions is None:
         conditions = [c for c in order_conditions(stored & trained) if condition_kind(c) in ("raw", "skullstripped", "face")]
     if not conditions:
         raise InputError(f"no condition has both a store on grid {grid!r} and a trained model", study_dir)
-    out_dir = saliency_dir(study_dir, grid)
     rows = []
     masks: tuple[np.ndarray, np.ndarray, str] | None = None
     for condition in conditions:
@@ -300,29 +286,29 @@ def compute_saliency(
             brain = mni_brain_mask(store.affine, store.images.shape[1:]) if brain_mask is None else np.asarray(brain_mask, bool)
             face, how = face_region(study_dir, grid, brain, frequencies)
             masks = (face, brain, how)
-        run_dirs = sorted(p.parent for p in (study_dir / "runs" / condition).glob("run-*/model.pt"))
+        run_dirs = [run for run in layout.run_dirs(study_dir, condition) if layout.model_file(run).is_file()]
         if not run_dirs:
-            raise InputError(f"condition {condition!r} has no trained model", study_dir / "runs" / condition)
+            raise InputError(f"condition {condition!r} has no trained model", layout.condition_runs_dir(study_dir, condition))
         test_rows = store.rows("test")
         if max_scans is not None and len(test_rows) > max_scans:
             test_rows = test_rows[np.linspace(0, len(test_rows) - 1, max_scans).round().astype(int)]
         if len(test_rows) == 0:
-            raise InputError(f"store {condition!r} has no test scans", study_dir / "stores" / grid)
+            raise InputError(f"store {condition!r} has no test scans", layout.store_dir(study_dir, grid))
         maps = []
         for run_dir in run_dirs:
             model = model_loader(run_dir)
             maps.append(mean_saliency(model, store.images, test_rows, batch_size=batch_size, device=device))
         mean_map = np.mean(maps, axis=0).astype(np.float32)
-        with atomic_path(out_dir / f"{condition}.npy") as tmp:
+        with atomic_path(layout.saliency_map(study_dir, grid, condition)) as tmp:
             np.save(tmp, mean_map)
         rows.append({"condition": condition, "n_runs": len(run_dirs), "n_scans": len(test_rows), **saliency_shares(mean_map, masks[0], masks[1]), "face_region": masks[2]})
         if log:
             log(f"saliency {condition}: {len(run_dirs)} run(s) x {len(test_rows)} test scans, face share {rows[-1]['face_share']:.2f}, brain share {rows[-1]['brain_share']:.2f}")
     table = pd.DataFrame(rows)
-    write_table_atomic(study_dir / "results" / "saliency.csv", table, sep=",")
+    write_table_atomic(layout.result_file(study_dir, SALIENCY_TABLE), table, sep=",")
     return table
 
 
 def load_saliency(study_dir: str | Path, grid: str) -> dict[str, np.ndarray]:
     """Mean saliency maps written by :func:`compute_saliency`, by condition."""
-    return {p.stem: np.load(p) for p in sorted(saliency_dir(study_dir, grid).glob("*.npy")) if not p.name.startswith(".")}
+    return {condition: np.load(path) for condition, path in layout.saliency_maps(study_dir, grid).items()}

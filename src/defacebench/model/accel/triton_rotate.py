@@ -1,9 +1,8 @@
 """The training rotation (``affine_grid`` + trilinear ``grid_sample``) in one Triton kernel.
 
 :func:`.augment.apply_theta` builds a ``(B, X, Y, Z, 3)`` float32 grid with
-``F.affine_grid`` that ``F.grid_sample`` then reads back: on one H200 ``affine_grid``
-alone took 0.29 ms of a training step's 4.3 ms of GPU time (run 8, docs/training.md).
-Here each program takes a block of output voxels of one image channel, computes their
+``F.affine_grid`` that ``F.grid_sample`` then reads back, a sizeable share of a training
+step's GPU time (docs/training.md). Here each program takes a block of output voxels of one image channel, computes their
 source coordinates from the image's ``3x4`` matrix on the fly and interpolates the 8
 neighbours, so no grid exists and the image is read once.
 
@@ -16,8 +15,8 @@ coordinates ``(xn, yn, zn) = ((2w+1)/W - 1, (2h+1)/H - 1, (2d+1)/D - 1)`` (x alo
 (no renormalisation of the remaining weights). Values equal ``apply_theta``'s
 (tests/test_triton_rotate.py: on a GPU, and on CPU through Triton's interpreter,
 ``TRITON_INTERPRET=1``). No gradient: the rotation is data augmentation. The CUDA default
-where ``triton`` is installed (``profiles.uses_triton_rotate``): the paper step ran
-975-982 samples/s with it against 904-910 without on one H200 (run 10).
+where ``triton`` is installed (:func:`.settings.uses_triton_rotate`; measured faster,
+docs/training.md).
 """
 
 from __future__ import annotations

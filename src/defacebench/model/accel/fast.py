@@ -1,7 +1,7 @@
 """A faster, mathematically identical forward pass of :class:`~.cnn.BrainAgeCNN`.
 
 Written for GPUs; training uses it on CPU too, where (with NDHWC activations) a step is
-1.8-2.7x faster than the plain module (docs/training.md).
+faster than the plain module (measurements in docs/training.md).
 
 The first block (1 -> 128 channels at full 91x109x91 resolution) dominates memory
 traffic. It is rewritten with the same parameters, no new ones:
@@ -9,7 +9,7 @@ traffic. It is rewritten with the same parameters, no new ones:
 1. **Convolution as a GEMM.** With one input channel the 3x3x3 convolution is
    ``W (C, 27) @ P (27, V)``, where ``P`` holds the 27 shifted copies of the zero-padded
    image (im2col). cuBLAS writes the output at memory speed; cuDNN's direct kernel
-   for this shape is several times slower (DESIGN.md, model facts).
+   for this shape is several times slower.
 2. **Instance norm from patch statistics.** The per-image mean and variance of
    channel ``c`` are ``w_c . m + b_c`` and ``w_c^T Cov(P) w_c``, with ``m`` and
    ``Cov(P)`` (27 x 27) computed once from the input (which needs no gradient; under
@@ -31,7 +31,7 @@ the layout cuDNN's tensor-core convolutions work in (in NCDHW it transposes ever
 activation in and out of each convolution). The first block's GEMM is then written
 ``P^T (V, 27) @ W^T (27, C)``, whose ``(V, C)`` output already is NDHWC; for one input
 channel the two layouts of the input are the same memory. It is the default for
-training on both devices (``profiles.uses_channels_last``).
+training on both devices (:func:`.settings.uses_channels_last`).
 
 ``triton_block=True`` (the CUDA default where ``triton`` is installed) computes the first
 block's convolution and max pooling in one Triton kernel and its weight gradient in
@@ -129,9 +129,9 @@ def patch_moments(x: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[to
     the statistics are then those of ``x`` rounded to it, the image the convolution
     really sees. A product of two bfloat16 or float16 numbers is exact in float32, so on
     CUDA the covariance runs on the tensor cores in 16 bits with float32 accumulation: as
-    accurate as float32 arithmetic on the rounded image (tests/test_model_cuda.py) and a
-    paper training step 6 % faster on an H200 (docs/training.md). Elsewhere (CPU, older
-    PyTorch) the rounded image is summed in float32: the same statistics.
+    accurate as float32 arithmetic on the rounded image (tests/test_model_cuda.py) and
+    faster (docs/training.md). Elsewhere (CPU, older PyTorch) the rounded image is summed
+    in float32: the same statistics.
     """
     b = x.shape[0]
     low = x.is_cuda and dtype in (torch.bfloat16, torch.float16) and MM_OUT_DTYPE
@@ -171,7 +171,7 @@ def fused_first_block(model: BrainAgeCNN, x: torch.Tensor, channels_last: bool =
     ws, bs = w * sign[:, None], bias * sign
     crop = (2 * (nx // 2), 2 * (ny // 2), 2 * (nz // 2))  # voxels max pooling reads
     if triton_block:  # max(s*y) without ever writing y
-        from defacebench.model.triton_block import conv_pool
+        from defacebench.model.accel.triton_block import conv_pool
 
         pooled = conv_pool(ws.to(dtype), x).view(b, *(s // 2 for s in crop), c).permute(0, 4, 1, 2, 3)
         if not channels_last:

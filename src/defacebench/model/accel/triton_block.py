@@ -18,9 +18,8 @@ The input gets no gradient (the image), like :class:`.fast._PatchConv`. Values a
 weight gradient equal ``max_pool3d(conv3d(x, w))``'s (tests/test_triton_block.py: on a
 GPU, and on CPU through Triton's interpreter, ``TRITON_INTERPRET=1``). Both kernels are
 ``torch.library`` custom operators, so ``torch.compile`` keeps the training step in one
-graph. On one H200 the compiled paper step ran 866 samples/s with them against 591
-without (907-914 with CUDA graphs; docs/training.md), so training on CUDA uses them
-wherever ``triton`` is installed (``profiles.uses_triton_block``; bench variant ``+tb``).
+graph. Measured faster on CUDA (docs/training.md), so training on CUDA uses them wherever
+``triton`` is installed (:func:`.settings.uses_triton_block`; bench variant ``+tb``).
 ``triton`` comes with PyTorch's CUDA wheels; ``make test`` installs it on CPU for the tests.
 """
 
@@ -127,9 +126,8 @@ def _pooled_voxels(xp: torch.Tensor) -> tuple[int, int, int]:
 
 
 # Custom operators (torch.library), not an autograd.Function behind torch.compiler.disable:
-# torch.compile then keeps the whole step in one graph and calls the kernels from it. With a
-# graph break the compiled H200 step was bound by Python (GPU time 4.8 ms, wall 9.5 ms a
-# step: docs/training.md).
+# torch.compile then keeps the whole step in one graph and calls the kernels from it (with a
+# graph break the compiled step waited on Python: docs/training.md).
 @torch.library.custom_op("defacebench::conv_pool", mutates_args=())
 def conv_pool_padded(weight: torch.Tensor, xp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``max_pool3d(conv3d(x, w, padding=1), 2)`` of the padded image ``xp (B, X+2, Y+2, Z+2)``.
