@@ -417,11 +417,16 @@ def test_geometry_control_is_the_removed_head_outline_without_intensities(tmp_pa
     tissue = face > 0.2 * raw.max()
     assert tissue.sum() > 100 and np.mean(mask[tissue] > 0) > 0.99  # the bright removed voxels are in the mask (up to the outline's edge)
     assert np.percentile(face[mask == 0], 99.5) < 0.1 * raw.max()  # outside the mask only air (and an edge) was removed
-    # the mask is the same for a brighter face: it carries no intensities
+    # the mask is the same for a darker face (tissue change away from the skin): it carries no intensities
+    from scipy import ndimage
+
     t1w = bids / "sub-01/anat/sub-01_T1w.nii.gz"
     img = nib.load(str(t1w))
     data = np.asarray(img.dataobj, dtype=np.float32)
-    data[data > 30] *= 1.3
+    _, _, _, removals = synthetic_scan(0)
+    inner_face = ndimage.binary_erosion(data > 30, iterations=2) & (removals["spm"] > 0.5)
+    assert inner_face.sum() > 50
+    data[inner_face] *= 0.8
     nib.save(nib.Nifti1Image(data, img.affine), str(t1w))
     run_study(bids, study, conditions=("raw", "face-spm", "facemask-spm"), mosaics=False)
     brighter = open_condition(study, "test8mm", "facemask-spm").images.astype(np.float32)

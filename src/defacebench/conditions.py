@@ -12,9 +12,10 @@ Five kinds exist:
 ``face-<method>``
     Only the tissue the method removed: head x removal mask.
 ``facemask-<method>``
-    The geometry control: 1 where the method removed head tissue, 0 elsewhere (the
-    removal mask, binarised at 0.5, within the head outline), moved by the same transform
-    as the face-only image. It carries where the removed face sits and its outline, and
+    The geometry control: where the method removed head tissue, 1 inside the head's
+    outline and 0 in the air, with partial volumes at the skin (the removal mask binarised
+    at 0.5, times :func:`defacebench.imaging.masks.head_outline`), moved by the same
+    transform as the face-only image. It carries where the removed face sits and its outline, and
     none of its intensities: a face-only model that does no better than this one reads
     geometry, not tissue (docs/analysis.md).
 

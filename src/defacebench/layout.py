@@ -271,6 +271,7 @@ RESULT_FILES: dict[str, str] = {
     "omnibus": "omnibus_tests.csv",
     "pairwise": "pairwise_tests.csv",
     "null_baseline": "null_baseline.csv",
+    "face_signal": "face_signal.csv",
     "saliency": "saliency.csv",
     "summary": "analysis.json",
 }
@@ -302,7 +303,8 @@ def figures_dir(study: PathLike) -> Path:
 
 #: The study's figures (``STUDY/figures/<name>.png``), in report order. ``individual_example``
 #: shows one person and is drawn only on request.
-FIGURES: tuple[str, ...] = ("fig1_removed_regions", "fig4_errors", "predicted_vs_true", "fig3_saliency", "training_curves", "individual_example")
+FIGURES: tuple[str, ...] = ("fig1_removed_regions", "fig4_errors", "face_signal", "predicted_vs_true", "fig3_saliency", "training_curves",
+                            "individual_example")
 
 
 def figure_file(study: PathLike, stem: str) -> Path:

@@ -18,7 +18,7 @@ from defacebench.conditions import METHODS, method_name, condition_kind, conditi
 from defacebench.io.atomic import atomic_path
 
 #: Colour per condition kind.
-KIND_COLOURS: dict[str, str] = {"raw": "#7f7f7f", "skullstripped": "#2ca02c", "defaced": "#1f77b4", "face": "#ff7f0e", "other": "#9467bd"}
+KIND_COLOURS: dict[str, str] = {"raw": "#7f7f7f", "skullstripped": "#2ca02c", "defaced": "#1f77b4", "face": "#ff7f0e", "facemask": "#8c564b", "other": "#9467bd"}
 #: Slices of the saliency figure in MNI mm: sagittal at x, axial at z (through brain and face).
 SALIENCY_SLICES_MM: dict[str, float] = {"sagittal": 0.0, "axial": -15.0}
 
@@ -185,7 +185,7 @@ def plot_error_distributions(errors: pd.DataFrame, path: str | Path, null_mae: f
     ax.scatter([], [], marker="D", s=28, color="black", label="MAE (mean)")
     ax.set_xticks(range(1, len(conditions) + 1), [condition_label(c) for c in conditions], rotation=35, ha="right")
     ax.set_ylabel("absolute error (years)")
-    ax.set_title("Fig. 4  Per-subject absolute error by condition (df = defaced, f = face-only, ss = skull-stripped)", fontsize=10)
+    ax.set_title("Fig. 4  Per-subject absolute error by condition (df = defaced, f = face-only, fm = face mask, ss = skull-stripped)", fontsize=10)
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
@@ -253,6 +253,34 @@ def plot_individual(images: Mapping[str, np.ndarray], affine: np.ndarray, path: 
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- face signal
+def plot_face_signal(table: pd.DataFrame, path: str | Path) -> Path:
+    """Per method: face-only and its geometry control against the null baseline (MAE - null MAE,
+    paired 95 % bootstrap CIs; below 0 = better than predicting the mean age)."""
+    plt = _pyplot()
+    methods = list(table["method"])
+    x = np.arange(len(methods))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(methods) + 2), 4.2))
+    for offset, prefix, label, colour in ((-0.18, "face_vs_null", "face-only", KIND_COLOURS["face"]),
+                                          (0.18, "mask_vs_null", "geometry control (face mask)", KIND_COLOURS["facemask"])):
+        diff = table[f"{prefix}_diff"].astype(float).to_numpy()
+        low = table[f"{prefix}_ci_low"].astype(float).to_numpy()
+        high = table[f"{prefix}_ci_high"].astype(float).to_numpy()
+        ok = np.isfinite(diff)
+        ax.bar(x[ok] + offset, diff[ok], width=0.34, color=colour, alpha=0.8, label=label,
+               yerr=np.vstack([diff[ok] - low[ok], high[ok] - diff[ok]]), capsize=3)
+    for i, row in enumerate(table.itertuples(index=False)):
+        if bool(row.tissue_signal):
+            ax.annotate("tissue", (i - 0.18, float(row.face_vs_null_ci_low)), textcoords="offset points", xytext=(0, -12), ha="center", fontsize=8)
+    ax.axhline(0, color="crimson", ls="--", lw=1.2, label="null baseline (training mean age)")
+    ax.set_xticks(x, [method_name(m) for m in methods])
+    ax.set_ylabel("MAE - null MAE (years)")
+    ax.set_title("Face signal: face-only vs its geometry control vs the null (paired, ensemble of runs)", fontsize=10)
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
 
 

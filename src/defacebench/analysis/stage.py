@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from defacebench import __version__, layout
-from defacebench.analysis import figures, metrics, statistics
+from defacebench.analysis import face_signal, figures, metrics, statistics
 from defacebench.analysis.inputs import check_runs, load_histories, load_predictions, resolve_grid, training_mean_age
 from defacebench.conditions import SCAN_KEY, order_conditions
 from defacebench.io.atomic import write_table_atomic, write_text_atomic
@@ -52,7 +52,9 @@ def write_statistics(study_dir: str | Path, predictions: pd.DataFrame, training_
     if errors.shape[1] >= 2:
         tables["omnibus"] = statistics.omnibus_table(errors)
         tables["pairwise"] = statistics.pairwise_table(errors, n_boot=n_boot, seed=seed)
-    tables["null_baseline"] = statistics.null_baseline_tests(errors, metrics.null_errors(ages, training_age), n_boot=n_boot, seed=seed)
+    null_abs = metrics.null_errors(ages, training_age)
+    tables["null_baseline"] = statistics.null_baseline_tests(errors, null_abs, n_boot=n_boot, seed=seed)
+    tables["face_signal"] = face_signal.face_signal_table(face_signal.ensemble_errors(predictions, "test"), null_abs, n_boot=n_boot, seed=seed)
     for key, table in tables.items():
         write_table_atomic(layout.result_table(study_dir, key), table, sep=",")
     return tables
@@ -98,6 +100,11 @@ def analyse_study(
     null_mae = float(metrics.null_errors(metrics.scan_ages(predictions), training_age).mean())
     figures.plot_error_distributions(errors, paths["fig4_errors"], null_mae)
     figures.plot_predicted_vs_true(metrics.subject_predictions(predictions), paths["predicted_vs_true"])
+    signal = pd.read_csv(layout.result_table(study_dir, "face_signal"))
+    if len(signal):
+        figures.plot_face_signal(signal, paths["face_signal"])
+    else:
+        paths["face_signal"].unlink(missing_ok=True)
     histories = load_histories(study_dir)
     if len(histories):
         figures.plot_training_curves(histories, paths["training_curves"])

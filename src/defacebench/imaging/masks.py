@@ -48,18 +48,34 @@ def head_mask(data: np.ndarray, fraction: float = 0.12) -> np.ndarray:
     return (full & (data > 0.5 * threshold)) | (mask & full)
 
 
-def head_outline(data: np.ndarray, brain: np.ndarray | None = None) -> np.ndarray:
-    """:func:`head_mask` (or the brain) computed on the image edge-padded by a few voxels.
+def head_outline(data: np.ndarray, brain: np.ndarray | None = None, fraction: float = 0.12) -> np.ndarray:
+    """The head as a filled solid with partial volumes at the skin: 1 inside, 0 in the air, 0..1 at the edge.
 
-    A head cut by the field of view (the neck and chin, often) keeps its tissue up to the
-    image border: without the padding, the morphological closing of :func:`head_mask`
-    erodes two voxels off every border. Used for the geometry control (``facemask-<m>``),
-    which must hold every voxel where a method removed tissue.
+    The binary :func:`head_mask` (with the brain) is computed on the image edge-padded by a
+    few voxels, so a head cut by the field of view (the neck and chin, often) keeps its tissue
+    up to the image border (without the padding the mask's closing erodes two voxels off every
+    border). Voxels within one voxel of its surface take ``intensity / threshold`` clipped to
+    0..1 (the threshold is :func:`head_mask`'s): the skin's position to a fraction of a voxel,
+    as a face-only image has it, while the tissue's own intensities never enter.
+
+    Used for the geometry control (``facemask-<m>``): a binary outline would locate the face
+    only to whole voxels and so hold less geometry than the face-only image it controls.
     """
+    data = np.asarray(data, dtype=np.float32)
     pad = OUTLINE_PAD_VOXELS
-    inner = tuple(slice(pad, pad + n) for n in np.shape(data)[:3])
-    outline = head_mask(np.pad(np.asarray(data, dtype=np.float32), pad, mode="edge"))[inner]
-    return outline | np.asarray(brain, dtype=bool) if brain is not None else outline
+    inner = tuple(slice(pad, pad + n) for n in data.shape[:3])
+    solid = head_mask(np.pad(data, pad, mode="edge"), fraction)[inner]
+    if brain is not None:
+        solid |= np.asarray(brain, dtype=bool)
+    positive = data[data > 0]
+    if positive.size == 0:
+        return solid.astype(np.float32)
+    threshold = fraction * float(np.percentile(positive, 99))
+    core = ndimage.binary_erosion(solid, border_value=1)
+    band = ndimage.binary_dilation(solid) & ~core
+    out = core.astype(np.float32)
+    out[band] = np.clip(data[band] / threshold, 0.0, 1.0)
+    return out
 
 
 def tissue_mask(data: np.ndarray, threshold_fraction: float = 0.1) -> np.ndarray:

@@ -165,7 +165,7 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     removed = {}
     if mask_methods:
         outline = head_outline(data, brain)
-        removed = {m: ((_load_on(paths[f"{m}_mask"], img, f"{m} removal mask") > 0.5) & outline).astype(np.float32) for m in mask_methods}
+        removed = {m: (_load_on(paths[f"{m}_mask"], img, f"{m} removal mask") > 0.5) * outline for m in mask_methods}
     lap("load")
 
     voxel_mm = tuple(float(v) for v in img.header.get_zooms()[:3])

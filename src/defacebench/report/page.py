@@ -89,7 +89,8 @@ def write_report(study_dir: str | Path, individual_figures: bool = False, out: s
 
     conditions = list(table1["condition"])
     key_pairs = [(d, ref) for d in conditions if condition_kind(d) == "defaced" for ref in ("raw", "skullstripped") if ref in conditions]
-    findings = conclusions(table1, pairwise, null, saliency, simulated=simulated_cohort(study_dir))
+    signal = read_csv(layout.result_table(study_dir, "face_signal"))
+    findings = conclusions(table1, pairwise, null, saliency, simulated=simulated_cohort(study_dir), face_signal=signal)
     page = string.Template(PAGE).substitute(
         title=html.escape(title or f"defacebench report: {study_dir.resolve().name}"),
         subtitle=html.escape(f"How much do MRI defacing algorithms change brain-age predictions of a 3D CNN? Study directory {study_dir.resolve()}"),
@@ -100,6 +101,7 @@ def write_report(study_dir: str | Path, individual_figures: bool = False, out: s
         omnibus=sections.omnibus_html(omnibus),
         key_pairs=sections.pairs_html(pairwise, key_pairs) if key_pairs else "<p>No defaced condition to compare.</p>",
         null_table=sections.null_html(null),
+        face_signal=sections.face_signal_html(signal),
         training_age=f"{summary.get('training_mean_age', float('nan')):.1f} years",
         n_pairs=0 if pairwise is None else len(pairwise),
         pairwise=sections.pairs_html(pairwise),

@@ -7,6 +7,7 @@ import html
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from defacebench import layout
@@ -127,6 +128,26 @@ def null_html(null: pd.DataFrame) -> str:
         "% below null": null["improvement_pct"], "Wilcoxon p (Holm)": null["wilcoxon_p_holm"], "beats null": null["beats_null"].astype(bool),
     })
     return html_table(shown, {"% below null": 0, "Wilcoxon p (Holm)": fmt_p})
+
+
+def face_signal_html(signal: pd.DataFrame | None) -> str:
+    """Per method: face-only vs its geometry control vs the null baseline."""
+    if signal is None or signal.empty:
+        return "<p>No face-only condition was trained.</p>"
+
+    def ci(prefix: str) -> list[str]:
+        return [f"{lo:+.2f} to {hi:+.2f}" if np.isfinite(lo) else "–" for lo, hi in zip(signal[f"{prefix}_ci_low"].astype(float), signal[f"{prefix}_ci_high"].astype(float))]
+
+    shown = pd.DataFrame({
+        "method": [method_name(m) for m in signal["method"]], "scans": signal["n"], "face-only MAE": signal["face_mae"],
+        "face mask MAE": signal["facemask_mae"], "null MAE": signal["null_mae"],
+        "face − null (95 % CI)": ci("face_vs_null"), "p (Holm)": signal["face_vs_null_p_holm"],
+        "face − mask (95 % CI)": ci("face_vs_mask"), "p (Holm) ": signal["face_vs_mask_p_holm"],
+        "mask − null (95 % CI)": ci("mask_vs_null"), "p (Holm)  ": signal["mask_vs_null_p_holm"],
+        "gain the mask explains": [f"{v:.0f} %" if np.isfinite(v) else "–" for v in signal["geometry_explained_pct"].astype(float)],
+        "age in the tissue": ["yes" if bool(v) else "no" for v in signal["tissue_signal"]],
+    })
+    return html_table(shown, {"p (Holm)": fmt_p, "p (Holm) ": fmt_p, "p (Holm)  ": fmt_p})
 
 
 def bias_html(bias: pd.DataFrame | None) -> str:
