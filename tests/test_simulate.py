@@ -18,10 +18,12 @@ import pytest
 
 from defacebench.commands.simulate import main
 from defacebench.io.errors import InputError
-from defacebench.simulate.cohort import sample_cohort, simulate_cohort
+from defacebench.simulate.dataset import sample_cohort, simulate_cohort
 from defacebench.simulate.heads import load_base_head
 from defacebench.simulate.labels import LABELS
-from defacebench.simulate.subject import FACE_MEASURES, sample_subject, simulate_subject
+from defacebench.simulate.measure import FACE_MEASURES
+from defacebench.simulate.sampling import sample_subject
+from defacebench.simulate.subject import simulate_subject
 
 VOX = 3.0
 #: Size-invariant ground truth (at the base head's size): what the correlation checks use.
