@@ -123,8 +123,8 @@ def resample_to_grid(img: nib.Nifti1Image, affine: np.ndarray, shape: tuple[int,
     Not :func:`defacebench.imaging.resample.resample_to`: this computes the source voxel
     coordinates in float32, ``resample_to`` in float64, and the cached base heads (and every
     image simulated from them) are defined by these bits. The two agree exactly on the ROBEX
-    head at 1.5 and 3 mm but differ by up to 0.02 intensity units (of 1000) at 2 mm and on
-    pydeface's head at every size (docs/simulate.md), which moves label boundaries.
+    head at 1.5 and 3 mm but not at 2 mm nor on pydeface's head (round-off in about half the
+    voxels; docs/simulate.md), which would move label boundaries.
     """
     to_src = np.linalg.inv(img.affine) @ affine
     idx = np.indices(shape, dtype=np.float32).reshape(3, -1)
