@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from defacebench.io.bids import write_dataset_description
 from defacebench.io.errors import InputError
 from defacebench.io.nifti import save_image
 from defacebench.simulate.calibration import calibration_gains
+from defacebench.simulate.headfields import head_fields
 from defacebench.simulate.heads import BASE_HEADS, load_base_head
 from defacebench.simulate.labels import INTRACRANIAL, LABELS
 from defacebench.simulate.preview import write_preview
@@ -112,7 +114,7 @@ def simulate_cohort(
     jobs: int = 1,
     overwrite: bool = False,
     preview: bool = False,
-    progress=None,
+    progress: Callable[[int, int], None] | None = None,
     ages: str = "adni",
 ) -> pd.DataFrame:
     """Write a simulated BIDS cohort to ``out`` and return its ground-truth table.
@@ -133,6 +135,12 @@ def simulate_cohort(
         Heads to draw from (default: :data:`DEFAULT_BASE_HEADS`, the ROBEX head alone).
     jobs : int
         Worker processes.
+    overwrite : bool
+        Replace a non-empty ``out``.
+    preview : bool
+        Also write the preview figure (:func:`defacebench.layout.simulation_preview`).
+    progress : callable, optional
+        Called with ``(done, total)`` after each subject.
     ages : {"adni", "uniform"}
         Age distribution: normal(74, 7) truncated to 56-96 (ADNI-like), or uniform 56-96.
     """
@@ -153,8 +161,10 @@ def simulate_cohort(
         raise InputError(f"unknown base head(s) {', '.join(unknown)}; choose from {', '.join(BASE_HEADS)}")
     _check_out(out, overwrite)
 
-    for name in base_heads:  # the disk caches (labels, calibration) once, not by every worker
-        calibration_gains(load_base_head(name, voxel_mm))
+    for name in base_heads:  # once here rather than in every worker (same values either way):
+        head = load_base_head(name, voxel_mm)  # forked workers inherit the memory caches,
+        head_fields(head)  # any worker reads the disk caches (labels, calibration)
+        calibration_gains(head)
     cohort = sample_cohort(n, seed, base_heads, brain_ageing, face_ageing, ages=ages)
 
     parent = out.resolve().parent

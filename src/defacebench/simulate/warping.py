@@ -9,6 +9,8 @@ than evaluating it at every voxel). :func:`pull` then reads image and labels the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -86,7 +88,8 @@ def pull(hf: HeadFields, image: np.ndarray, labels: np.ndarray, coords: np.ndarr
     return out_image.reshape(out_shape), out_labels.reshape(out_shape)
 
 
-def output_to_coarse(head: BaseHead, hf: HeadFields, rotation_deg, translation_mm, scale, out_affine: np.ndarray) -> np.ndarray:
+def output_to_coarse(head: BaseHead, hf: HeadFields, rotation_deg: Sequence[float], translation_mm: Sequence[float],
+                     scale: Sequence[float], out_affine: np.ndarray) -> np.ndarray:
     """Output voxel -> cropped coarse field voxel, the affine part of the pull:
     world ``y -> R^T (y - c - t) / s + c`` about the brain centre ``c``."""
     centre = np.array(head.landmarks["brain_centre"])
