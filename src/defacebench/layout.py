@@ -18,6 +18,12 @@ it where to read and write, so stages meet on disk without knowing each other::
       results/*.csv, summary.json, saliency/<grid>/  figures/*.png
       report.html
 
+A simulated dataset (``defacebench simulate``) keeps its ground truth beside the BIDS data::
+
+    DATASET/participants.tsv, sub-X/anat/sub-X_T1w.nii.gz
+    DATASET/derivatives/simulation/dataset_description.json, dseg.tsv, ground_truth.tsv, preview.png
+      sub-X/anat/sub-X_dseg.nii.gz, sub-X_desc-brain_mask.nii.gz, sub-X_simulation.json
+
 ``run-<k>`` is a training repetition (the paper's "3 runs"), not a BIDS ``run-`` entity.
 A scan is anything with ``subject``, ``session`` and ``key`` attributes
 (:class:`defacebench.cohort.Subject`).
