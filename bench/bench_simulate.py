@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from defacebench.simulate import load_base_head, simulate_cohort
-from defacebench.simulate.subject import calibration_gains
+from defacebench.simulate.calibration import calibration_gains
 
 
 def _cpu_s() -> float:

@@ -10,18 +10,25 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from defacebench import layout
 from defacebench.commands.simulate import main
 from defacebench.io.errors import InputError
-from defacebench.simulate.cohort import sample_cohort, simulate_cohort
+from defacebench.simulate.calibration import calibration_gains
+from defacebench.simulate.dataset import sample_cohort, simulate_cohort
+from defacebench.simulate.headfields import head_fields
 from defacebench.simulate.heads import load_base_head
 from defacebench.simulate.labels import LABELS
-from defacebench.simulate.subject import FACE_MEASURES, sample_subject, simulate_subject
+from defacebench.simulate.measure import FACE_MEASURES
+from defacebench.simulate.sampling import sample_subject
+from defacebench.simulate.subject import simulate_subject
 
 VOX = 3.0
 #: Size-invariant ground truth (at the base head's size): what the correlation checks use.
@@ -152,6 +159,33 @@ def test_image_is_a_positive_t1_head(young_old):
     assert np.median(img[lab == 0]) < 0.15 * wm  # dark air with Rician noise
 
 
+def _same_subject(a, b) -> bool:
+    return (np.array_equal(a.image, b.image) and np.array_equal(a.labels, b.labels)
+            and np.array_equal(a.affine, b.affine) and a.ground_truth == b.ground_truth)
+
+
+def test_per_head_data_is_kept_per_head_and_not_shared_mutably(head):
+    """One field set per head object; the gains a caller gets are its own copy."""
+    assert head_fields(head) is head_fields(head)
+    assert load_base_head("robex", VOX) is head and load_base_head("robex", int(VOX)) is head
+    params = sample_subject(np.random.default_rng(3), ["robex"])
+    first = simulate_subject(head, params)
+    gains = calibration_gains(head)
+    gains["ventricles"] *= 3  # must not reach the next subject
+    assert calibration_gains(head) != gains
+    assert _same_subject(first, simulate_subject(head, params))
+
+
+def test_a_cold_worker_process_gives_the_same_subject(head):
+    """A freshly spawned process (no fields, no gains in memory: nothing warmed up) builds
+    the same bytes as this one: no per-head cache needs filling in any order."""
+    params = sample_subject(np.random.default_rng(3), ["robex"])
+    here = simulate_subject(head, params)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        there = pool.submit(simulate_subject, head, params).result()
+    assert _same_subject(here, there)
+
+
 def test_cohort_ages_and_sex():
     cohort = sample_cohort(400, 5, ["robex", "pydeface"])
     ages = np.array([p["age_years"] for p in cohort])
@@ -183,6 +217,8 @@ def test_cli_writes_bids_and_is_byte_identical(tmp_path, head):
     assert "sub-001/anat/sub-001_T1w.nii.gz" in a
     assert "derivatives/simulation/sub-002/anat/sub-002_dseg.nii.gz" in a
     assert "derivatives/simulation/sub-002/anat/sub-002_simulation.json" in a
+    assert all(p.is_file() for p in layout.simulation_files(tmp_path / "a", "002").values())
+    assert layout.simulated_t1w(tmp_path / "a", "001").is_file() and layout.simulation_truth_table(tmp_path / "a").is_file()
     parts = pd.read_csv(tmp_path / "a" / "participants.tsv", sep="\t")
     assert list(parts.columns) == ["participant_id", "age", "sex", "base_head"]
     from defacebench.cohort import read_bids

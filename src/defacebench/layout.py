@@ -18,6 +18,12 @@ it where to read and write, so stages meet on disk without knowing each other::
       results/*.csv, summary.json, saliency/<grid>/  figures/*.png
       report.html
 
+A simulated dataset (``defacebench simulate``) keeps its ground truth beside the BIDS data::
+
+    DATASET/participants.tsv, sub-X/anat/sub-X_T1w.nii.gz
+    DATASET/derivatives/simulation/dataset_description.json, dseg.tsv, ground_truth.tsv, preview.png
+      sub-X/anat/sub-X_dseg.nii.gz, sub-X_desc-brain_mask.nii.gz, sub-X_simulation.json
+
 ``run-<k>`` is a training repetition (the paper's "3 runs"), not a BIDS ``run-`` entity.
 A scan is anything with ``subject``, ``session`` and ``key`` attributes
 (:class:`defacebench.cohort.Subject`).
@@ -323,9 +329,42 @@ def demo_simulation_record(demo: PathLike) -> Path:
     return Path(demo) / "simulation.json"
 
 
+def participants_table(dataset: PathLike) -> Path:
+    """``DATASET/participants.tsv``: one row per participant of a BIDS dataset."""
+    return Path(dataset) / "participants.tsv"
+
+
 def simulation_dir(dataset: PathLike) -> Path:
     """``DATASET/derivatives/simulation``: the simulator's ground truth."""
     return Path(dataset) / "derivatives" / SIMULATION_PIPELINE
+
+
+def simulation_dseg_table(dataset: PathLike) -> Path:
+    """``dseg.tsv``: label value -> name of the ground-truth label images."""
+    return simulation_dir(dataset) / "dseg.tsv"
+
+
+def simulation_truth_table(dataset: PathLike) -> Path:
+    """``ground_truth.tsv``: one row of ground-truth measures per simulated subject."""
+    return simulation_dir(dataset) / "ground_truth.tsv"
+
+
+def simulation_preview(dataset: PathLike) -> Path:
+    """``preview.png``: youngest and oldest subject, ground truth against age."""
+    return simulation_dir(dataset) / "preview.png"
+
+
+def simulated_t1w(dataset: PathLike, subject: str) -> Path:
+    """``DATASET/sub-X/anat/sub-X_T1w.nii.gz``: a simulated subject's image (one session)."""
+    return anat_dir(dataset, subject) / f"sub-{subject}_T1w.nii.gz"
+
+
+def simulation_files(dataset: PathLike, subject: str) -> dict[str, Path]:
+    """The ground-truth files of one simulated subject, by role: ``dseg`` (labels),
+    ``brain_mask`` (intracranial), ``record`` (``_simulation.json``: parameters and measures)."""
+    anat, p = anat_dir(simulation_dir(dataset), subject), f"sub-{subject}"
+    return {"dseg": anat / f"{p}_dseg.nii.gz", "brain_mask": anat / f"{p}_desc-brain_mask.nii.gz",
+            "record": anat / f"{p}_simulation.json"}
 
 
 def simulation_labels(dataset: PathLike, scan: Scan) -> list[Path]:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from defacebench import layout
 from defacebench.cli import make_parser, run_command
 
 DESCRIPTION = """\
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from defacebench.simulate.cohort import PIPELINE, simulate_cohort
+    from defacebench.simulate.dataset import simulate_cohort
 
     start = time.perf_counter()
     heads = [h.strip() for h in args.base_heads.split(",") if h.strip()]
@@ -60,9 +61,9 @@ def _run(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     elapsed = time.perf_counter() - start
     print(f"wrote       {args.out}  ({len(table)} subjects, ages {table['age'].min():.0f}-{table['age'].max():.0f}, {elapsed:.1f} s)")
-    print(f"truth       {args.out / 'derivatives' / PIPELINE / 'ground_truth.tsv'}")
+    print(f"truth       {layout.simulation_truth_table(args.out)}")
     if args.preview:
-        print(f"preview     {args.out / 'derivatives' / PIPELINE / 'preview.png'}")
+        print(f"preview     {layout.simulation_preview(args.out)}")
     return 0
 
 

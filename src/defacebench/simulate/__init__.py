@@ -4,8 +4,9 @@ Entry points: :func:`simulate_cohort` (a BIDS dataset on disk), :func:`sample_su
 deterministic twin :func:`simulate_subject` (one subject in memory).
 """
 
-from defacebench.simulate.cohort import sample_cohort, simulate_cohort
+from defacebench.simulate.dataset import sample_cohort, simulate_cohort
 from defacebench.simulate.heads import BASE_HEADS, load_base_head
-from defacebench.simulate.subject import sample_subject, simulate_subject
+from defacebench.simulate.sampling import sample_subject
+from defacebench.simulate.subject import simulate_subject
 
 __all__ = ["BASE_HEADS", "load_base_head", "sample_cohort", "sample_subject", "simulate_cohort", "simulate_subject"]

@@ -14,14 +14,16 @@ ventricles     x 2.85                 0.015
 =============  =====================  ======
 
 Grey matter, white matter and hippocampus shrink by a deformation; the ventricles grow by CSF
-substitution into the nearest tissue (``subject.grow_ventricles``). Intracranial volume is
+substitution into the nearest tissue
+(:func:`defacebench.simulate.template_ageing.grow_ventricles`). Intracranial volume is
 fixed: sulcal CSF takes the log-volume the other regions lose, so the source integrates to
 zero inside the skull and no flux crosses it (sources live only in coarse blocks wholly
-inside the intracranial labels). ``subject.calibration_gains`` scales the prescriptions so
-that the *achieved* label volumes of an average subject meet the table at each voxel size. Face (linear in age,
-relative to 60): subcutaneous fat pads (cheek, infraorbital, temporal) thin about 2.4 mm over
-40 years, ears lengthen 0.22 mm/yr, noses 0.13 mm/yr, the mandible shrinks 0.12 %/yr
-(length and height); the face field is zero inside the skull.
+inside the intracranial labels). :func:`defacebench.simulate.calibration.calibration_gains`
+scales the prescriptions so that the *achieved* label volumes of an average subject meet the
+table at each voxel size. Face (linear in age, relative to 60): subcutaneous fat pads (cheek,
+infraorbital, temporal) thin about 2.4 mm over 40 years, ears lengthen 0.22 mm/yr, noses
+0.13 mm/yr, the mandible shrinks 0.12 %/yr (length and height); the face field is zero inside
+the skull.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ import math
 import numpy as np
 
 from defacebench.simulate.fields import poisson_velocity, smoothstep
-from defacebench.simulate.labels import COMPARTMENTS, LABELS
 
+#: Ages (years) the rates are calibrated on: the base heads stand for 56, the calibration
+#: ages an average subject to 96, and subjects are sampled within.
+AGE_RANGE = (56.0, 96.0)
 #: region -> (total fractional volume change from 56 to 96, k per year)
 BRAIN_CHANGE_56_96: dict[str, tuple[float, float]] = {
     "gm": (-0.145, 0.015),
@@ -65,12 +69,6 @@ def brain_log_changes(age_years: float, strength: float, rate_multiplier: float,
     return out
 
 
-def balance_csf(changes: dict[str, float], base_volumes_ml: dict[str, float]) -> float:
-    """Sulcal CSF log-volume change that makes the intracranial source integrate to zero."""
-    total = sum(changes[r] * base_volumes_ml[r] for r in changes)
-    return -total / max(base_volumes_ml["csf"], 1e-6)
-
-
 def lesion_volume_ml(age_years: float, strength: float, rate_multiplier: float) -> float:
     """Periventricular white-matter lesion volume (ml), exponential in age."""
     return strength * rate_multiplier * LESION_ML_AT_60 * math.exp(LESION_GROWTH_PER_YEAR * (age_years - 60))
@@ -91,15 +89,6 @@ def face_changes(age_years: float, strength: float, rate_multiplier: float, fat_
         "ear_elongation_mm": EAR_MM_PER_YEAR * years,
         "mandible_log_scale": MANDIBLE_LOG_SCALE_PER_YEAR * years,
     }
-
-
-def region_source(labels: np.ndarray, changes: dict[str, float], table: dict[str, int]) -> np.ndarray:
-    """Piecewise-constant divergence source: ``changes[name]`` on voxels labelled ``table[name]``."""
-    lut = np.zeros(256, np.float32)
-    for name, value in changes.items():
-        if name in table:
-            lut[table[name]] = value
-    return lut[labels]
 
 
 def brain_velocity(labels_coarse_source: np.ndarray, spacing_mm: float) -> np.ndarray:
@@ -143,13 +132,3 @@ def feature_velocity(shape: tuple[int, int, int], origin: np.ndarray, spacing: f
     for i, c in enumerate((x, y, z)):
         v[i] += face["mandible_log_scale"] * (c - anchor[i]) * w
     return v
-
-
-def compartment_source(compartments: np.ndarray, face: dict[str, float]) -> np.ndarray:
-    """Divergence source of the fat pads."""
-    return region_source(compartments, face, COMPARTMENTS)
-
-
-def brain_source(labels: np.ndarray, changes: dict[str, float]) -> np.ndarray:
-    """Divergence source of the brain regions (CSF included in ``changes``)."""
-    return region_source(labels, changes, LABELS)

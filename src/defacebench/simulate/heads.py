@@ -13,30 +13,33 @@ nothing vendored):
 Each head is resampled onto an axis-aligned RAS+ grid of isotropic ``voxel_mm`` voxels with an
 air margin, its intensities are scaled so that white matter is 1000, and its labels, face
 compartments and landmarks are derived (:mod:`defacebench.simulate.labels`). The result is
-written atomically to the user cache (``$DEFACEBENCH_CACHE`` or ``~/.cache/defacebench``).
+written atomically to ``simulate/`` in the user cache
+(:func:`defacebench.imaging.templates.cache_dir`: ``$DEFACEBENCH_CACHE`` or
+``~/.cache/defacebench``) and kept in memory per process.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy.ndimage import map_coordinates
 
+from defacebench.imaging.templates import cache_dir
 from defacebench.io.atomic import atomic_path
 from defacebench.io.errors import InputError
+from defacebench.simulate.labels import derive_labels
 
 #: Bump when label derivation changes: old cache entries are then ignored.
 CACHE_VERSION = 4
 #: Air added around the source field of view so that posed heads stay inside the grid (mm):
 #: (-x, +x, -y, +y, -z, +z); more in front of the face and above the vertex.
 MARGIN_MM = (15.0, 15.0, 15.0, 30.0, 0.0, 25.0)
-#: Target white-matter intensity after normalisation.
-WM_INTENSITY = 1000.0
 
 #: name -> (package, image resource, brain-mask resource or None)
 BASE_HEADS: dict[str, tuple[str, str, str | None]] = {
@@ -45,16 +48,21 @@ BASE_HEADS: dict[str, tuple[str, str, str | None]] = {
 }
 
 
-@dataclass
+@dataclass(eq=False)
 class BaseHead:
     """A labelled base head on an isotropic RAS+ grid.
+
+    Read-only by contract and compared by identity (``eq=False``), so a head can key the
+    per-head caches (:func:`defacebench.simulate.headfields.head_fields`,
+    :func:`defacebench.simulate.calibration.calibration_gains`).
 
     Attributes
     ----------
     name : str
         Key in :data:`BASE_HEADS`.
     image : ndarray of float32
-        T1w intensities, white matter about 1000.
+        T1w intensities, white matter about
+        :data:`defacebench.simulate.labels.WM_INTENSITY` (1000).
     labels : ndarray of uint8
         Tissue and head labels (:data:`defacebench.simulate.labels.LABELS`).
     compartments : ndarray of uint8
@@ -84,10 +92,10 @@ class BaseHead:
         return float(self.affine[0, 0])
 
 
-def cache_dir() -> Path:
-    """The user cache: ``$DEFACEBENCH_CACHE`` or ``~/.cache/defacebench``."""
-    root = os.environ.get("DEFACEBENCH_CACHE") or Path.home() / ".cache" / "defacebench"
-    return Path(root) / "simulate"
+def cache_file(name: str) -> Path:
+    """``<user cache>/simulate/v<CACHE_VERSION>/<name>``: where base heads and their
+    calibration are cached (OSError when the cache cannot be created)."""
+    return cache_dir() / "simulate" / f"v{CACHE_VERSION}" / name
 
 
 def resource_path(package: str, resource: str) -> Path:
@@ -110,9 +118,14 @@ def _load_ras(path: Path) -> nib.Nifti1Image:
 
 
 def resample_to_grid(img: nib.Nifti1Image, affine: np.ndarray, shape: tuple[int, int, int], order: int = 1) -> np.ndarray:
-    """Resample ``img`` onto the grid ``(affine, shape)`` (zero outside), as float32."""
-    from scipy.ndimage import map_coordinates
+    """Resample ``img`` onto the grid ``(affine, shape)`` (zero outside), as float32.
 
+    Not :func:`defacebench.imaging.resample.resample_to`: this computes the source voxel
+    coordinates in float32, ``resample_to`` in float64, and the cached base heads (and every
+    image simulated from them) are defined by these bits. The two agree exactly on the ROBEX
+    head at 1.5 and 3 mm but not at 2 mm nor on pydeface's head (round-off in about half the
+    voxels; docs/simulate.md), which would move label boundaries.
+    """
     to_src = np.linalg.inv(img.affine) @ affine
     idx = np.indices(shape, dtype=np.float32).reshape(3, -1)
     src = to_src[:3, :3].astype(np.float32) @ idx + to_src[:3, 3:4].astype(np.float32)
@@ -145,8 +158,6 @@ def _brain_mask_from_deepbet(img: nib.Nifti1Image) -> nib.Nifti1Image:
 
 def build_base_head(name: str, voxel_mm: float) -> BaseHead:
     """Load, resample, normalise and label one base head (slow; see :func:`load_base_head`)."""
-    from defacebench.simulate.labels import derive_labels
-
     if name not in BASE_HEADS:
         raise InputError(f"unknown base head {name!r}; choose from {', '.join(BASE_HEADS)}")
     package, image_res, mask_res = BASE_HEADS[name]
@@ -155,31 +166,27 @@ def build_base_head(name: str, voxel_mm: float) -> BaseHead:
     affine, shape = ras_grid(img, voxel_mm)
     image = np.clip(resample_to_grid(img, affine, shape, order=3), 0, None)
     brain = resample_to_grid(mask_img, affine, shape, order=1) > 0.5
-    head = derive_labels(name, image, brain, affine)
-    return head
-
-
-def _cache_file(name: str, voxel_mm: float) -> Path:
-    return cache_dir() / f"v{CACHE_VERSION}" / f"{name}_{voxel_mm:g}mm.npz"
-
-
-_LOADED: dict[tuple[str, float], BaseHead] = {}
+    parts = derive_labels(image, brain, affine)
+    return BaseHead(name=name, image=parts.image, labels=parts.labels, compartments=parts.compartments,
+                    periventricular=parts.periventricular, affine=affine, landmarks=parts.landmarks, stats=parts.stats)
 
 
 def load_base_head(name: str, voxel_mm: float = 1.5) -> BaseHead:
     """A labelled base head at ``voxel_mm``: from memory, the disk cache, or built and cached.
 
-    The returned head is shared within the process: treat its arrays as read-only.
+    The returned head is shared within the process (one object per name and voxel size):
+    treat its arrays as read-only.
     """
-    key = (name, float(voxel_mm))
-    if key not in _LOADED:
-        _LOADED[key] = _load_base_head(name, float(voxel_mm))
-    return _LOADED[key]
+    return _load_base_head(str(name), float(voxel_mm))
 
 
+@functools.lru_cache(maxsize=8)
 def _load_base_head(name: str, voxel_mm: float) -> BaseHead:
-    path = _cache_file(name, voxel_mm)
-    if path.is_file():
+    try:
+        path: Path | None = cache_file(f"{name}_{voxel_mm:g}mm.npz")
+    except OSError:  # no writable cache: build every time
+        path = None
+    if path is not None and path.is_file():
         try:
             with np.load(path) as z:
                 meta = json.loads(str(z["meta"]))
@@ -196,6 +203,8 @@ def _load_base_head(name: str, voxel_mm: float) -> BaseHead:
         except Exception:  # a damaged cache entry is rebuilt
             pass
     head = build_base_head(name, voxel_mm)
+    if path is None:
+        return head
     meta = json.dumps({"landmarks": head.landmarks, "stats": head.stats})
     try:
         with atomic_path(path) as tmp:

@@ -10,8 +10,13 @@ These are approximations good enough to plant and measure ageing; they are not a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage as ndi
+
+#: White-matter intensity after normalisation: every base head is scaled so its white matter is this.
+WM_INTENSITY = 1000.0
 
 #: Label values of the ground-truth label images.
 LABELS: dict[str, int] = {
@@ -24,6 +29,19 @@ BRAIN_TISSUE = ("gm", "wm", "hippocampus", "wm_lesion")
 #: Face-ageing compartments (subcutaneous fat pads).
 COMPARTMENTS: dict[str, int] = {"cheek_fat": 1, "infraorbital_fat": 2, "temporal_fat": 3}
 CHEEK_FAT_DEPTH_MM = 12.0
+
+
+@dataclass
+class HeadLabels:
+    """What :func:`derive_labels` finds in a head (the fields of a
+    :class:`defacebench.simulate.heads.BaseHead` but its name and affine)."""
+
+    image: np.ndarray  #: T1w intensities normalised so white matter is :data:`WM_INTENSITY`
+    labels: np.ndarray  #: uint8 :data:`LABELS`
+    compartments: np.ndarray  #: uint8 :data:`COMPARTMENTS`
+    periventricular: np.ndarray  #: float32 weight in [0, 1] where white-matter lesions may grow
+    landmarks: dict[str, list[float]]  #: named points, world mm
+    stats: dict[str, float]  #: tissue intensity means, intensity scale, base volumes (ml)
 
 
 def kmeans_1d(values: np.ndarray, k: int = 3, iterations: int = 50) -> np.ndarray:
@@ -53,13 +71,11 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return lab == (1 + int(np.argmax(sizes)))
 
 
-def derive_labels(name: str, image: np.ndarray, brain: np.ndarray, affine: np.ndarray):
+def derive_labels(image: np.ndarray, brain: np.ndarray, affine: np.ndarray) -> HeadLabels:
     """Normalise a head's intensities and derive its labels, compartments and landmarks.
 
     Parameters
     ----------
-    name : str
-        Base head name.
     image : ndarray
         T1w intensities on an axis-aligned RAS+ isotropic grid.
     brain : ndarray of bool
@@ -69,10 +85,8 @@ def derive_labels(name: str, image: np.ndarray, brain: np.ndarray, affine: np.nd
 
     Returns
     -------
-    BaseHead
+    HeadLabels
     """
-    from defacebench.simulate.heads import WM_INTENSITY, BaseHead
-
     vox = float(affine[0, 0])
     brain = ndi.binary_fill_holes(_largest_component(brain))
     means = kmeans_1d(image[brain][:: max(1, int(brain.sum() // 400_000))].astype(np.float64))
@@ -221,5 +235,5 @@ def derive_labels(name: str, image: np.ndarray, brain: np.ndarray, affine: np.nd
     }
     for key, value in LABELS.items():
         stats[f"volume_{key}_ml"] = float((labels == value).sum() * vox**3 / 1000)
-    return BaseHead(name=name, image=image, labels=labels, compartments=comp, periventricular=periv,
-                    affine=affine, landmarks=landmarks, stats=stats)
+    return HeadLabels(image=image, labels=labels, compartments=comp, periventricular=periv,
+                      landmarks=landmarks, stats=stats)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
 
+from defacebench import layout
 from defacebench.io.atomic import atomic_path
+from defacebench.simulate.acquisition import rotation_matrix
 
 #: Half-width (mm) of the displayed planes around the brain centre.
 HALF_FOV_MM = 115.0
@@ -21,8 +25,6 @@ AXIAL_ABOVE_CENTRE_MM = 10.0
 def _template_to_output_world(params: dict, centre: np.ndarray) -> np.ndarray:
     """4x4 map from the subject's anatomical frame (base-head world, before pose and head
     scale) to the world of its written image: x -> R S (x - c) + c + t."""
-    from defacebench.simulate.acquisition import rotation_matrix
-
     rot = rotation_matrix(params["pose"]["rotation_deg"])
     scale = np.diag(params["anatomy"]["head_scale"])
     m = np.eye(4)
@@ -34,13 +36,10 @@ def _template_to_output_world(params: dict, centre: np.ndarray) -> np.ndarray:
 def _planes(root: Path, pid: str) -> tuple[np.ndarray, np.ndarray, float]:
     """Mid-sagittal and axial (through the lateral ventricles) planes of a subject, un-posed with its
     ground-truth pose so that every subject is shown in the same anatomical orientation."""
-    import nibabel as nib
-    from scipy import ndimage as ndi
-
-    img = nib.load(str(root / pid / "anat" / f"{pid}_T1w.nii.gz"))
+    sub = pid.removeprefix("sub-")
+    img = nib.load(str(layout.simulated_t1w(root, sub)))
     data = np.asanyarray(img.dataobj).astype(np.float32)
-    deriv = root / "derivatives" / "simulation" / pid / "anat"
-    record = json.loads((deriv / f"{pid}_simulation.json").read_text())
+    record = json.loads(layout.simulation_files(root, sub)["record"].read_text())
     params = record["parameters"]
     centre = np.asarray(record["ground_truth"]["frame"]["brain_centre_mm"], float)
     to_out = _template_to_output_world(params, centre)
@@ -60,7 +59,7 @@ def _planes(root: Path, pid: str) -> tuple[np.ndarray, np.ndarray, float]:
 def write_preview(root: str | Path, table: pd.DataFrame, path: str | Path) -> Path:
     """Write the preview PNG: mid-sagittal and axial slices of the youngest and oldest
     subjects, and ground-truth ventricle volume and cheek fat thickness against age."""
-    import matplotlib
+    import matplotlib  # only when a preview is asked for: importing it costs about a second
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -11,7 +11,8 @@ Layout::
     OUT/derivatives/simulation/sub-<label>/anat/sub-<label>_simulation.json          parameters + ground truth
 
 Everything is written into a hidden temporary directory beside ``OUT`` and renamed onto ``OUT``
-at the end, so a failed or killed run leaves nothing partial behind.
+at the end, so a failed or killed run leaves nothing partial behind. Every path comes from
+:mod:`defacebench.layout` (``simulation_*``).
 """
 
 from __future__ import annotations
@@ -20,21 +21,26 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from defacebench import layout
 from defacebench.io.atomic import write_table_atomic, write_text_atomic
-from defacebench.io.bids import bids_name, subject_anat_dir, write_dataset_description
+from defacebench.io.bids import write_dataset_description
 from defacebench.io.errors import InputError
 from defacebench.io.nifti import save_image
+from defacebench.simulate.calibration import calibration_gains
+from defacebench.simulate.headfields import head_fields
 from defacebench.simulate.heads import BASE_HEADS, load_base_head
 from defacebench.simulate.labels import INTRACRANIAL, LABELS
-from defacebench.simulate.subject import AGE_DISTRIBUTIONS, head_fields, sample_subject, simulate_subject
+from defacebench.simulate.preview import write_preview
+from defacebench.simulate.sampling import AGE_DISTRIBUTIONS, sample_subject
+from defacebench.simulate.subject import simulate_subject
 
-PIPELINE = "simulation"
 #: The default base heads: the ROBEX head alone. It is one real, sharp T1w scan; pydeface's
 #: mean head is an average of many (blurry) with ~25 ml ventricles where ROBEX has ~3 ml, so
 #: in a mixed cohort the head identity, not age, dominates every brain measure. Mixing is
@@ -58,7 +64,7 @@ def sample_cohort(n: int, seed: int, base_heads: list[str], brain_ageing: float 
     return out
 
 
-def _json_default(obj):
+def _json_default(obj: object) -> object:
     if isinstance(obj, np.generic):
         return obj.item()
     raise TypeError(type(obj).__name__)
@@ -69,18 +75,17 @@ def write_subject(root: Path, params: dict, voxel_mm: float, check_jacobian: boo
     head = load_base_head(params["base_head"], voxel_mm)
     sim = simulate_subject(head, params, check_jacobian=check_jacobian)
     sub = params["participant_id"].removeprefix("sub-")
-    anat = subject_anat_dir(root, sub)
+    files = layout.simulation_files(root, sub)
     image = np.clip(np.rint(sim.image), 0, np.iinfo(np.int16).max).astype(np.int16)
-    save_image(image, anat / bids_name({"sub": sub}, "T1w", ".nii.gz"), affine=sim.affine, dtype=np.int16)
-    deriv = subject_anat_dir(root / "derivatives" / PIPELINE, sub)
-    save_image(sim.labels, deriv / bids_name({"sub": sub}, "dseg", ".nii.gz"), affine=sim.affine, dtype=np.uint8)
+    save_image(image, layout.simulated_t1w(root, sub), affine=sim.affine, dtype=np.int16)
+    save_image(sim.labels, files["dseg"], affine=sim.affine, dtype=np.uint8)
     brain = np.isin(sim.labels, [LABELS[k] for k in INTRACRANIAL]).astype(np.uint8)
-    save_image(brain, deriv / bids_name({"sub": sub, "desc": "brain"}, "mask", ".nii.gz"), affine=sim.affine, dtype=np.uint8)
+    save_image(brain, files["brain_mask"], affine=sim.affine, dtype=np.uint8)
     truth = dict(sim.ground_truth)
     if check_jacobian:
         truth["min_jacobian_determinant"] = sim.min_jacobian
     record = {"parameters": params, "voxel_mm": voxel_mm, "ground_truth": truth}
-    write_text_atomic(deriv / f"sub-{sub}_simulation.json", json.dumps(record, indent=1, default=_json_default) + "\n")
+    write_text_atomic(files["record"], json.dumps(record, indent=1, default=_json_default) + "\n")
     row = {"participant_id": params["participant_id"], "age": params["age_years"], "sex": params["sex"], "base_head": params["base_head"]}
     row.update({k: v for k, v in truth.items() if not isinstance(v, dict)})
     return row
@@ -109,7 +114,7 @@ def simulate_cohort(
     jobs: int = 1,
     overwrite: bool = False,
     preview: bool = False,
-    progress=None,
+    progress: Callable[[int, int], None] | None = None,
     ages: str = "adni",
 ) -> pd.DataFrame:
     """Write a simulated BIDS cohort to ``out`` and return its ground-truth table.
@@ -130,6 +135,12 @@ def simulate_cohort(
         Heads to draw from (default: :data:`DEFAULT_BASE_HEADS`, the ROBEX head alone).
     jobs : int
         Worker processes.
+    overwrite : bool
+        Replace a non-empty ``out``.
+    preview : bool
+        Also write the preview figure (:func:`defacebench.layout.simulation_preview`).
+    progress : callable, optional
+        Called with ``(done, total)`` after each subject.
     ages : {"adni", "uniform"}
         Age distribution: normal(74, 7) truncated to 56-96 (ADNI-like), or uniform 56-96.
     """
@@ -150,8 +161,10 @@ def simulate_cohort(
         raise InputError(f"unknown base head(s) {', '.join(unknown)}; choose from {', '.join(BASE_HEADS)}")
     _check_out(out, overwrite)
 
-    for name in base_heads:  # build the caches (labels, calibration) once, before any worker starts
-        head_fields(load_base_head(name, voxel_mm))
+    for name in base_heads:  # once here rather than in every worker (same values either way):
+        head = load_base_head(name, voxel_mm)  # forked workers inherit the memory caches,
+        head_fields(head)  # any worker reads the disk caches (labels, calibration)
+        calibration_gains(head)
     cohort = sample_cohort(n, seed, base_heads, brain_ageing, face_ageing, ages=ages)
 
     parent = out.resolve().parent
@@ -159,9 +172,9 @@ def simulate_cohort(
     try:
         desc = f"Simulated ageing cohort: n={n}, seed={seed}, brain_ageing={brain_ageing}, face_ageing={face_ageing}, voxel_mm={voxel_mm}, ages={ages}"
         write_dataset_description(tmp, "defacebench simulated ageing cohort", dataset_type="raw", description=desc)
-        write_dataset_description(tmp / "derivatives" / PIPELINE, "defacebench simulation ground truth", source="../..", description=desc)
+        write_dataset_description(layout.simulation_dir(tmp), "defacebench simulation ground truth", source="../..", description=desc)
         dseg = pd.DataFrame({"index": list(LABELS.values()), "name": list(LABELS)})
-        write_table_atomic(tmp / "derivatives" / PIPELINE / "dseg.tsv", dseg)
+        write_table_atomic(layout.simulation_dseg_table(tmp), dseg)
         if jobs == 1:
             rows = []
             for params in cohort:
@@ -178,12 +191,10 @@ def simulate_cohort(
                         progress(len(rows), n)
         table = pd.DataFrame(rows)
         participants = table[["participant_id", "age", "sex", "base_head"]]
-        write_table_atomic(tmp / "participants.tsv", participants)
-        write_table_atomic(tmp / "derivatives" / PIPELINE / "ground_truth.tsv", table.round(4))
+        write_table_atomic(layout.participants_table(tmp), participants)
+        write_table_atomic(layout.simulation_truth_table(tmp), table.round(4))
         if preview:
-            from defacebench.simulate.preview import write_preview
-
-            write_preview(tmp, table, tmp / "derivatives" / PIPELINE / "preview.png")
+            write_preview(tmp, table, layout.simulation_preview(tmp))
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
             os.replace(out, trash / "old")
