@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from defacebench import layout
 from defacebench.io.atomic import write_table_atomic
 from defacebench.io.bids import parse_entities, strip_nifti_suffix
 from defacebench.io.errors import ImageError, InputError
@@ -205,7 +206,7 @@ def read_bids(root: str | Path) -> Cohort:
     root = Path(root)
     if not root.is_dir():
         raise InputError("not a directory", root)
-    participants_path = root / "participants.tsv"
+    participants_path = layout.participants_table(root)
     if not participants_path.is_file():
         raise InputError("no participants.tsv: not a BIDS dataset with ages", root)
     participants = _read_table(participants_path)

@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
 
     bids = layout.demo_dataset(out)
     stages: list[Stage] = []
-    if not (bids / "participants.tsv").is_file():
+    if not layout.participants_table(bids).is_file():
         stages.append(
             Stage("simulate", "simulate", (
                 str(bids), "--n", str(args.n), "--seed", str(args.seed), "--face-ageing", str(args.face_ageing),
