@@ -49,7 +49,7 @@ def head_mask(data: np.ndarray, fraction: float = 0.12) -> np.ndarray:
 
 
 def head_outline(data: np.ndarray, brain: np.ndarray | None = None, fraction: float = 0.12) -> np.ndarray:
-    """The head as a filled solid with partial volumes at the skin: 1 inside, 0 in the air, 0..1 at the edge.
+    """The head as a filled solid with partial volumes at the skin: 1 inside, 0 in the air, 0..1 at the skin.
 
     The binary :func:`head_mask` (with the brain) is computed on the image edge-padded by a
     few voxels, so a head cut by the field of view (the neck and chin, often) keeps its tissue
@@ -67,6 +67,11 @@ def head_outline(data: np.ndarray, brain: np.ndarray | None = None, fraction: fl
     solid = head_mask(np.pad(data, pad, mode="edge"), fraction)[inner]
     if brain is not None:
         solid |= np.asarray(brain, dtype=bool)
+    # a solid: dark cavities inside (sinuses, eyes) are 1 too, slice by slice and in 3D,
+    # so only the outer skin sees intensities
+    for axis in range(3):
+        solid = np.moveaxis(np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(solid, axis, 0)]), 0, axis)
+    solid = ndimage.binary_fill_holes(solid)
     positive = data[data > 0]
     if positive.size == 0:
         return solid.astype(np.float32)
