@@ -15,15 +15,17 @@ from defacebench.study import Stage, record_config, run_study, study_stages
 def test_stages_follow_the_data_flow_and_carry_the_config(tmp_path: Path) -> None:
     config = get_preset("demo")
     stages = study_stages(tmp_path / "bids", tmp_path / "out", config, jobs=2)
-    assert [s.name for s in stages] == ["cohort", "deface", "preprocess", "train", "analyse", "report"]
+    assert [s.name for s in stages] == ["cohort", "deface", "preprocess", "train", "train-face", "analyse", "report"]
     preprocess = stages[2].argv
     assert preprocess[preprocess.index("--grid") + 1] == "mni4mm"
     assert set(config.conditions) <= set(preprocess)
-    train = stages[3].argv
+    train, face = stages[3].argv, stages[4].argv
     assert train[train.index("--profile") + 1] == "cpu" and train[train.index("--runs") + 1] == "1"
+    assert face[face.index("--runs") + 1] == "3" and "face-afni" in face and "facemask-afni" in face and "face-afni" not in train
+    assert set(train[train.index("--conditions") + 1:]) | set(face[face.index("--conditions") + 1:]) >= set(config.conditions)
     assert stages[0].argv[stages[0].argv.index("--split") + 1] == "0.6,0.15,0.25"
     gpu = study_stages(tmp_path / "bids", tmp_path / "out", config, device="cuda")
-    for stage in (gpu[3], gpu[4]):  # training and Grad-CAM run on the device asked for
+    for stage in (gpu[3], gpu[4], gpu[5]):  # training and Grad-CAM run on the device asked for
         assert stage.argv[stage.argv.index("--device") + 1] == "cuda", stage.name
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defacebench import layout
+from defacebench.conditions import condition_kind
 from defacebench.config import StudyConfig
 from defacebench.io.atomic import write_text_atomic
 from defacebench.io.errors import InputError
@@ -52,6 +53,19 @@ def study_stages(
     parallel = [*(["--jobs", str(jobs)] if jobs else []), *(["--scheduler", scheduler] if scheduler else [])]
     quiet = [] if progress else ["--no-progress"]
     split = ",".join(str(f) for f in config.split_fractions)
+
+    def train(name: str, conditions: Sequence[str], runs: int) -> Stage:
+        return Stage(name, "train", (str(out), "--profile", config.profile, "--grid", config.grid, "--runs", str(runs), "--device", device,
+                                     "--seed", str(config.seed), "--conditions", *conditions, *quiet))
+
+    face_kinds = ("face", "facemask")
+    face = [c for c in config.conditions if condition_kind(c) in face_kinds]
+    face_runs = config.face_runs if config.face_runs is not None else config.runs
+    if face and face_runs != config.runs:
+        others = [c for c in config.conditions if c not in face]
+        training = ([train("train", others, config.runs)] if others else []) + [train("train-face", face, face_runs)]
+    else:
+        training = [train("train", config.conditions, config.runs)]
     return [
         Stage("cohort", "cohort", (str(source), "--out", str(out), "--split", split, "--seed", str(config.seed))),
         Stage("deface", "deface", (str(source), str(out), "--methods", methods, *parallel, *quiet)),
@@ -60,12 +74,7 @@ def study_stages(
             "preprocess",
             (str(source), str(out), "--grid", config.grid, "--methods", methods, "--conditions", *config.conditions, *parallel, *quiet),
         ),
-        Stage(
-            "train",
-            "train",
-            (str(out), "--profile", config.profile, "--grid", config.grid, "--runs", str(config.runs), "--device", device,
-             "--seed", str(config.seed), "--conditions", *config.conditions, *quiet),
-        ),
+        *training,
         Stage("analyse", "analyse", (str(out), "--grid", config.grid, "--seed", str(config.seed), "--device", device)),
         Stage("report", "report", (str(out), *(["--individual-figures"] if individual_figures else []))),
     ]

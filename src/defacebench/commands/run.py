@@ -16,7 +16,8 @@ Every stage resumes what is already done: rerun the same command after a crash.
 
 presets: paper (the paper's ten conditions, 2 mm MNI grid, 3 runs, paper training
 profile; needs a GPU to finish in hours) and demo (five methods, 4 mm grid, 1 run,
-CPU training profile). A TOML file given with --config overrides a preset, e.g.
+3 for the face-only conditions and their geometry controls (face_runs), CPU training
+profile). A TOML file given with --config overrides a preset, e.g.
     preset = "paper"
     methods = ["afni", "fsl", "pydeface", "spm", "quickshear"]
     runs = 3
