@@ -58,7 +58,7 @@ def make_study(
             }).to_csv(run_dir / "predictions.csv", index=False)
             epochs = np.arange(1, 6)
             pd.DataFrame({"epoch": epochs, "train_loss": 100 / epochs, "val_mae": 10 / epochs + noise_sd.get(condition, 1), "lr": 1e-4, "seconds": 1.0}).to_csv(run_dir / "history.csv", index=False)
-            (run_dir / "run.json").write_text(json.dumps({"condition": condition, "run": run, "device": "cpu", "parameter_count": 1234, "best_epoch": 5, "samples_per_s": 10.0, "complete": True}))
+            (run_dir / "run.json").write_text(json.dumps({"condition": condition, "run": run, "device": "cpu", "parameter_count": 1234, "best_epoch": 5, "best_val_mae": 10 / 5 + noise_sd.get(condition, 1), "samples_per_s": 10.0, "complete": True}))
     return root
 
 
@@ -119,6 +119,9 @@ def test_missing_runs_and_predictions_are_input_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no trained runs"):
         inputs.load_predictions(tmp_path)
     (tmp_path / "runs" / "raw" / "run-1").mkdir(parents=True)
+    with pytest.raises(InputError, match="no run can be used.*no run.json"):
+        inputs.load_predictions(tmp_path)
+    (tmp_path / "runs" / "raw" / "run-1" / "run.json").write_text(json.dumps({"best_val_mae": 3.0, "complete": True}))
     with pytest.raises(InputError, match="no predictions.csv"):
         inputs.load_predictions(tmp_path)
     (tmp_path / "runs" / "raw" / "run-1" / "predictions.csv").write_text("participant_id,age\nsub-1,50\n")
@@ -142,10 +145,13 @@ def test_training_mean_age_says_where_it_came_from(tmp_path: Path) -> None:
     assert age == pytest.approx(val["age"].mean()) and source.startswith("validation predictions (20 scans")
 
 
-def test_an_incomplete_run_is_an_input_error(tmp_path: Path) -> None:
+def test_an_incomplete_run_is_left_out(tmp_path: Path) -> None:
     study = make_study(tmp_path, runs=2, conditions=("raw",))
     assert [(i["condition"], i["run"]) for i in inputs.check_runs(study)] == [("raw", 1), ("raw", 2)]
     (study / "runs" / "raw" / "run-2" / "run.json").write_text(json.dumps({"complete": False}))
+    assert [(i["condition"], i["run"]) for i in inputs.check_runs(study)] == [("raw", 1)]
+    assert set(inputs.load_predictions(study)["run"]) == {"1"}
+    (study / "runs" / "raw" / "run-1" / "run.json").write_text(json.dumps({"complete": False}))
     with pytest.raises(InputError, match="not complete"):
-        inputs.check_runs(study)
+        inputs.load_predictions(study)
     assert inputs.resolve_grid(study) is None and inputs.resolve_grid(study, "mni2mm") == "mni2mm"

@@ -131,6 +131,8 @@ def test_compute_saliency_on_tiny_study(tmp_path: Path) -> None:
         d = tmp_path / "runs" / condition / "run-1"
         d.mkdir(parents=True)
         (d / "model.pt").write_bytes(b"")
+        (d / "predictions.csv").write_text("")
+        (d / "run.json").write_text('{"best_val_mae": 1.0, "complete": true}')  # a trusted run (analysis/runs.py)
         models[d] = BrainAgeCNN(input_shape=shape, widths=(2, 2, 2)).eval()
     table = sal.compute_saliency(tmp_path, "tiny", model_loader=lambda p: models[Path(p)])
     assert list(table["condition"]) == ["raw", "face-fsl"]

@@ -279,6 +279,7 @@ RESULT_FILES: dict[str, str] = {
     "null_baseline": "null_baseline.csv",
     "face_signal": "face_signal.csv",
     "saliency": "saliency.csv",
+    "left_out_runs": "left_out_runs.tsv",
     "summary": "analysis.json",
 }
 

@@ -1,8 +1,11 @@
 """What the analysis stage reads from a study: the trained runs' predictions, records and
 training curves, the grid they were trained on and the training scans' mean age.
 
-Every path comes from :mod:`defacebench.layout`; a missing or unfinished run is an
-:class:`~defacebench.io.errors.InputError` (exit status 2), never a silently smaller table.
+Every path comes from :mod:`defacebench.layout`. Only trusted runs are read
+(:func:`defacebench.analysis.runs.screen_runs`: complete, finite best validation MAE,
+files matching their recorded sha256); the others are left out and listed with their
+reason in ``results/left_out_runs.tsv`` and the report. No trusted run at all is an
+:class:`~defacebench.io.errors.InputError` (exit status 2).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from defacebench import layout
+from defacebench.analysis.runs import screen_runs
 from defacebench.conditions import PREDICTION_COLUMNS, SCAN_KEY
 from defacebench.io.errors import InputError
 
@@ -38,20 +42,17 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
 
 
 def find_prediction_files(study_dir: str | Path) -> dict[tuple[str, str], Path]:
-    """``(condition, run)`` -> the ``predictions.csv`` of every run directory.
+    """``(condition, run)`` -> the ``predictions.csv`` of every trusted run directory.
 
-    Raises InputError when there is no run, or a run directory has no predictions.
+    Raises InputError when there is no run, or no run can be trusted (with the first reason).
     """
-    run_dirs = layout.run_dirs(study_dir)
-    if not run_dirs:
+    if not layout.run_dirs(study_dir):
         raise InputError("no trained runs (runs/<condition>/run-<k>/); run `defacebench train` first", layout.runs_root(study_dir))
-    files: dict[tuple[str, str], Path] = {}
-    for run_dir in run_dirs:
-        path = layout.predictions_file(run_dir)
-        if not path.is_file():
-            raise InputError("run has no predictions.csv (unfinished or failed training; rerun `defacebench train`)", run_dir)
-        files[layout.run_of(run_dir)] = path
-    return files
+    trusted, left_out = screen_runs(study_dir)
+    if not trusted:
+        first = left_out.iloc[0]
+        raise InputError(f"no run can be used ({len(left_out)} left out; {first['condition']} run-{first['run']}: {first['reason']})", layout.runs_root(study_dir))
+    return {layout.run_of(run_dir): layout.predictions_file(run_dir) for run_dir in trusted}
 
 
 def load_predictions(study_dir: str | Path) -> pd.DataFrame:
@@ -75,15 +76,10 @@ def _run_records(study_dir: str | Path) -> list[Path]:
 
 
 def check_runs(study_dir: str | Path) -> list[dict]:
-    """Read every ``run.json``; a run marked incomplete is an error (its predictions may be stale)."""
+    """The ``run.json`` of every trusted run (the others are left out: :func:`screen_runs`)."""
     infos = []
-    for path in _run_records(study_dir):
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"unreadable run.json ({exc})", path) from None
-        if not info.get("complete", False):
-            raise InputError("run is not complete; rerun `defacebench train`", path)
+    for path in map(layout.run_record, screen_runs(study_dir)[0]):
+        info = json.loads(path.read_text())
         condition, run = layout.run_of(path.parent)
         info.setdefault("condition", condition)
         info.setdefault("run", run)

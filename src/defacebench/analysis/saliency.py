@@ -38,6 +38,7 @@ from defacebench import layout
 from defacebench.conditions import condition_kind, order_conditions
 from defacebench.io.atomic import atomic_path, write_table_atomic
 from defacebench.io.errors import InputError
+from defacebench.analysis.runs import screen_runs
 from defacebench.io.store import list_conditions, open_condition
 #: The folder of the mean maps (``results/saliency/<grid>``; analysis.study finds them through this module).
 saliency_dir = layout.saliency_dir
@@ -286,7 +287,7 @@ def compute_saliency(
             brain = mni_brain_mask(store.affine, store.images.shape[1:]) if brain_mask is None else np.asarray(brain_mask, bool)
             face, how = face_region(study_dir, grid, brain, frequencies)
             masks = (face, brain, how)
-        run_dirs = [run for run in layout.run_dirs(study_dir, condition) if layout.model_file(run).is_file()]
+        run_dirs = [run for run in screen_runs(study_dir, condition)[0] if layout.model_file(run).is_file()]
         if not run_dirs:
             raise InputError(f"condition {condition!r} has no trained model", layout.condition_runs_dir(study_dir, condition))
         test_rows = store.rows("test")

@@ -19,6 +19,7 @@ import pandas as pd
 from defacebench import __version__, layout
 from defacebench.analysis import face_signal, figures, metrics, statistics
 from defacebench.analysis.inputs import check_runs, load_histories, load_predictions, resolve_grid, training_mean_age
+from defacebench.analysis.runs import write_left_out_runs
 from defacebench.conditions import SCAN_KEY, order_conditions
 from defacebench.io.atomic import write_table_atomic, write_text_atomic
 from defacebench.io.errors import InputError
@@ -89,6 +90,8 @@ def analyse_study(
     if not study_dir.is_dir():
         raise InputError("study directory not found", study_dir)
     run_infos = check_runs(study_dir)
+    for row in write_left_out_runs(study_dir).itertuples():
+        say(f"analyse: left out {row.condition} run-{row.run}: {row.reason}")
     predictions = load_predictions(study_dir)
     grid = resolve_grid(study_dir, grid)
     training_age, age_source = training_mean_age(study_dir, predictions, grid)

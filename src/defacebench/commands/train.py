@@ -15,7 +15,10 @@ Train the paper's brain-age 3D CNN on each condition store of STUDY_DIR/stores/<
 (--runs runs per condition, run k seeded with seed + k) and predict every val and test
 scan. Writes STUDY_DIR/runs/<condition>/run-<k>/{model.pt, checkpoint.pt, history.csv,
 predictions.csv, run.json}. Finished runs are skipped; interrupted ones resume from their
-last checkpoint. Profiles: paper (MNI 2 mm, widths 128/64/64, up to 100 epochs) and cpu
+last checkpoint. Every store is verified against its per-row checksums first (a corrupt
+store: exit 2, naming the file). A run that diverges (non-finite loss, prediction or
+gradient norm) is written as failed and retried from its last good checkpoint next time;
+the other runs go on, and the command exits 2 listing the failed runs. Profiles: paper (MNI 2 mm, widths 128/64/64, up to 100 epochs) and cpu
 (MNI 4 mm store average-pooled to 8 mm, 1/8 width, up to 30 epochs, 1 thread; the demo's). See docs/training.md.
 
 example:
@@ -52,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from defacebench import layout
-    from defacebench.io.errors import InputError
+    from defacebench.io.errors import InputError, StageError
     from defacebench.io.store import list_conditions, open_condition
     from defacebench.model.accel.settings import get_speed
     from defacebench.model.inference import resolve_device
@@ -85,10 +88,19 @@ def _run(args: argparse.Namespace) -> int:
     print(f"grid {grid} {tuple(first.images.shape[1:])}, device {device}, {len(conditions)} condition(s) x {args.runs} run(s)")
     print(model_summary(first, profile))
     sys.stdout.flush()
+    for condition in conditions:  # verify every store before the first run trains
+        open_condition(args.study_dir, grid, condition)
+    failed = []
     for condition in conditions:
         for run in range(1, args.runs + 1):
-            train_condition(args.study_dir, grid, condition, run, profile, device=device, progress=not args.no_progress, speed=speed)
+            try:
+                train_condition(args.study_dir, grid, condition, run, profile, device=device, progress=not args.no_progress, speed=speed)
+            except StageError as exc:  # diverged: written as failed in its run.json; the rest go on
+                print(f"{condition} run-{run}: failed: {exc}", file=sys.stderr)
+                failed.append(f"{condition} run-{run} ({exc})")
             sys.stdout.flush()
+    if failed:
+        raise InputError(f"{len(failed)} run(s) failed and are not complete: {'; '.join(failed)}; rerun `defacebench train` to retry them from their last good checkpoint")
     return 0
 
 

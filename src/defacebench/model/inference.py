@@ -14,6 +14,7 @@ recorded in ``run.json``); everything after training uses the module.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from defacebench import layout
+from defacebench.io.checksums import file_mismatch
 from defacebench.io.errors import InputError
 from defacebench.model.accel.fast import fused_forward
 from defacebench.model.cnn import BrainAgeCNN
@@ -61,12 +63,34 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> BrainAgeCNN:
-    """The best model of a run (its run directory or its ``model.pt``), in eval mode."""
+    """The best model of a run (its run directory or its ``model.pt``), in eval mode.
+
+    Given a run directory whose ``run.json`` records the model's sha256, the file is
+    checked against it first.
+
+    Raises
+    ------
+    InputError
+        No model, a model that does not match its recorded sha256, or an unreadable one
+        (naming the file; rerun ``defacebench train`` for that run).
+    """
     path = Path(path)
     file = layout.model_file(path) if path.is_dir() else path
     if not file.is_file():
         raise InputError("no trained model here (run `defacebench train` first)", file)
-    saved = torch.load(file, map_location=device, weights_only=True)
+    record = layout.run_record(file.parent)
+    if record.is_file():
+        try:
+            expected = json.loads(record.read_text()).get("model_sha256")
+        except (OSError, ValueError):
+            expected = None
+        problem = file_mismatch(file, expected)
+        if problem:
+            raise InputError(f"{problem}; delete the run directory and rerun `defacebench train`", file)
+    try:
+        saved = torch.load(file, map_location=device, weights_only=True)
+    except Exception as exc:  # truncated or overwritten: torch raises RuntimeError, EOFError, UnpicklingError...
+        raise InputError(f"unreadable model ({type(exc).__name__}); delete the run directory and rerun `defacebench train`", file) from None
     model = BrainAgeCNN(**saved["model_config"])
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval()

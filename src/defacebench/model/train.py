@@ -9,9 +9,15 @@ One run writes ``STUDY/runs/<condition>/run-<k>/`` (paths from :mod:`defacebench
                       (one row per val and test scan)
     run.json          config (science settings), speed (speed settings asked for) and those
                       used, parameters, versions, device, samples_per_s, best_epoch, seed,
-                      store checksum; ``"complete": true`` is its last key
+                      store checksum, sha256 of model.pt and predictions.csv;
+                      ``"complete": true`` is its last key
 
-A killed run resumes from ``checkpoint.pt``; a complete run is skipped. Both count when
+A killed run resumes from ``checkpoint.pt``; a complete run is skipped. A run that
+diverges (a non-finite loss, prediction or gradient norm:
+:class:`~defacebench.model.trainer.DivergedError`), or ends with a non-finite best
+validation MAE, writes ``run.json`` with ``"complete": false`` and the reason under
+``"failed"``; the next ``train`` logs that reason and retries from the last good
+checkpoint. An unreadable (truncated) checkpoint is logged and training starts over. Both count when
 their science settings and store match (:func:`defacebench.model.profiles.same_profile`),
 whatever speed settings they ran with, so runs saved by earlier versions, whose ``config``
 also held the speed settings, are skipped too.
@@ -20,6 +26,7 @@ also held the speed settings, are skipped too.
 from __future__ import annotations
 
 import json
+import math
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -29,14 +36,15 @@ import torch
 
 from defacebench import __version__, layout
 from defacebench.io.atomic import atomic_path, write_table_atomic, write_text_atomic
-from defacebench.io.errors import InputError
+from defacebench.io.checksums import file_sha256
+from defacebench.io.errors import InputError, StageError
 from defacebench.io.store import ConditionStore, open_condition
 from defacebench.model.accel.settings import PROFILE_SPEED, SpeedSettings
 from defacebench.model.augment import apply_theta
 from defacebench.model.cnn import BrainAgeCNN, describe, parameter_breakdown
 from defacebench.model.inference import resolve_device
 from defacebench.model.profiles import TrainProfile, same_profile
-from defacebench.model.trainer import EpochCallback, Trainer
+from defacebench.model.trainer import DivergedError, EpochCallback, Trainer
 
 
 def device_name(device: torch.device) -> str:
@@ -75,11 +83,33 @@ def read_run_json(run: Path) -> dict | None:
 def is_complete(run: Path, profile: TrainProfile | None = None, checksum: str | None = None) -> bool:
     """A run directory holds a finished run (of these science settings and store, when given)."""
     meta = read_run_json(run)
-    if not meta or meta.get("complete") is not True:
+    if not meta or meta.get("complete") is not True or not _finite(meta.get("best_val_mae")):
         return False
     if profile is not None and not same_profile(meta.get("config"), profile):
         return False
     return checksum is None or meta.get("store_checksum") == checksum
+
+
+def _finite(value: object) -> bool:
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def load_checkpoint(checkpoint: Path, dev: torch.device) -> tuple[dict | None, str | None]:
+    """``(state, None)``, or ``(None, reason)`` when ``checkpoint.pt`` cannot be read (truncated, corrupt)."""
+    try:
+        return torch.load(checkpoint, map_location=dev, weights_only=True), None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError... for a damaged file
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _write_failed(out: Path, condition: str, run: int, grid: str, profile: TrainProfile, store: ConditionStore, reason: str, epochs: int) -> None:
+    """``run.json`` of a failed run: ``"complete": false`` and why."""
+    meta = {"condition": condition, "grid": grid, "run": run, "profile": profile.name, "config": profile.to_dict(),
+            "store_checksum": store.checksum, "epochs_trained": epochs, "failed": reason, "complete": False}
+    write_text_atomic(layout.run_record(out), json.dumps(meta, indent=2) + "\n")
 
 
 def train_condition(
@@ -104,8 +134,12 @@ def train_condition(
     Raises
     ------
     InputError
-        Missing store, unknown condition, unusable split, CUDA asked for without a GPU, a
-        CUDA-only speed setting asked for on another device.
+        Missing or corrupt store, unknown condition, unusable split, CUDA asked for without
+        a GPU, a CUDA-only speed setting asked for on another device.
+    DivergedError
+        The run diverged (recorded in its ``run.json`` as failed).
+    StageError
+        The best validation MAE is not finite (recorded as failed).
     """
     grid = grid or profile.grid
     speed = PROFILE_SPEED.get(profile.name, SpeedSettings()) if speed is None else speed
@@ -145,9 +179,16 @@ def _train(
     except ValueError as exc:  # e.g. a grid too small for three poolings
         raise InputError(f"store {condition!r} on grid {grid!r}: {exc}") from None
     checkpoint = layout.checkpoint_file(out)
+    previous = read_run_json(out)
+    if previous and previous.get("failed") and log:
+        log(f"{condition} run-{run}: the last attempt failed ({previous['failed']}); retrying from its last good checkpoint")
     layout.run_record(out).unlink(missing_ok=True)
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=dev, weights_only=True)
+    state, unreadable = load_checkpoint(checkpoint, dev) if checkpoint.is_file() else (None, None)
+    if unreadable:
+        checkpoint.unlink(missing_ok=True)
+        if log:
+            log(f"{condition} run-{run}: checkpoint.pt is unreadable ({unreadable}); starting over")
+    if state is not None:
         if same_profile(state.get("profile"), profile) and state.get("store_checksum") == store.checksum and state.get("seed") == seed:
             trainer.load_state(state)
             if log:
@@ -162,9 +203,16 @@ def _train(
         bar = progress_bar(profile.max_epochs, f"{condition} run-{run}", "epoch", initial=trainer.epoch)
     try:
         trainer.fit(out, bar, on_epoch_end)
+    except DivergedError as exc:
+        _write_failed(out, condition, run, grid, profile, store, str(exc), trainer.epoch)
+        raise
     finally:
         if bar is not None:
             bar.close()
+    if not math.isfinite(trainer.best_val_mae):
+        reason = f"best validation MAE is {trainer.best_val_mae} after {trainer.epoch} epoch(s)"
+        _write_failed(out, condition, run, grid, profile, store, reason, trainer.epoch)
+        raise StageError(reason)
     with atomic_path(layout.model_file(out)) as tmp:
         torch.save({"model_config": trainer.model.config(), "state_dict": trainer.model.state_dict(), "condition": condition, "run": run}, tmp)
     preds = trainer.predictions(run)
@@ -196,6 +244,8 @@ def _train(
         "test_mae": float(np.mean(np.abs(test["predicted_age"] - test["age"]))) if len(test) else None,
         "stopped_early": trainer.bad_epochs >= profile.patience,
         "store_checksum": store.checksum,
+        "model_sha256": file_sha256(layout.model_file(out)),
+        "predictions_sha256": file_sha256(layout.predictions_file(out)),
         "n_train": int(len(trainer.train_rows)),
         "n_val": int(len(trainer.val_rows)),
         "n_test": int(len(trainer.test_rows)),
@@ -214,4 +264,4 @@ def model_summary(store: ConditionStore, profile: TrainProfile) -> str:
     return describe(model)
 
 
-__all__ = ["is_complete", "model_summary", "read_run_json", "run_seed", "train_condition"]
+__all__ = ["DivergedError", "is_complete", "load_checkpoint", "model_summary", "read_run_json", "run_seed", "train_condition"]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from defacebench import layout
 from defacebench.conditions import PREDICTION_COLUMNS
 from defacebench.io.atomic import atomic_path, write_table_atomic
-from defacebench.io.errors import InputError
+from defacebench.io.errors import InputError, StageError
 from defacebench.io.store import ConditionStore
 from defacebench.model.accel.fast import FusedBrainAgeCNN
 from defacebench.model.accel.settings import SpeedSettings, uses_channels_last, uses_fused_adam, uses_triton_block, uses_triton_rotate
@@ -35,6 +35,30 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "val_mae", "lr", "seconds")
 
 #: Called after each epoch's checkpoint is written: ``(epoch, history_row)``.
 EpochCallback = Callable[[int, dict], None]
+
+
+class DivergedError(StageError):
+    """Training produced a non-finite loss, prediction or gradient norm.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch (1-based) that diverged; the checkpoint holds the one before.
+    batch : int
+        The first batch (1-based) of that epoch with a non-finite value.
+    what : str
+        ``"loss"``, ``"gradient norm"`` or ``"validation prediction"``.
+    """
+
+    def __init__(self, epoch: int, batch: int, what: str) -> None:
+        self.epoch, self.batch, self.what = epoch, batch, what
+        super().__init__(f"diverged: non-finite {what} at epoch {epoch}, batch {batch}")
+
+
+def _first_bad(values: torch.Tensor) -> int | None:
+    """Index of the first non-finite value of a 1-D tensor, or None (one device sync)."""
+    bad = torch.nonzero(~torch.isfinite(values)).flatten()
+    return int(bad[0]) if len(bad) else None
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -122,6 +146,14 @@ class Trainer:
 
         The order, rotation matrices and targets of the whole epoch go to the device at
         once, so a step issues no host-to-device copy (nothing makes the CPU wait for the GPU).
+        Each step's loss and gradient norm stay on the device; they are checked once, at the
+        end of the epoch.
+
+        Raises
+        ------
+        DivergedError
+            A step's loss or gradient norm was not finite (the epoch's weights are then
+            not to be kept: the caller writes no checkpoint for it).
         """
         gen = _epoch_generator(self.seed, self.epoch + 1)
         order = self.train_rows[torch.randperm(len(self.train_rows), generator=gen).numpy()]
@@ -135,7 +167,11 @@ class Trainer:
         bs = self.profile.batch_size
         self.model.train()
         total = torch.zeros((), device=self.device)
-        for start in range(0, len(order), bs):
+        n_batches = (len(order) + bs - 1) // bs
+        losses = torch.zeros(n_batches, device=self.device)
+        norms = torch.zeros(n_batches, device=self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        for step, start in enumerate(range(0, len(order), bs)):
             stop = min(start + bs, len(order))
             x = self.feed.batch(order[start:stop], order_dev[start:stop])
             if thetas is not None:
@@ -143,9 +179,17 @@ class Trainer:
             loss = F.mse_loss(self._forward(x, train=True), targets[start:stop])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            losses[step] = loss.detach()
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads:
+                norms[step] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
             self.optimizer.step()
             self.scheduler.step()
             total += loss.detach() * (stop - start)
+        for values, what in ((losses, "loss"), (norms, "gradient norm")):
+            bad = _first_bad(values)
+            if bad is not None:
+                raise DivergedError(self.epoch + 1, bad + 1, what)
         return float(total) / len(order)
 
     @torch.no_grad()
@@ -158,7 +202,17 @@ class Trainer:
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
     def val_mae(self) -> float:
+        """Mean absolute error on the validation scans.
+
+        Raises
+        ------
+        DivergedError
+            A prediction was not finite (``epoch`` is the epoch just trained).
+        """
         pred = self.predict(self.val_rows)
+        bad = np.flatnonzero(~np.isfinite(pred))
+        if len(bad):
+            raise DivergedError(self.epoch + 1, int(bad[0]) // self.profile.eval_batch_size + 1, "validation prediction")
         return float(np.mean(np.abs(pred - self.ages[self.val_rows].numpy())))
 
     # -- state -------------------------------------------------------------------
@@ -201,6 +255,12 @@ class Trainer:
 
         With ``run`` (a run directory) writes its ``checkpoint.pt`` and ``history.csv``
         after every epoch; restores the best weights at the end.
+
+        Raises
+        ------
+        DivergedError
+            From :meth:`train_epoch` or :meth:`val_mae`: the checkpoint on disk is then the
+            last good epoch's.
         """
         while not self.finished:
             t0 = time.perf_counter()

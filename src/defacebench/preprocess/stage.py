@@ -79,11 +79,12 @@ def preprocess_study(
     todo = [t for t in tasks if t.key not in prior]
     results = run_tasks(preprocess_subject, todo, keys=[t.key for t in todo], jobs=jobs, scheduler=scheduler, stage="preprocess", progress=progress)
     reasons = {**prior, **{f.key: f.reason for f in results.failures}}
+    stores = build_stores(study_dir, grid, names, cohort.subjects, splits, reasons)
+    reasons.update(stores.failed)  # damaged work files found while assembling the stores
     failures = [Failure(k, "preprocess", r) for k, r in reasons.items()]
     write_failures(layout.failures_table(study_dir), failures, stage="preprocess")
     qc_table = qc_rows(tasks, results.values, reasons, grid)
     write_qc_table(layout.preprocess_qc_table(study_dir), qc_table, grid.name)
-    stores = build_stores(study_dir, grid, names, cohort.subjects, splits, reasons)
     written: list[Path] = []
     if mosaics and len(stores.index):
         written = write_mosaics(study_dir, grid, names)

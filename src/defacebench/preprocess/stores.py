@@ -59,6 +59,7 @@ class StoreReport:
     written: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["key", "reason"]))
+    failed: dict[str, str] = field(default_factory=dict)  # scans whose work file was damaged: key -> reason
 
 
 def build_stores(
@@ -74,9 +75,32 @@ def build_stores(
     Scans without a finished work file (failed, or not run) are left out and listed
     with their reason in ``stores/<grid>/excluded.tsv``; so are scans of the cohort
     missing from the split table. A condition whose inputs did not change since its
-    store was written is not rewritten.
+    store was written is not rewritten. A work file that turns out damaged while a store
+    is assembled (:class:`~defacebench.preprocess.work.WorkFileError`) is deleted, its
+    scan is left out with the reason (``failed``), and the stores are assembled again
+    without it; no half-written store replaces a good one (atomic writes).
     """
     reasons = dict(reasons or {})
+    broken: dict[str, str] = {}
+    while True:
+        try:
+            return _build(study_dir, grid, conditions, subjects, splits, reasons, broken)
+        except work.WorkFileError as exc:  # a damaged work file: that scan fails, the rest go on
+            key = exc.path.name.removesuffix(".npz")
+            exc.path.unlink(missing_ok=True)
+            broken[key] = f"{exc}; deleted: rerun `defacebench preprocess` to redo the scan"
+
+
+def _build(
+    study_dir: str | Path,
+    grid: Grid,
+    conditions: Sequence[str],
+    subjects: Sequence,
+    splits: pd.DataFrame,
+    reasons: dict[str, str],
+    broken: dict[str, str],
+) -> StoreReport:
+    """One attempt of :func:`build_stores`, leaving out the scans of ``broken`` work files."""
     by_ids = {subject_ids(s): s for s in subjects}
     split_ids = _split_ids(splits)
     rows, paths, excluded = [], [], []
@@ -85,9 +109,9 @@ def build_stores(
         if subject is None:
             continue  # in splits.tsv but not in this cohort (rejected scan): not a study row
         path = layout.work_file(study_dir, grid.name, subject.key)
-        meta = work.read_work_meta(path)
+        meta = work.read_work_meta(path) if subject.key not in broken else None
         if meta is None or not set(conditions) <= set(meta.get("conditions", [])):
-            excluded.append((subject.key, reasons.get(subject.key, "not preprocessed")))
+            excluded.append((subject.key, broken.get(subject.key) or reasons.get(subject.key, "not preprocessed")))
             continue
         rows.append(i)
         paths.append(path)
@@ -98,7 +122,7 @@ def build_stores(
         if column not in index:
             index[column] = ""
     index = index.loc[:, ["participant_id", "session_id", "run", "age", "split"]]
-    report = StoreReport(index=index, excluded=pd.DataFrame(excluded, columns=["key", "reason"]))
+    report = StoreReport(index=index, excluded=pd.DataFrame(excluded, columns=["key", "reason"]), failed=dict(broken))
     write_table_atomic(layout.store_excluded(study_dir, grid.name), report.excluded)
     if not paths:
         return report

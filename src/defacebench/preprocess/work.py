@@ -4,6 +4,12 @@ A work file holds the scan's grid images (float16) and a JSON metadata record wi
 fingerprint of its inputs (file names, sizes, mtimes, grid, settings): a rerun skips a scan
 whose fingerprint still matches, and redoes it when an input changed. Files are written
 atomically, so a killed run leaves either the old file or none.
+
+Every member of the zip carries a CRC-32 that :mod:`zipfile` checks as the member is
+read, so a flipped or truncated work file fails loudly: :func:`read_work_image` raises
+:class:`WorkFileError` (the store builder then deletes the file and records the scan as
+failed; the next ``preprocess`` redoes it), and :func:`read_work_meta` returns None for a
+file whose zip directory is gone (the scan is redone).
 """
 
 from __future__ import annotations
@@ -11,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from defacebench.imaging.grids import Grid
 from defacebench.io.atomic import atomic_path
+from defacebench.io.errors import StageError
 
 #: Bump when per-scan outputs change meaning (invalidates ``work/`` files).
 WORK_VERSION = 1
@@ -43,14 +51,35 @@ def read_work_meta(path: str | Path) -> dict | None:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return json.loads(str(npz["meta"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+    except _DAMAGED:
         return None
 
 
+class WorkFileError(StageError):
+    """A work file that cannot be read back as written (missing, truncated, bad CRC)."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"work file {self.path.name} is unreadable ({reason})")
+
+
+#: What numpy and zipfile raise for a damaged ``.npz``.
+_DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def read_work_image(path: str | Path, condition: str) -> np.ndarray:
-    """One condition's grid image (float16) from a work file."""
-    with np.load(path, allow_pickle=False) as npz:
-        return npz[condition]
+    """One condition's grid image (float16) from a work file, checked against its CRC-32.
+
+    Raises
+    ------
+    WorkFileError
+        The file is missing, truncated or does not match its CRC.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return npz[condition]
+    except _DAMAGED as exc:
+        raise WorkFileError(path, f"{type(exc).__name__}: {exc}") from None
 
 
 def write_work(path: Path, images: dict[str, np.ndarray], meta: dict) -> None:

@@ -187,6 +187,7 @@ def qc_html(study_dir: Path) -> str:
         counts = failures.groupby("stage").size() if "stage" in failures else pd.Series(dtype=int)
         parts.append(f"<div class=\"warn\">{len(failures)} failure(s) were excluded" + (": " + ", ".join(f"{html.escape(str(k))} {v}" for k, v in counts.items()) if len(counts) else "") + ".</div>")
         parts.append(html_table(failures.head(200)))
+    parts.append(left_out_runs_html(study_dir))
     qc = read_tsv(layout.deface_qc_table(study_dir))
     if qc is not None and len(qc):
         flagged = qc
@@ -197,3 +198,13 @@ def qc_html(study_dir: Path) -> str:
         parts.append(f"<p><code>qc.tsv</code>: {len(qc)} rows" + (f", {len(flagged)} flagged" if flagged is not qc else "") + ".</p>")
         parts.append(f"<details><summary>QC table (first 200 rows)</summary>{html_table((flagged if flagged is not qc else qc).head(200))}</details>")
     return "\n".join(parts)
+
+
+def left_out_runs_html(study_dir: Path) -> str:
+    """The trained runs analysis left out (failed, incomplete, not matching their fingerprints) and why."""
+    left_out = read_tsv(layout.result_table(study_dir, "left_out_runs"))
+    if left_out is None:
+        return ""
+    if left_out.empty:
+        return "<p>Every trained run was used (complete, finite validation MAE, files matching their recorded sha256).</p>"
+    return f"<div class=\"warn\">{len(left_out)} trained run(s) were left out of the analysis.</div>" + html_table(left_out)
