@@ -24,7 +24,7 @@ from defacebench.commands.train import main as train_main
 from defacebench.io import atomic, store as store_mod
 from defacebench.io.errors import InputError
 from defacebench.io.store import open_condition, write_condition
-from defacebench.model import train as train_mod, trainer as trainer_mod
+from defacebench.model import trainer as trainer_mod
 from defacebench.model.inference import load_model
 from defacebench.model.profiles import get_profile
 from defacebench.model.train import is_complete, train_condition
