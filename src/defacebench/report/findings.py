@@ -159,19 +159,21 @@ def _face_finding(t: pd.DataFrame, n: pd.DataFrame, null_mae: float, alpha: floa
                 f"face-only against its mask paired Holm p {fmt_p(r['face_vs_mask_p_holm'])}")
 
     explained = [m for m in rows.index if bool(rows.loc[m, "beats_null"]) and m not in tissue and np.isfinite(rows.loc[m, "facemask_mae"])]
-    rest = ""
-    if explained:
-        share = ", ".join(f"{html.escape(method_name(m))} {rows.loc[m, 'geometry_explained_pct']:.0f} %" for m in explained)
-        rest = f" For {', '.join(html.escape(method_name(m)) for m in explained)}, face-only beats the null but not its geometry control, which reaches {share} of the face-only gain: that gain may be where the face sits, not what it looks like."
+    shares = "; ".join(f"{html.escape(method_name(m))} {rows.loc[m, 'geometry_explained_pct']:.0f} % (face-only {rows.loc[m, 'face_mae']:.2f}, "
+                       f"face mask {rows.loc[m, 'facemask_mae']:.2f}, null {rows.loc[m, 'null_mae']:.2f} years; face-only against its mask "
+                       f"paired Holm p {fmt_p(rows.loc[m, 'face_vs_mask_p_holm'])})" for m in explained)
     if tissue:
         best = min(tissue, key=lambda m: rows.loc[m, "face_mae"])
+        rest = (f" For {', '.join(html.escape(method_name(m)) for m in explained)}, face-only beats the null but not its geometry control, "
+                f"which reaches this share of the face-only gain: {shares}; that gain may be where the face sits, not what it looks like.") if explained else ""
         return (
             f"The removed face carries age information beyond where it sits: for {', '.join(html.escape(method_name(m)) for m in tissue)}, face-only beats both the null baseline "
             f"and its geometry control (paired, Holm-corrected p &lt; {alpha}; mean prediction over runs). Best, {numbers(best)}." + rest
         )
-    best = min(explained, key=lambda m: rows.loc[m, "face_mae"]) if explained else None
+    names = ", ".join(html.escape(method_name(m)) for m in rows.index if bool(rows.loc[m, "beats_null"]))
     return (
-        f"{len(beating)} of {len(faces)} face-only conditions beat the null baseline, but none beats its own geometry control, the face's outline alone moved by the same registration"
-        + (f" ({numbers(best)}; the mask reaches {rows.loc[best, 'geometry_explained_pct']:.0f} % of the face-only gain)" if best else "")
-        + ". So this study shows no age in the face's tissue beyond its position: " + caveat
+        f"{len(beating)} of {len(faces)} face-only conditions beat the null baseline ({names}), but none beats its own geometry control, the face's outline alone "
+        "moved by the same registration, so this study gives no evidence of age in the face's tissue beyond where it sits. "
+        + (f"The control reaches this share of the face-only gain: {shares}. " if shares else "")
+        + "Why a face-only image can beat the null without any ageing of the face: " + caveat
     )
