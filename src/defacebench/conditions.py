@@ -80,7 +80,7 @@ class Condition:
     Attributes
     ----------
     name : str
-        ``raw``, ``skullstripped``, ``defaced-<method>`` or ``face-<method>``.
+        ``raw``, ``skullstripped``, ``defaced-<method>``, ``face-<method>`` or ``facemask-<method>``.
     kind : str
         One of :data:`KINDS`.
     method : str or None
@@ -133,7 +133,7 @@ def parse_condition(name: str) -> Condition:
     Raises
     ------
     InputError
-        For a name that is none of the four kinds.
+        For a name that is none of the five kinds.
     """
     name = str(name).strip()
     if name in ("raw", "skullstripped"):
@@ -145,7 +145,7 @@ def parse_condition(name: str) -> Condition:
 
 
 def condition_kind(condition: str) -> str:
-    """``raw``, ``skullstripped``, ``defaced`` or ``face`` (``other`` for anything else)."""
+    """``raw``, ``skullstripped``, ``defaced``, ``face`` or ``facemask`` (``other`` for anything else)."""
     try:
         return parse_condition(condition).kind
     except InputError:
@@ -153,7 +153,7 @@ def condition_kind(condition: str) -> str:
 
 
 def condition_method(condition: str) -> str | None:
-    """The defacing method of ``defaced-<m>`` / ``face-<m>``, else None."""
+    """The defacing method of ``defaced-<m>`` / ``face-<m>`` / ``facemask-<m>``, else None."""
     try:
         return parse_condition(condition).method
     except InputError:

@@ -15,7 +15,7 @@ it where to read and write, so stages meet on disk without knowing each other::
       work/<grid>/<key>.npz, stores.json              one preprocessed scan per file
       stores/<grid>/index.tsv, excluded.tsv, <condition>.npy, <condition>.json
       runs/<condition>/run-<k>/model.pt, checkpoint.pt, history.csv, predictions.csv, run.json
-      results/*.csv, summary.json, saliency/<grid>/  figures/*.png
+      results/*.csv, analysis.json, left_out_runs.tsv, saliency/<grid>/*.npy  figures/*.png
       report.html
 
 A simulated dataset (``defacebench simulate``) keeps its ground truth beside the BIDS data::
@@ -125,10 +125,9 @@ def scan_dir(study: PathLike, scan: Scan) -> Path:
 def scan_files(study: PathLike, scan: Scan, methods: Sequence[str] = ()) -> dict[str, Path]:
     """Every deface-stage file of one scan, by role.
 
-    Roles: ``brain_mask``, ``to_mni`` (12-DOF brain registration), ``head_to_mni`` (AFNI's
-    9-DOF part), ``template_to_subject`` (pydeface), ``qc_png``, ``qc_tsv`` (written
-    last: it marks the scan complete), and per method ``<m>_defaced``, ``<m>_face``,
-    ``<m>_mask``.
+    Roles: ``brain_mask``, ``to_mni`` (12-DOF brain registration), ``qc_png``, ``qc_tsv``
+    (written last: it marks the scan complete), and per method ``<m>_defaced``, ``<m>_face``,
+    ``<m>_mask`` (the other transforms: :func:`scan_transforms`).
     """
     anat, p = scan_dir(study, scan), scan.key
     paths = {
@@ -201,7 +200,7 @@ def store_grids(study: PathLike) -> list[str]:
 
 def stored_conditions(study: PathLike, grid: str) -> list[str]:
     """Conditions with a finished store (its metadata file) for ``grid``, sorted."""
-    return sorted(p.stem for p in store_dir(study, grid).glob("*.json"))
+    return sorted(p.stem for p in store_dir(study, grid).glob("*.json") if not p.name.startswith("."))
 
 
 # --------------------------------------------------------------------------- training
@@ -290,7 +289,7 @@ def result_table(study: PathLike, role: str) -> Path:
 
 
 def saliency_dir(study: PathLike, grid: str) -> Path:
-    """Mean Grad-CAM maps per condition (NIfTI) on ``grid``."""
+    """Mean Grad-CAM maps per condition (``.npy``) on ``grid``."""
     return results_dir(study) / "saliency" / grid
 
 

@@ -1,6 +1,6 @@
 """The whole study as one resumable chain of stages that read and write disk.
 
-deface -> preprocess -> train -> analyse -> report, each stage a ``defacebench``
+cohort -> deface -> preprocess -> train -> analyse -> report, each stage a ``defacebench``
 command run with the study's configuration. Every stage skips what is already done,
 so rerunning the same command after a crash resumes where it stopped.
 """
@@ -81,11 +81,16 @@ def study_stages(
 
 
 def record_config(out: Path, config: StudyConfig) -> None:
-    """Write ``OUT/study.json``; refuse to resume a study made with another configuration."""
+    """Write ``OUT/study.json``; refuse to resume a study made with another configuration.
+
+    A setting added after the study was started counts as its default there (a study
+    recorded without ``face_runs`` resumes with the same ``face_runs = None``).
+    """
     path = layout.study_config(out)
     current = json.loads(json.dumps(config.to_dict()))
     if path.is_file():
-        previous = json.loads(path.read_text())
+        defaults = json.loads(json.dumps(StudyConfig().to_dict()))
+        previous = {**{k: defaults[k] for k in current if k not in ("name",)}, **json.loads(path.read_text())}
         if previous != current:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise InputError(

@@ -37,13 +37,9 @@ import pandas as pd
 from defacebench import layout
 from defacebench.conditions import condition_kind, order_conditions
 from defacebench.io.atomic import atomic_path, write_table_atomic
-from defacebench.io.errors import InputError
 from defacebench.analysis.runs import screen_runs
+from defacebench.io.errors import InputError
 from defacebench.io.store import list_conditions, open_condition
-#: The folder of the mean maps (``results/saliency/<grid>``; analysis.study finds them through this module).
-saliency_dir = layout.saliency_dir
-#: Where the summary table goes (``results/saliency.csv``).
-SALIENCY_TABLE = "saliency.csv"
 
 #: Removal-region fallback when no face-only stores exist: anterior-inferior box in MNI mm.
 FACE_BOX_MM: dict[str, tuple[float, float]] = {"y": (30.0, np.inf), "z": (-np.inf, 0.0)}
@@ -274,7 +270,7 @@ def compute_saliency(
 
         model_loader = lambda path: load_model(path, device=device)  # noqa: E731
     stored = set(list_conditions(study_dir, grid))
-    trained = {layout.run_of(model.parent)[0] for model in layout.trained_models(study_dir)}
+    trained = {layout.run_of(run)[0] for run in screen_runs(study_dir)[0] if layout.model_file(run).is_file()}  # trusted runs only
     if conditions is None:
         conditions = [c for c in order_conditions(stored & trained) if condition_kind(c) in ("raw", "skullstripped", "face")]
     if not conditions:
@@ -306,7 +302,7 @@ def compute_saliency(
         if log:
             log(f"saliency {condition}: {len(run_dirs)} run(s) x {len(test_rows)} test scans, face share {rows[-1]['face_share']:.2f}, brain share {rows[-1]['brain_share']:.2f}")
     table = pd.DataFrame(rows)
-    write_table_atomic(layout.result_file(study_dir, SALIENCY_TABLE), table, sep=",")
+    write_table_atomic(layout.result_table(study_dir, "saliency"), table, sep=",")
     return table
 
 

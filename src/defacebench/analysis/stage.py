@@ -169,7 +169,7 @@ def _image_figures(study_dir: Path, grid: str, paths: dict[str, Path], saliency:
         if not models:
             say("analyse: no model.pt files; skipping saliency")
         else:
-            maps_dir = sal.saliency_dir(study_dir, grid)
+            maps_dir = layout.saliency_dir(study_dir, grid)
             newest_model = max(p.stat().st_mtime for p in models)
             csv = layout.result_table(study_dir, "saliency")
             fresh = csv.is_file() and csv.stat().st_mtime >= newest_model and any(maps_dir.glob("*.npy"))

@@ -25,7 +25,7 @@ from defacebench import layout
 from defacebench.deface import native, qc
 from defacebench.deface.context import SubjectContext
 from defacebench.deface.qc import BRAIN_REMOVED_WARN, QC_COLUMNS
-from defacebench.deface.registry import METHODS, get_method, parse_methods
+from defacebench.deface.registry import BACKENDS, METHODS, get_method, parse_methods
 from defacebench.engine import Failure, run_tasks, write_failures
 from defacebench.imaging.registration import load_transform, mask_dice, save_transform
 from defacebench.imaging.resample import resample_to
@@ -134,8 +134,8 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
         methods that do not need the registration are still written.
     """
     methods = parse_methods(list(methods))
-    if backend not in ("builtin", "native"):
-        raise InputError(f"unknown backend {backend!r}; choose builtin or native")
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}")
     paths = layout.scan_files(out_dir, subject, methods)
     transforms = layout.scan_transforms(out_dir, subject)
     done = _complete(paths, methods, backend)

@@ -1,7 +1,7 @@
 """BIDS names in, BIDS derivatives out.
 
 Only the small part of BIDS that defacebench needs: parsing entities from a file
-name, building derivative file names, and writing ``dataset_description.json``.
+name, the ``sub-X[/ses-Y]/anat`` folder, and writing ``dataset_description.json``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from defacebench import __version__
 from defacebench.io.atomic import write_text_atomic
 
 #: BIDS entity order for anatomical file names.
-ENTITY_ORDER: tuple[str, ...] = ("sub", "ses", "acq", "ce", "rec", "run", "space", "res", "desc", "label")
 _ENTITY_RE = re.compile(r"([a-zA-Z]+)-([a-zA-Z0-9]+)")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 PIPELINE_NAME = "defacebench"
@@ -40,18 +39,6 @@ def parse_entities(path: str | Path) -> dict[str, str]:
     if len(parts) > 1 and "-" not in parts[-1]:
         entities["suffix"] = parts[-1]
     return entities
-
-
-def bids_name(entities: dict[str, str | None], suffix: str, extension: str = "") -> str:
-    """Build a BIDS file name from entities in the standard order.
-
-    >>> bids_name({'sub': '01', 'desc': 'afnidefaced'}, 'T1w', '.nii.gz')
-    'sub-01_desc-afnidefaced_T1w.nii.gz'
-    """
-    keys = [k for k in ENTITY_ORDER if entities.get(k)] + sorted(
-        k for k in entities if k not in ENTITY_ORDER and entities.get(k) and k != "suffix"
-    )
-    return "_".join([f"{k}-{entities[k]}" for k in keys] + [suffix]) + extension
 
 
 def subject_anat_dir(root: str | Path, subject: str, session: str | None = None) -> Path:

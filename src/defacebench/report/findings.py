@@ -15,10 +15,6 @@ import pandas as pd
 from defacebench.conditions import condition_kind, condition_method, condition_title, method_name
 from defacebench.report.formatting import fmt_p
 
-#: Below this improvement over the null a face-only "win" is not read as age in the face: on
-#: the simulated cohort the ``--face-ageing 0`` control reached up to 8 % through registration
-#: geometry alone (docs/design-notes.md).
-SMALL_FACE_GAIN_PCT = 10.0
 #: Why a small face-only gain need not be age in the face, for any cohort.
 REGISTRATION_CAVEAT = ("the brain registration that places every image in MNI space follows atrophy, so it moves the face with brain age "
                        "and a face-only image can carry brain age without any ageing of the face itself.")
