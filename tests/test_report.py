@@ -16,7 +16,7 @@ from defacebench import layout
 from defacebench.cli import main as cli_main
 from defacebench.io.bids import write_dataset_description
 from defacebench.report.embed import FIGURE_CAPTIONS
-from defacebench.report.findings import REGISTRATION_CAVEAT, SIMULATED_REGISTRATION_CAVEAT, conclusions, saliency_sentence
+from defacebench.report.findings import MARGIN_CAVEAT, REGISTRATION_CAVEAT, SIMULATED_REGISTRATION_CAVEAT, conclusions, saliency_sentence
 from defacebench.report.page import simulated_cohort, source_dataset, write_report
 
 
@@ -110,7 +110,7 @@ def test_face_only_beating_the_null_is_no_claim_without_beating_its_control(tmp_
     signal["beats_geometry"] = [True, False]
     signal["tissue_signal"] = [True, False]
     text = " ".join(conclusions(table1, pairwise, null, face_signal=signal))
-    assert "The removed face carries age information beyond where it sits: for AFNI," in text
+    assert "The removed face carries age information beyond where it sits: for AFNI," in text and MARGIN_CAVEAT in text
     assert "For FSL, face-only beats the null but not its geometry control, which reaches this share of the face-only gain: FSL 95 % (face-only" in text
     signal["tissue_signal"] = [False, False]
     text = " ".join(conclusions(table1, pairwise, null, face_signal=signal))

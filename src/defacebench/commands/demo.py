@@ -32,8 +32,8 @@ five defacers, ten-plus conditions on the 4 mm MNI grid, a small CPU CNN, statis
 saliency and the HTML report. Prints the report's path. Rerunning resumes.
 
 The simulated ground truth lets you check the pipeline: with --face-ageing 0 no
-face-only condition should predict age much better than the null baseline (measured:
-0-8 % better, from the brain registration following atrophy; docs/design-notes.md).
+face-only condition should predict age much better than the null baseline (measured over
+three seeds: 2-24 % better, from the brain registration following atrophy; docs/analysis.md).
 
 examples:
   defacebench demo
