@@ -52,6 +52,6 @@ def test_build_defaced_plus_face_is_raw_and_skullstripped_is_brain_only() -> Non
         parse_condition("face-afni").build(head, brain, None)
     removed = (face > 0).astype(np.float32)
     mask = build_all(resolve_conditions(["facemask-spm"]), head, brain, {"spm": face}, {"spm": removed})["facemask-spm"]
-    np.testing.assert_array_equal(mask, removed)  # the removed-tissue mask itself: no intensities
-    with pytest.raises(ValueError, match="removed-tissue mask"):
+    np.testing.assert_array_equal(mask, removed)  # the control's own image: no head intensities
+    with pytest.raises(ValueError, match="geometry-control image"):
         parse_condition("facemask-afni").build(head, brain, face)

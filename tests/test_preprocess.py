@@ -96,6 +96,8 @@ def write_scan(bids: Path, study: Path, sub: str, i: int, derivatives: bool = Tr
     paths = layout.scan_files(study, subject, METHODS)
     save_image(brain.astype(np.uint8), paths["brain_mask"], affine=affine, dtype=np.uint8)
     save_transform(to_mni_matrix(i), paths["to_mni"])
+    # pydeface's head registration of its template onto the subject (its world is close to MNI's)
+    save_transform(np.linalg.inv(to_mni_matrix(i)), layout.scan_transforms(study, subject)["template_to_subject"])
     for method, removal in removals.items():
         defaced, face = split_image(data, removal, np.dtype(np.float32))
         save_image(defaced, paths[f"{method}_defaced"], affine=affine)
@@ -403,8 +405,9 @@ def test_cli_stops_without_splits_or_deface_outputs(tmp_path: Path, capsys) -> N
     assert list(excluded["key"]) == ["sub-02"] and "defacing failed" in excluded["reason"][0]
 
 
-def test_geometry_control_is_the_removed_head_outline_without_intensities(tmp_path: Path) -> None:
-    """facemask-<m>: 1 where the method removed head tissue, through the face-only image's transform."""
+def test_geometry_control_is_the_average_face_placed_by_the_head_registration(tmp_path: Path) -> None:
+    """facemask-<m>: the average face within the removal region, placed by the head registration,
+    moved by the face-only image's transform; no intensity of the subject enters it."""
     bids, study = make_study(tmp_path, n=2)
     run_study(bids, study, conditions=("raw", "face-spm", "facemask-spm", "facemask-fsl"), mosaics=False)
     assert list_conditions(study, "test8mm") == ["face-spm", "facemask-fsl", "facemask-spm", "raw"]
@@ -413,21 +416,22 @@ def test_geometry_control_is_the_removed_head_outline_without_intensities(tmp_pa
         assert mask.min() >= 0 and mask.max() <= 1 and mask.max() > 0.99
     face = open_condition(study, "test8mm", "face-spm").images.astype(np.float32)
     mask = open_condition(study, "test8mm", "facemask-spm").images.astype(np.float32)
-    raw = open_condition(study, "test8mm", "raw").images.astype(np.float32)
-    tissue = face > 0.2 * raw.max()
-    assert tissue.sum() > 100 and np.mean(mask[tissue] > 0) > 0.99  # the bright removed voxels are in the mask (up to the outline's edge)
-    assert np.percentile(face[mask == 0], 99.5) < 0.1 * raw.max()  # outside the mask only air (and an edge) was removed
-    # the mask is the same for a darker face (tissue change away from the skin): it carries no intensities
-    from scipy import ndimage
-
+    assert np.all(mask[face == 0] < 1e-3)  # nothing outside the region the method removed
+    # the subject's intensities never enter: a brighter face leaves the control as it was
     t1w = bids / "sub-01/anat/sub-01_T1w.nii.gz"
     img = nib.load(str(t1w))
     data = np.asarray(img.dataobj, dtype=np.float32)
-    _, _, _, removals = synthetic_scan(0)
-    inner_face = ndimage.binary_erosion(data > 30, iterations=2) & (removals["spm"] > 0.5)
-    assert inner_face.sum() > 50
-    data[inner_face] *= 0.8
+    data[data > 30] *= 1.3
     nib.save(nib.Nifti1Image(data, img.affine), str(t1w))
     run_study(bids, study, conditions=("raw", "face-spm", "facemask-spm"), mosaics=False)
     brighter = open_condition(study, "test8mm", "facemask-spm").images.astype(np.float32)
-    np.testing.assert_array_equal(brighter[0], mask[0])
+    np.testing.assert_array_equal(brighter, mask)
+    assert not np.array_equal(open_condition(study, "test8mm", "face-spm").images[0], face[0])
+    # where the head registration puts the face does enter it
+    subject = read_cohort(bids).subjects[0]
+    shift = np.eye(4)
+    shift[1, 3] = 12.0
+    save_transform(shift @ np.linalg.inv(to_mni_matrix(0)), layout.scan_transforms(study, subject)["template_to_subject"])
+    run_study(bids, study, conditions=("raw", "face-spm", "facemask-spm"), mosaics=False)
+    moved = open_condition(study, "test8mm", "facemask-spm").images.astype(np.float32)
+    assert np.abs(moved[0] - mask[0]).sum() > 0.05 * mask[0].sum() and np.array_equal(moved[1], mask[1])

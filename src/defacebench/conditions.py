@@ -12,12 +12,13 @@ Five kinds exist:
 ``face-<method>``
     Only the tissue the method removed: head x removal mask.
 ``facemask-<method>``
-    The geometry control: where the method removed head tissue, 1 inside the head's
-    outline and 0 in the air, with partial volumes at the skin (the removal mask binarised
-    at 0.5, times :func:`defacebench.imaging.masks.head_outline`), moved by the same
-    transform as the face-only image. It carries where the removed face sits and its outline, and
-    none of its intensities: a face-only model that does no better than this one reads
-    geometry, not tissue (docs/analysis.md).
+    The geometry control: an average face (pydeface's mean head as a filled solid,
+    :func:`defacebench.imaging.templates.average_face_outline`) placed on the subject by the
+    subject's 12-DOF head registration, within the method's removal region (binarised at
+    0.5), moved by the same transform as the face-only image. It carries where the subject's
+    face sits after the brain registration and where the method cuts, and neither the
+    subject's face shape nor its intensities: a face-only model that does no better than
+    this one reads geometry, not the face (docs/analysis.md).
 
 A defaced image is the head minus the method's face-only image, so for every method
 ``defaced-<m> + face-<m> == raw`` voxel for voxel. Every condition is built from the
@@ -110,7 +111,8 @@ class Condition:
             The method's face-only image (the removed tissue), in the head's units
             (``face-<m>``; ``defaced-<m>`` is ``head - face``).
         removed : ndarray, optional
-            Where the method removed head tissue, 0..1 (``facemask-<m>``).
+            The geometry control's image, 0..1: the average face within the method's
+            removal region (``facemask-<m>``).
         """
         if self.kind == "raw":
             return head
@@ -120,7 +122,7 @@ class Condition:
             return head * (brain_mask > 0)
         if self.kind == "facemask":
             if removed is None:
-                raise ValueError(f"{self.name} needs the removed-tissue mask of {self.method}")
+                raise ValueError(f"{self.name} needs the geometry-control image of {self.method}")
             return removed
         if face is None:
             raise ValueError(f"{self.name} needs the face-only image of {self.method}")
@@ -240,7 +242,7 @@ def build_all(
     removed: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every condition's image by name; ``faces`` maps method -> face-only image, ``removed``
-    method -> removed-tissue mask."""
+    method -> geometry-control image."""
     removed = removed or {}
     return {c.name: c.build(head, brain_mask, faces.get(c.method) if c.method else None, removed.get(c.method) if c.method else None)
             for c in conditions}

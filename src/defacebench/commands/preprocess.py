@@ -92,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
     prior = {s.key: f"defacing failed: {deface_failed[s.key]}" for s in undone if s.key in deface_failed}
     never = [s for s in undone if s.key not in deface_failed]
     if never:
-        needed = ",".join(methods or ("spm",))
+        needed = ",".join(dict.fromkeys([*(methods or ("spm",)), *(["pydeface"] if mask_methods else [])]))  # pydeface: the controls' head registration
         raise InputError(f"{len(never)} of {len(cohort)} scan(s) have no deface outputs for {needed} (first: {never[0].key}): "
                          f"run `defacebench deface {args.source} {args.out} --methods {needed}` first", layout.derivatives_dir(args.out))
 

@@ -22,6 +22,7 @@ import numpy as np
 from defacebench.imaging.blocks import block_affine, block_mean
 from defacebench.imaging.brain import extract_brain
 from defacebench.imaging.grids import Grid
+from defacebench.imaging.masks import head_outline
 from defacebench.imaging.registration import load_transform, register, save_transform
 from defacebench.imaging.resample import LinearResampler, resample_to
 from defacebench.io.atomic import atomic_path
@@ -102,6 +103,18 @@ def pydeface_template() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
         head = _squeeze(nib.load(str(head_path)))
         facemask = _squeeze(nib.load(str(mask_path)))
     return head, facemask
+
+
+@functools.lru_cache(maxsize=1)
+def average_face_outline() -> nib.Nifti1Image:
+    """pydeface's mean head as a filled solid with partial volumes at the skin, on its own grid.
+
+    The average face of the geometry control (``facemask-<m>``): placed on each subject by
+    the subject's head registration, it shows where that subject's face sits, with the same
+    shape and no intensities for everyone.
+    """
+    head, _ = pydeface_template()
+    return nib.Nifti1Image(head_outline(np.asarray(head.dataobj, dtype=np.float32)), head.affine)
 
 
 def _build_head(resolution_mm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -34,10 +34,9 @@ import numpy as np
 from defacebench import layout
 from defacebench.conditions import build_all, methods_of, parse_condition
 from defacebench.imaging.grids import Grid
-from defacebench.imaging.masks import head_outline
 from defacebench.imaging.registration import load_transform, mask_dice
-from defacebench.imaging.resample import LinearResampler
-from defacebench.imaging.templates import brain_mask_on_grid
+from defacebench.imaging.resample import LinearResampler, resample_to
+from defacebench.imaging.templates import average_face_outline, brain_mask_on_grid
 from defacebench.io.errors import StageError
 from defacebench.io.nifti import load_image, reorient_ras
 from defacebench.preprocess import work
@@ -90,6 +89,8 @@ def input_paths(subject, study_dir: str | Path, methods: Sequence[str], mask_met
         paths[f"{m}_face"] = deface[f"{m}_face"]
     for m in mask_methods:
         paths[f"{m}_mask"] = deface[f"{m}_mask"]
+    if mask_methods:  # the average face is placed by pydeface's head registration
+        paths["template_to_subject"] = layout.scan_transforms(study_dir, subject)["template_to_subject"]
     return paths
 
 
@@ -164,8 +165,12 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     faces = {m: _load_on(paths[f"{m}_face"], img, f"{m} face-only image") for m in methods}
     removed = {}
     if mask_methods:
-        outline = head_outline(data, brain)
-        removed = {m: (_load_on(paths[f"{m}_mask"], img, f"{m} removal mask") > 0.5) * outline for m in mask_methods}
+        try:
+            template_to_subject = load_transform(paths["template_to_subject"])
+        except (OSError, ValueError) as exc:
+            raise StageError(f"unreadable head registration of the average face ({exc})") from None
+        face_outline = resample_to(average_face_outline(), template_to_subject, img.affine, data.shape, order=1)
+        removed = {m: (_load_on(paths[f"{m}_mask"], img, f"{m} removal mask") > 0.5) * face_outline for m in mask_methods}
     lap("load")
 
     voxel_mm = tuple(float(v) for v in img.header.get_zooms()[:3])
