@@ -33,7 +33,7 @@ def test_unknown_conditions_and_methods_are_input_errors() -> None:
 def test_parse_and_identifying() -> None:
     assert parse_condition("defaced-afni") == Condition("defaced-afni", "defaced", "afni")
     assert parse_condition("face-afni").identifying and parse_condition("raw").identifying
-    assert parse_condition("facemask-fsl") == Condition("facemask-fsl", "facemask", "fsl") and parse_condition("facemask-fsl").identifying
+    assert parse_condition("facemask-fsl") == Condition("facemask-fsl", "facemask", "fsl") and not parse_condition("facemask-fsl").identifying
     assert not parse_condition("defaced-afni").identifying and not parse_condition("skullstripped").identifying
 
 

@@ -95,7 +95,7 @@ class Condition:
     @property
     def identifying(self) -> bool:
         """Whether images of this condition can identify a person (they show a face)."""
-        return self.kind in ("raw", "face", "facemask")
+        return self.kind in ("raw", "face")
 
     def build(self, head: np.ndarray, brain_mask: np.ndarray | None = None, face: np.ndarray | None = None,
               removed: np.ndarray | None = None) -> np.ndarray:
