@@ -13,7 +13,7 @@ from defacebench import layout
 FIGURE_CAPTIONS: dict[str, str] = {
     "fig1_removed_regions": "Fig. 1. Where each defacer removes tissue: for every voxel in MNI space, the share of scans in which the method removed it (cohort frequency, maximum projections), over the MNI152 template and the cohort's head outline.",
     "fig4_errors": "Fig. 4. Per-subject absolute error (mean over runs) per condition; diamonds mark the MAE, the dashed line the null baseline. df = defaced, f = face-only, fm = face mask (geometry control), ss = skull-stripped.",
-    "face_signal": "Face signal: per method, the MAE of face-only and of its geometry control (the removed face's outline alone, same registration) minus the null baseline's, with paired 95 % bootstrap CIs (mean prediction over runs). Below 0: better than predicting the mean age. Face-only shows age in the tissue only where it also beats its control.",
+    "face_signal": "Face signal: per method, the MAE of face-only and of its geometry control (an average face placed by the subject's head registration, within the removal region, same brain registration) minus the null baseline's, with paired 95 % bootstrap CIs (mean prediction over runs). Below 0: better than predicting the mean age. Face-only shows age in the tissue only where it also beats its control.",
     "predicted_vs_true": "Predicted (mean over runs) against true age of the test scans; the dashed line is perfect prediction.",
     "fig3_saliency": "Fig. 3. Mean Grad-CAM of the last conv block over the test scans, signed (red raises, blue lowers the predicted age), for the raw head, the skull-stripped brain and each face-only condition.",
     "training_curves": "Training curves: validation MAE and training loss per epoch, one line per run.",

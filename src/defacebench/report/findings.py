@@ -19,13 +19,12 @@ from defacebench.report.formatting import fmt_p
 REGISTRATION_CAVEAT = ("the brain registration that places every image in MNI space follows atrophy, so it moves the face with brain age "
                        "and changes what lies next to the defacers' brain margins, and a face-only image can carry brain age without any ageing of the face itself.")
 #: What the geometry control cannot rule out; said with every face-age claim.
-MARGIN_CAVEAT = (" The control rules out where the face sits, not brain age in the tissue next to the defacer's brain margin, which the "
-                 "registration of an atrophied brain brings into the removed region: the demo's no-face-ageing control made this claim "
-                 "in one of three seeds that way (docs/analysis.md).")
+MARGIN_CAVEAT = (" The control is an average face placed by an affine head registration: it stands for where the face sits and where "
+                 "the method cuts; a face's own shape and tissue, including how they age, count as the face (docs/analysis.md).")
 #: The same caveat with what the simulation measured; only for the simulated cohort.
 SIMULATED_REGISTRATION_CAVEAT = ("with no face ageing planted, simulated face-only images still beat the null (by 2-24 % in the demo, three seeds), because the brain "
                                  "registration that places every image in MNI space follows atrophy: it moves the face and changes what lies next to the "
-                                 "defacers' brain margins with brain age.")
+                                 "defacers' brain margins with brain age; the geometry controls reproduce it.")
 
 
 def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.DataFrame, saliency: pd.DataFrame | None = None,
@@ -173,8 +172,8 @@ def _face_finding(t: pd.DataFrame, n: pd.DataFrame, null_mae: float, alpha: floa
         )
     names = ", ".join(html.escape(method_name(m)) for m in rows.index if bool(rows.loc[m, "beats_null"]))
     return (
-        f"{len(beating)} of {len(faces)} face-only conditions beat the null baseline ({names}), but none beats its own geometry control, the face's outline alone "
-        "moved by the same registration, so this study gives no evidence of age in the face's tissue beyond where it sits. "
+        f"{len(beating)} of {len(faces)} face-only conditions beat the null baseline ({names}), but none beats its own geometry control, an average face placed "
+        "by the subject's head registration and moved by the same brain registration, so this study gives no evidence of age in the face's tissue beyond where it sits. "
         + (f"The control reaches this share of the face-only gain: {shares}. " if shares else "")
         + "Why a face-only image can beat the null without any ageing of the face: " + caveat
     )

@@ -59,8 +59,8 @@ Holm-corrected over conditions; 95&nbsp;% paired bootstrap CI of the MAE differe
 $null_table
 <h3>Does the removed face carry age, or only where the face sits? Face-only against its geometry control</h3>
 <p class="note">Every image of a scan reaches MNI space through the brain's registration, which follows atrophy, so the face moves with brain age
-and a network can read where it sits. The geometry control (face mask) is the removed face's outline alone, moved by the same transform:
-position and shape, no intensities. A face-only condition shows age in the face's tissue only when it beats both the null baseline and its
+and a network can read where it sits. The geometry control (face mask) is an average face placed by the subject's head registration, cut to the method's region and moved by the same transform:
+where the face sits, with the same shape and no intensities for everyone. A face-only condition shows age in the face only when it beats both the null baseline and its
 own geometry control (paired one-sided Wilcoxon tests, each Holm-corrected over methods, on the mean prediction over runs).</p>
 $face_signal
 <details><summary>All pairs: paired tests and the paper's Tukey HSD ($n_pairs pairs)</summary>
