@@ -11,8 +11,8 @@ import pytest
 from defacebench.io.store import list_conditions, open_condition
 
 pytestmark = pytest.mark.slow
-PAPER_TEN = ["defaced-afni", "defaced-fsl", "defaced-pydeface", "defaced-spm", "face-afni", "face-fsl", "face-pydeface", "face-spm",
-             "raw", "skullstripped"]
+PAPER_STORES = ["defaced-afni", "defaced-fsl", "defaced-pydeface", "defaced-spm", "face-afni", "face-fsl", "face-pydeface", "face-spm",
+             "facemask-afni", "facemask-fsl", "facemask-pydeface", "facemask-spm", "raw", "skullstripped"]
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +31,10 @@ def study(tmp_path_factory) -> tuple[Path, Path]:
     return root / "bids", root / "study"
 
 
-def test_ten_stores_with_the_paper_shape(study) -> None:
+def test_the_paper_stores_with_the_paper_shape(study) -> None:
     _, out = study
-    assert list_conditions(out, "mni2mm") == PAPER_TEN
-    for condition in PAPER_TEN:
+    assert list_conditions(out, "mni2mm") == PAPER_STORES
+    for condition in PAPER_STORES:
         store = open_condition(out, "mni2mm", condition, verify=True)
         assert store.images.shape == (6, 91, 109, 91)
 
