@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -27,6 +29,17 @@ def test_stages_follow_the_data_flow_and_carry_the_config(tmp_path: Path) -> Non
     gpu = study_stages(tmp_path / "bids", tmp_path / "out", config, device="cuda")
     for stage in (gpu[3], gpu[4], gpu[5]):  # training and Grad-CAM run on the device asked for
         assert stage.argv[stage.argv.index("--device") + 1] == "cuda", stage.name
+
+
+def test_a_study_with_geometry_controls_defaces_with_pydeface_for_their_registration(tmp_path: Path) -> None:
+    config = dataclasses.replace(get_preset("paper"), methods=("afni",), conditions=("raw", "face-afni", "facemask-afni"))
+    deface = study_stages(tmp_path / "bids", tmp_path / "out", config)[1].argv
+    assert deface[deface.index("--methods") + 1] == "afni,pydeface"
+    preprocess = study_stages(tmp_path / "bids", tmp_path / "out", config)[2].argv
+    assert preprocess[preprocess.index("--methods") + 1] == "afni"  # only the conditions asked for are built
+    config = dataclasses.replace(config, conditions=("raw", "face-afni"))
+    deface = study_stages(tmp_path / "bids", tmp_path / "out", config)[1].argv
+    assert deface[deface.index("--methods") + 1] == "afni"
 
 
 def test_every_stage_command_exists() -> None:
