@@ -234,6 +234,20 @@ def methods_of(conditions: Iterable[Condition]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(c.method for c in conditions if c.method))
 
 
+def control_methods(conditions: Iterable[Condition]) -> tuple[str, ...]:
+    """The methods whose geometry control (``facemask-<m>``) is among ``conditions``."""
+    return tuple(dict.fromkeys(c.method for c in conditions if c.kind == "facemask"))
+
+
+def deface_methods(conditions: Iterable[Condition], methods: Sequence[str] = ()) -> tuple[str, ...]:
+    """What the deface stage must run for ``conditions``: ``methods`` (default: the conditions'
+    own, else SPM for the brain mask and transform alone), plus pydeface when a geometry
+    control is asked for (its head registration places the control's average face)."""
+    conditions = list(conditions)
+    base = tuple(methods) or methods_of(conditions) or ("spm",)
+    return tuple(dict.fromkeys([*base, *(["pydeface"] if control_methods(conditions) else [])]))
+
+
 def build_all(
     conditions: Iterable[Condition],
     head: np.ndarray,

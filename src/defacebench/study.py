@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defacebench import layout
-from defacebench.conditions import condition_kind
+from defacebench.conditions import condition_kind, deface_methods, parse_condition
 from defacebench.config import StudyConfig
 from defacebench.io.atomic import write_text_atomic
 from defacebench.io.errors import InputError
@@ -50,9 +50,7 @@ def study_stages(
 ) -> list[Stage]:
     """The stages of a study on ``source`` written to ``out``, configured by ``config``."""
     methods = ",".join(config.methods)
-    # the geometry controls are placed by pydeface's head registration: deface with it too
-    controls = any(condition_kind(c) == "facemask" for c in config.conditions)
-    deface_methods = ",".join(dict.fromkeys([*config.methods, *(["pydeface"] if controls else [])]))
+    defacers = ",".join(deface_methods([parse_condition(c) for c in config.conditions], config.methods))
     parallel = [*(["--jobs", str(jobs)] if jobs else []), *(["--scheduler", scheduler] if scheduler else [])]
     quiet = [] if progress else ["--no-progress"]
     split = ",".join(str(f) for f in config.split_fractions)
@@ -71,7 +69,7 @@ def study_stages(
         training = [train("train", config.conditions, config.runs)]
     return [
         Stage("cohort", "cohort", (str(source), "--out", str(out), "--split", split, "--seed", str(config.seed))),
-        Stage("deface", "deface", (str(source), str(out), "--methods", deface_methods, *parallel, *quiet)),
+        Stage("deface", "deface", (str(source), str(out), "--methods", defacers, *parallel, *quiet)),
         Stage(
             "preprocess",
             "preprocess",

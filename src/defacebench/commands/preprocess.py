@@ -61,7 +61,7 @@ def _items(values: Sequence[str] | None) -> list[str]:
 def _run(args: argparse.Namespace) -> int:
     from defacebench import layout
     from defacebench.cohort import read_cohort, read_splits
-    from defacebench.conditions import METHODS, methods_of, resolve_conditions
+    from defacebench.conditions import METHODS, control_methods, deface_methods, methods_of, resolve_conditions
     from defacebench.engine import read_failures
     from defacebench.imaging.grids import get_grid
     from defacebench.io.errors import InputError
@@ -87,12 +87,12 @@ def _run(args: argparse.Namespace) -> int:
     # scans it failed on are recorded as failed here, scans it never saw stop the stage
     failed = read_failures(layout.failures_table(args.out))
     deface_failed = dict(zip(failed.loc[failed["stage"] == "deface", "key"], failed.loc[failed["stage"] == "deface", "reason"]))
-    mask_methods = tuple(c.method for c in conditions if c.kind == "facemask")
+    mask_methods = control_methods(conditions)
     undone = [s for s in cohort.subjects if missing_inputs(s, args.out, methods, mask_methods)]
     prior = {s.key: f"defacing failed: {deface_failed[s.key]}" for s in undone if s.key in deface_failed}
     never = [s for s in undone if s.key not in deface_failed]
     if never:
-        needed = ",".join(dict.fromkeys([*(methods or ("spm",)), *(["pydeface"] if mask_methods else [])]))  # pydeface: the controls' head registration
+        needed = ",".join(deface_methods(conditions))
         raise InputError(f"{len(never)} of {len(cohort)} scan(s) have no deface outputs for {needed} (first: {never[0].key}): "
                          f"run `defacebench deface {args.source} {args.out} --methods {needed}` first", layout.derivatives_dir(args.out))
 

@@ -32,7 +32,7 @@ import nibabel as nib
 import numpy as np
 
 from defacebench import layout
-from defacebench.conditions import build_all, methods_of, parse_condition
+from defacebench.conditions import build_all, control_methods, methods_of, parse_condition
 from defacebench.imaging.grids import Grid
 from defacebench.imaging.registration import load_transform, mask_dice
 from defacebench.imaging.resample import LinearResampler, resample_to
@@ -134,7 +134,7 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     methods = methods_of(conditions)
     subject = task.subject
     out = layout.work_file(task.study_dir, task.grid.name, task.key)
-    mask_methods = tuple(c.method for c in conditions if c.kind == "facemask")
+    mask_methods = control_methods(conditions)
     paths = input_paths(subject, task.study_dir, methods, mask_methods)
     missing = [n for n, p in paths.items() if not p.is_file()]
     if missing:
