@@ -435,3 +435,56 @@ def test_geometry_control_is_the_average_face_placed_by_the_head_registration(tm
     run_study(bids, study, conditions=("raw", "face-spm", "facemask-spm"), mosaics=False)
     moved = open_condition(study, "test8mm", "facemask-spm").images.astype(np.float32)
     assert np.abs(moved[0] - mask[0]).sum() > 0.05 * mask[0].sum() and np.array_equal(moved[1], mask[1])
+
+
+def _head_registration_as(study: Path, bids: Path, shift_mm: float = 0.0) -> None:
+    """Write each scan's pydeface head registration so that head placement equals its brain
+    transform (``shift_mm`` = 0) or sits ``shift_mm`` further forward."""
+    from defacebench.imaging.registration import load_transform
+    from defacebench.imaging.templates import pydeface_to_mni
+
+    for subject in read_cohort(bids).subjects:
+        to_mni = load_transform(layout.scan_files(study, subject, METHODS)["to_mni"])
+        shift = np.eye(4)
+        shift[1, 3] = shift_mm
+        save_transform(np.linalg.inv(shift @ to_mni) @ pydeface_to_mni(), layout.scan_transforms(study, subject)["template_to_subject"])
+
+
+def test_head_placement_moves_face_images_only(tmp_path: Path) -> None:
+    """face_placement="head": face-only images and geometry controls go through pydeface's head
+    registration; every other condition is byte-identical to the brain placement's."""
+    conditions = ("raw", "defaced-spm", "face-spm", "facemask-spm")
+    stores = {}
+    for name, placement, shift in (("brain", "brain", 0.0), ("same", "head", 0.0), ("brain12", "brain", 12.0), ("moved", "head", 12.0)):
+        bids, study = make_study(tmp_path / name, n=2)
+        _head_registration_as(study, bids, shift)
+        run_study(bids, study, conditions=conditions, mosaics=False, face_placement=placement)
+        stores[name] = {c: open_condition(study, "test8mm", c).images.astype(np.float32) for c in conditions}
+    for c in conditions:  # head placement equal to the brain transform: the same images
+        np.testing.assert_allclose(stores["same"][c], stores["brain"][c], atol=2e-3)
+    for c in ("raw", "defaced-spm"):
+        np.testing.assert_array_equal(stores["moved"][c], stores["brain12"][c])
+    for c in ("face-spm", "facemask-spm"):
+        assert np.abs(stores["moved"][c] - stores["brain12"][c]).sum() > 0.2 * np.abs(stores["brain12"][c]).sum(), c
+    # the face-only image placed 12 mm further forward in MNI y: its centre of mass moves by about that
+    ys = np.arange(stores["brain"]["face-spm"].shape[2]) * 8.0
+    com = lambda a: float((a.sum(axis=(0, 1, 3)) * ys).sum() / a.sum())  # noqa: E731
+    assert 8.0 < com(stores["moved"]["face-spm"]) - com(stores["brain12"]["face-spm"]) < 16.0
+
+
+def test_head_placement_needs_and_asks_for_pydeface(tmp_path: Path) -> None:
+    from defacebench.conditions import deface_methods, parse_condition
+    from defacebench.preprocess.scan import PreprocessTask, missing_inputs, needs_head_registration
+
+    faces = [parse_condition(c) for c in ("raw", "face-spm")]
+    assert deface_methods(faces, ("spm",)) == ("spm",)
+    assert deface_methods(faces, ("spm",), face_placement="head") == ("spm", "pydeface")
+    assert deface_methods([parse_condition("defaced-spm")], ("spm",), face_placement="head") == ("spm",)
+    assert needs_head_registration(["raw", "face-spm"], "head") and not needs_head_registration(["raw", "defaced-spm"], "head")
+    bids, study = make_study(tmp_path, n=1)
+    subject = read_cohort(bids).subjects[0]
+    layout.scan_transforms(study, subject)["template_to_subject"].unlink()
+    assert missing_inputs(subject, study, ("spm",)) == []
+    assert missing_inputs(subject, study, ("spm",), head_registration=True) == ["template_to_subject"]
+    with pytest.raises(ValueError, match="face_placement"):
+        PreprocessTask(subject, str(study), TEST_GRID, ("raw",), face_placement="skull")

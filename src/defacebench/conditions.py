@@ -36,7 +36,7 @@ import numpy as np
 from defacebench.io.errors import InputError
 
 __all__ = [
-    "Condition", "KINDS", "METHODS", "METHOD_NAMES", "PAPER_METHODS", "PREDICTION_COLUMNS", "SCAN_KEY",
+    "Condition", "FACE_PLACEMENTS", "KINDS", "METHODS", "METHOD_NAMES", "PAPER_METHODS", "PREDICTION_COLUMNS", "SCAN_KEY",
     "build_all", "condition_kind", "condition_label", "condition_method", "condition_names", "condition_title",
     "methods_of", "order_conditions", "parse_condition", "parse_methods", "resolve_conditions",
 ]
@@ -239,13 +239,22 @@ def control_methods(conditions: Iterable[Condition]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(c.method for c in conditions if c.kind == "facemask"))
 
 
-def deface_methods(conditions: Iterable[Condition], methods: Sequence[str] = ()) -> tuple[str, ...]:
+#: How face-only images (and their geometry controls) go to MNI space: ``brain`` with the
+#: scan's brain registration (as every other image, and as the paper), ``head`` with the
+#: whole-head registration of pydeface's template
+#: (:func:`defacebench.imaging.placement.head_placement_transform`).
+FACE_PLACEMENTS = ("brain", "head")
+
+
+def deface_methods(conditions: Iterable[Condition], methods: Sequence[str] = (), face_placement: str = "brain") -> tuple[str, ...]:
     """What the deface stage must run for ``conditions``: ``methods`` (default: the conditions'
     own, else SPM for the brain mask and transform alone), plus pydeface when a geometry
-    control is asked for (its head registration places the control's average face)."""
+    control is asked for (its head registration places the control's average face) or when
+    face-only images are placed by the head (``face_placement="head"``, the same registration)."""
     conditions = list(conditions)
     base = tuple(methods) or methods_of(conditions) or ("spm",)
-    return tuple(dict.fromkeys([*base, *(["pydeface"] if control_methods(conditions) else [])]))
+    head_placed = face_placement == "head" and any(c.kind in ("face", "facemask") for c in conditions)
+    return tuple(dict.fromkeys([*base, *(["pydeface"] if control_methods(conditions) or head_placed else [])]))
 
 
 def build_all(

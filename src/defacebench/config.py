@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from defacebench.conditions import METHODS, PAPER_METHODS, condition_names
+from defacebench.conditions import FACE_PLACEMENTS, METHODS, PAPER_METHODS, condition_names
 from defacebench.io.errors import InputError
 
 
@@ -32,6 +32,10 @@ class StudyConfig:
     #: methods from run to run (docs/analysis.md), so the demo trains them more often.
     face_runs: int | None = None
     profile: str = "paper"
+    #: How face-only images and their geometry controls go to the grid: ``brain`` (the scan's
+    #: brain registration, as the paper) or ``head`` (pydeface's whole-head registration,
+    #: which does not follow atrophy; docs/face-placement.md).
+    face_placement: str = "brain"
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -49,6 +53,8 @@ PRESETS: dict[str, StudyConfig] = {
         runs=1,
         face_runs=3,
         profile="cpu",
+        # face-only images placed by the head, so the demo's null control holds (docs/face-placement.md)
+        face_placement="head",
     ),
 }
 
@@ -79,4 +85,6 @@ def load_config(path: str | Path, preset: str = "paper") -> StudyConfig:
         setattr(config, key, tuple(value) if isinstance(current, tuple) else value)
     if "methods" in data and "conditions" not in data:
         config.conditions = condition_names(tuple(config.methods))
+    if config.face_placement not in FACE_PLACEMENTS:
+        raise InputError(f"face_placement must be one of {', '.join(FACE_PLACEMENTS)}, not {config.face_placement!r}", path)
     return config

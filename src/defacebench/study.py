@@ -50,7 +50,7 @@ def study_stages(
 ) -> list[Stage]:
     """The stages of a study on ``source`` written to ``out``, configured by ``config``."""
     methods = ",".join(config.methods)
-    defacers = ",".join(deface_methods([parse_condition(c) for c in config.conditions], config.methods))
+    defacers = ",".join(deface_methods([parse_condition(c) for c in config.conditions], config.methods, config.face_placement))
     parallel = [*(["--jobs", str(jobs)] if jobs else []), *(["--scheduler", scheduler] if scheduler else [])]
     quiet = [] if progress else ["--no-progress"]
     split = ",".join(str(f) for f in config.split_fractions)
@@ -73,7 +73,8 @@ def study_stages(
         Stage(
             "preprocess",
             "preprocess",
-            (str(source), str(out), "--grid", config.grid, "--methods", methods, "--conditions", *config.conditions, *parallel, *quiet),
+            (str(source), str(out), "--grid", config.grid, "--methods", methods, "--conditions", *config.conditions,
+             *(["--face-placement", config.face_placement] if config.face_placement != "brain" else []), *parallel, *quiet),
         ),
         *training,
         Stage("analyse", "analyse", (str(out), "--grid", config.grid, "--seed", str(config.seed), "--device", device)),

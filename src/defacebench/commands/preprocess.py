@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="defacing methods (space- or comma-separated; default: the paper's afni,fsl,pydeface,spm)")
     parser.add_argument("--jobs", type=int, default=None, help="local worker processes (default: number of cores)")
     parser.add_argument("--scheduler", default=None, help="tcp://host:port or scheduler file of a Dask cluster")
+    parser.add_argument("--face-placement", choices=("brain", "head"), default="brain",
+                        help="how face-only images and geometry controls go to the grid: brain = the scan's brain registration "
+                             "(default, as the paper), head = pydeface's whole-head registration, which does not follow brain atrophy")
     parser.add_argument("--no-mosaics", action="store_true", help="skip the QC mosaics")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -65,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     from defacebench.engine import read_failures
     from defacebench.imaging.grids import get_grid
     from defacebench.io.errors import InputError
-    from defacebench.preprocess.scan import missing_inputs
+    from defacebench.preprocess.scan import missing_inputs, needs_head_registration
     from defacebench.preprocess.stage import preprocess_study
 
     if args.jobs is not None and args.jobs < 1:
@@ -88,16 +91,18 @@ def _run(args: argparse.Namespace) -> int:
     failed = read_failures(layout.failures_table(args.out))
     deface_failed = dict(zip(failed.loc[failed["stage"] == "deface", "key"], failed.loc[failed["stage"] == "deface", "reason"]))
     mask_methods = control_methods(conditions)
-    undone = [s for s in cohort.subjects if missing_inputs(s, args.out, methods, mask_methods)]
+    head_placed = needs_head_registration([c.name for c in conditions], args.face_placement)
+    undone = [s for s in cohort.subjects if missing_inputs(s, args.out, methods, mask_methods, head_placed)]
     prior = {s.key: f"defacing failed: {deface_failed[s.key]}" for s in undone if s.key in deface_failed}
     never = [s for s in undone if s.key not in deface_failed]
     if never:
-        needed = ",".join(deface_methods(conditions))
+        needed = ",".join(deface_methods(conditions, face_placement=args.face_placement))
         raise InputError(f"{len(never)} of {len(cohort)} scan(s) have no deface outputs for {needed} (first: {never[0].key}): "
                          f"run `defacebench deface {args.source} {args.out} --methods {needed}` first", layout.derivatives_dir(args.out))
 
     result = preprocess_study(cohort, args.out, grid, [c.name for c in conditions], splits, jobs=args.jobs, scheduler=args.scheduler,
-                              progress=not args.no_progress, mosaics=not args.no_mosaics, prior_failures=prior)
+                              progress=not args.no_progress, mosaics=not args.no_mosaics, face_placement=args.face_placement,
+                              prior_failures=prior)
     stores = result.stores
     done = len(cohort) - len(result.reasons)
     print(f"preprocessed {done} of {len(cohort)} scans into {grid.name} {'x'.join(map(str, grid.shape))} in {result.seconds:.0f} s")

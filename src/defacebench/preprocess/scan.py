@@ -15,7 +15,11 @@
    trilinear interpolation (:class:`defacebench.imaging.resample.LinearResampler`). Interpolation and the
    steps before it are linear, so ``defaced-<m> + face-<m> == raw`` survives to
    float16 precision (``defaced-<m>`` is composed in the grid as raw - face-<m>,
-   which is the same image as resampling it);
+   which is the same image as resampling it). With ``face_placement="head"`` the
+   face-only images and their geometry controls go instead through the whole-head
+   registration of pydeface's template
+   (:func:`defacebench.imaging.placement.head_placement_transform`), which does not follow
+   brain atrophy; the sum rule then no longer holds between the two placements;
 6. write the grid images of every condition as one compressed ``.npz`` per scan,
    atomically, under ``STUDY/work/<grid>/`` (:mod:`.work`; with the brain Dice against the
    template mask, the normalisation scale and the seconds per step).
@@ -32,8 +36,9 @@ import nibabel as nib
 import numpy as np
 
 from defacebench import layout
-from defacebench.conditions import build_all, control_methods, methods_of, parse_condition
+from defacebench.conditions import FACE_PLACEMENTS, build_all, control_methods, methods_of, parse_condition
 from defacebench.imaging.grids import Grid
+from defacebench.imaging.placement import head_placement_transform
 from defacebench.imaging.registration import load_transform, mask_dice
 from defacebench.imaging.resample import LinearResampler, resample_to
 from defacebench.imaging.templates import average_face_outline, brain_mask_on_grid
@@ -66,6 +71,9 @@ class PreprocessTask:
         Voxel size at which the N4 bias field is estimated.
     min_brain_dice : float
         Below this registration brain Dice the scan fails.
+    face_placement : {"brain", "head"}
+        The transform that takes face-only images and geometry controls to the grid
+        (:data:`defacebench.conditions.FACE_PLACEMENTS`).
     """
 
     subject: object
@@ -74,29 +82,48 @@ class PreprocessTask:
     conditions: tuple[str, ...]
     bias_resolution_mm: float = BIAS_RESOLUTION_MM
     min_brain_dice: float = MIN_BRAIN_DICE
+    face_placement: str = "brain"
+
+    def __post_init__(self) -> None:
+        if self.face_placement not in FACE_PLACEMENTS:
+            raise ValueError(f"face_placement must be one of {', '.join(FACE_PLACEMENTS)}, not {self.face_placement!r}")
 
     @property
     def key(self) -> str:
         return self.subject.key  # type: ignore[attr-defined]
 
 
-def input_paths(subject, study_dir: str | Path, methods: Sequence[str], mask_methods: Sequence[str] = ()) -> dict[str, Path]:
+def input_paths(subject, study_dir: str | Path, methods: Sequence[str], mask_methods: Sequence[str] = (),
+                head_registration: bool = False) -> dict[str, Path]:
     """The files a scan's preprocessing reads: T1w, brain mask, transform, face-only images,
-    and the removal masks of ``mask_methods`` (the geometry controls)."""
+    the removal masks of ``mask_methods`` (the geometry controls), and pydeface's head
+    registration when a geometry control or ``head_registration`` (head placement) needs it."""
     deface = layout.scan_files(study_dir, subject, tuple(dict.fromkeys([*methods, *mask_methods])))
     paths = {"t1w": Path(subject.path), "brain_mask": deface["brain_mask"], "to_mni": deface["to_mni"]}
     for m in methods:
         paths[f"{m}_face"] = deface[f"{m}_face"]
     for m in mask_methods:
         paths[f"{m}_mask"] = deface[f"{m}_mask"]
-    if mask_methods:  # the average face is placed by pydeface's head registration
+    if mask_methods or head_registration:  # the average face / head placement use pydeface's head registration
         paths["template_to_subject"] = layout.scan_transforms(study_dir, subject)["template_to_subject"]
     return paths
 
 
-def missing_inputs(subject, study_dir: str | Path, methods: Sequence[str], mask_methods: Sequence[str] = ()) -> list[str]:
+def missing_inputs(subject, study_dir: str | Path, methods: Sequence[str], mask_methods: Sequence[str] = (),
+                   head_registration: bool = False) -> list[str]:
     """Names of the deface derivatives of a scan that do not exist yet."""
-    return [name for name, path in input_paths(subject, study_dir, methods, mask_methods).items() if name != "t1w" and not path.is_file()]
+    paths = input_paths(subject, study_dir, methods, mask_methods, head_registration)
+    return [name for name, path in paths.items() if name != "t1w" and not path.is_file()]
+
+
+def needs_head_registration(conditions: Sequence[str], face_placement: str) -> bool:
+    """Whether head placement applies: it is asked for and a face-only or geometry-control
+    condition (by name) is among ``conditions``."""
+    return face_placement == "head" and any(parse_condition(c).kind in FACE_KINDS for c in conditions)
+
+
+#: The condition kinds that ``face_placement`` places.
+FACE_KINDS = ("face", "facemask")
 
 
 def _load_on(path: Path, like, what: str, dtype=np.float32) -> np.ndarray:
@@ -135,11 +162,13 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     subject = task.subject
     out = layout.work_file(task.study_dir, task.grid.name, task.key)
     mask_methods = control_methods(conditions)
-    paths = input_paths(subject, task.study_dir, methods, mask_methods)
+    head_placed = needs_head_registration(task.conditions, task.face_placement)
+    paths = input_paths(subject, task.study_dir, methods, mask_methods, head_placed)
     missing = [n for n, p in paths.items() if not p.is_file()]
     if missing:
         raise StageError(f"missing deface output(s) {', '.join(missing)} (run defacebench deface; see failures.tsv)")
-    fingerprint = work.fingerprint(task.grid, task.bias_resolution_mm, paths)
+    settings = {"face_placement": task.face_placement} if head_placed else None
+    fingerprint = work.fingerprint(task.grid, task.bias_resolution_mm, paths, settings)
     done = work.read_work_meta(out)
     if done is not None and done.get("fingerprint") == fingerprint and set(task.conditions) <= set(done.get("conditions", [])):
         return {**done, "skipped": True}
@@ -164,11 +193,13 @@ def preprocess_subject(task: PreprocessTask) -> dict:
         raise StageError(f"unreadable MNI transform ({exc})") from None
     faces = {m: _load_on(paths[f"{m}_face"], img, f"{m} face-only image") for m in methods}
     removed = {}
-    if mask_methods:
+    if mask_methods or head_placed:
         try:
             template_to_subject = load_transform(paths["template_to_subject"])
+            face_to_mni = head_placement_transform(template_to_subject) if head_placed else to_mni
         except (OSError, ValueError) as exc:
-            raise StageError(f"unreadable head registration of the average face ({exc})") from None
+            raise StageError(f"unreadable head registration of pydeface's template ({exc})") from None
+    if mask_methods:
         face_outline = resample_to(average_face_outline(), template_to_subject, img.affine, data.shape, order=1)
         removed = {m: (_load_on(paths[f"{m}_mask"], img, f"{m} removal mask") > 0.5) * face_outline for m in mask_methods}
     lap("load")
@@ -201,6 +232,11 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     brain_only = next((c for c in conditions if c.kind == "skullstripped"), None)
     stripped = {brain_only.name: resampler(brain_only.build(head, brain))} if brain_only else {}
     grid_images = build_all([c for c in conditions if c.kind != "skullstripped"], head_grid, None, faces_grid, removed_grid)
+    if head_placed:  # face-only images and geometry controls through the head registration
+        placed = LinearResampler(img.affine, data.shape, face_to_mni, task.grid)
+        face_conditions = [c for c in conditions if c.kind in FACE_KINDS]
+        grid_images.update(build_all(face_conditions, head_grid, None, {m: placed(faces[m]) for m in methods_of(face_conditions)},
+                                     {m: placed(removed[m]) for m in mask_methods}))
     images = {c.name: (stripped.get(c.name, grid_images.get(c.name))).astype(np.float16) for c in conditions}
     lap("resample")
 

@@ -49,6 +49,7 @@ def preprocess_study(
     mosaics: bool = True,
     bias_resolution_mm: float = BIAS_RESOLUTION_MM,
     min_brain_dice: float = MIN_BRAIN_DICE,
+    face_placement: str = "brain",
     prior_failures: dict[str, str] | None = None,
 ) -> StudyResult:
     """Preprocess every scan (skipping finished ones), then build the stores and QC.
@@ -75,7 +76,7 @@ def preprocess_study(
     names = tuple(c.name if isinstance(c, Condition) else str(c) for c in conditions)
     study_dir = Path(study_dir)
     prior = dict(prior_failures or {})
-    tasks = [PreprocessTask(s, str(study_dir), grid, names, bias_resolution_mm, min_brain_dice) for s in cohort.subjects]
+    tasks = [PreprocessTask(s, str(study_dir), grid, names, bias_resolution_mm, min_brain_dice, face_placement) for s in cohort.subjects]
     todo = [t for t in tasks if t.key not in prior]
     results = run_tasks(preprocess_subject, todo, keys=[t.key for t in todo], jobs=jobs, scheduler=scheduler, stage="preprocess", progress=progress)
     reasons = {**prior, **{f.key: f.reason for f in results.failures}}

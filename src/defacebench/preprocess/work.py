@@ -30,14 +30,19 @@ from defacebench.io.errors import StageError
 WORK_VERSION = 1
 
 
-def fingerprint(grid: Grid, bias_resolution_mm: float, paths: dict[str, Path]) -> str:
-    """Hash of the inputs (name, size, mtime), grid and settings: a changed input redoes the scan."""
+def fingerprint(grid: Grid, bias_resolution_mm: float, paths: dict[str, Path], settings: dict | None = None) -> str:
+    """Hash of the inputs (name, size, mtime), grid and settings: a changed input redoes the scan.
+
+    ``settings`` are further options that change the images (only those that differ from
+    their defaults, so a work file made before an option existed keeps its fingerprint).
+    """
     h = hashlib.sha256()
     items = {
         "version": WORK_VERSION,
         "grid": grid.to_dict(),
         "bias_resolution_mm": bias_resolution_mm,
         "files": {name: [p.name, p.stat().st_size, p.stat().st_mtime_ns] for name, p in sorted(paths.items())},
+        **({"settings": settings} if settings else {}),
     }
     h.update(json.dumps(items, sort_keys=True).encode())
     return h.hexdigest()[:16]
