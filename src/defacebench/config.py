@@ -53,8 +53,6 @@ PRESETS: dict[str, StudyConfig] = {
         runs=1,
         face_runs=3,
         profile="cpu",
-        # face-only images placed by the head, so the demo's null control holds (docs/face-placement.md)
-        face_placement="head",
     ),
 }
 
