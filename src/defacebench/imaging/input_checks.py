@@ -107,16 +107,27 @@ def voxel_problem(data: np.ndarray, slope: float = 1.0, inter: float = 0.0) -> s
     return None
 
 
-def check_image(path: str | Path) -> ImageCheck:
-    """Read one image in full and check it; never raises (a failure is a rejection reason)."""
+def _header(path: str | Path) -> tuple[nib.Nifti1Image | None, str | None]:
+    """The lazily opened image and None, or None and why its header or affine cannot be used."""
     try:
         img = read_header(path)
     except ImageError as exc:
-        return ImageCheck(exc.reason)
-    except Exception as exc:  # pragma: no cover - read_header turns nibabel's errors into ImageError
-        return ImageCheck(f"unreadable image header ({_one_line(exc)})")
+        return None, exc.reason
+    except Exception as exc:  # read_header turns nibabel's own errors into ImageError; anything else lands here
+        return None, f"unreadable image header ({_one_line(exc)})"
     problem = affine_problem(img.affine)
-    if problem:
+    return (None, problem) if problem else (img, None)
+
+
+def check_header(path: str | Path) -> ImageCheck:
+    """The header-only check (``defacebench cohort --quick``): header and affine, no voxel data."""
+    return ImageCheck(_header(path)[1])
+
+
+def check_image(path: str | Path) -> ImageCheck:
+    """Read one image in full and check it; never raises (a failure is a rejection reason)."""
+    img, problem = _header(path)
+    if img is None:
         return ImageCheck(problem)
     try:
         data = read_voxels(img)
