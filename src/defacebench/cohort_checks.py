@@ -36,6 +36,8 @@ from defacebench.io.atomic import write_table_atomic
 CHECK_COLUMNS = ("item", "check", "status", "reason", "path", "size_bytes", "mtime_ns")
 #: ``check`` of a full voxel-data check (reusable by later stages) and of the header-only one.
 IMAGE_CHECK, HEADER_CHECK = "image", "header"
+#: Fewest images to check before a progress bar is shown (fewer take a few seconds).
+PROGRESS_MIN_IMAGES = 20
 #: Significance level of the analysis' paired tests (:mod:`defacebench.analysis.statistics`).
 ALPHA = 0.05
 
@@ -113,7 +115,7 @@ def check_images(
     todo = [k for k in keys if k not in done]
     if todo:
         results = run_tasks(check_header if quick else check_image, todo, keys=todo, jobs=jobs, scheduler=scheduler,
-                            stage="cohort checks", progress=progress and len(todo) > 1)
+                            stage="cohort checks", progress=progress and len(todo) >= PROGRESS_MIN_IMAGES)
         done.update(results.values)
         done.update({f.key: ImageCheck(f"could not be checked ({f.reason})") for f in results.failures})
     return {k: done[k] for k in keys}
