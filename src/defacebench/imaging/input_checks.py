@@ -6,7 +6,7 @@ warn about scans that look already defaced or skull-stripped.
 a one-line reason when the data cannot be decompressed or read in full, hold NaN or Inf,
 are constant (or all zero), or when the voxel-to-world affine is degenerate. It never raises.
 
-:func:`face_and_brain_warnings` looks at the head on a ~2 mm copy, in RAS+ voxel order:
+:func:`face_and_brain_warnings` looks at the head on a ~3 mm copy, in RAS+ voxel order:
 
 skull-stripped
     the only tissue is a brain-sized blob (< :data:`BRAIN_MAX_ML`; a whole head, even cut at
@@ -34,8 +34,9 @@ from scipy import ndimage
 from defacebench.io.errors import ImageError
 from defacebench.io.nifti import read_header
 
-#: Working resolution of the defaced/skull-stripped look (mm): fast, and fine enough for cm-sized evidence.
-LOOK_MM = 2.0
+#: Working resolution of the defaced/skull-stripped look (mm): fast, and fine enough for cm-sized evidence
+#: (at 2 mm the look costs 0.2 s on a 1 mm head, about as much as reading it).
+LOOK_MM = 3.0
 #: Tissue threshold: share of the robust intensity range (as :func:`defacebench.imaging.masks.head_mask`).
 TISSUE_FRACTION = 0.12
 #: Below this much tissue the image is not a head (nor a brain): no warning is attempted (mL).
