@@ -223,3 +223,27 @@ def test_small_test_split_is_warned(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "warning: test split of 2 scan(s) is too small for any paired test" in err
     table = read_checks(layout.cohort_checks_table(study))
     assert table.loc[table["check"] == "split", "status"].tolist() == ["warning"] * 4
+
+
+def test_report_lists_warned_scans(tmp_path: Path) -> None:
+    from defacebench.cohort_checks import CheckRow, write_checks
+    from defacebench.report.sections import input_checks_html
+
+    assert input_checks_html(tmp_path) == ""
+    write_checks(layout.cohort_checks_table(tmp_path), [
+        CheckRow("sub-01_T1w", "image", "ok"),
+        CheckRow("sub-02_T1w", "image", "warning", "looks defaced: 120 cm² of skin <at the front>"),
+        CheckRow("sub-03_T1w", "age", "rejected", "missing age"),
+        CheckRow("test split", "split", "warning", "test split of 2 scan(s) is too small for any paired test to reach significance"),
+    ])
+    page = input_checks_html(tmp_path)
+    assert "1 scan(s) or rows rejected, 0 note(s), 1 scan(s) with a warning" in page
+    assert "<td>sub-02_T1w</td><td>looks defaced: 120 cm² of skin &lt;at the front&gt;</td>" in page
+    assert "too small for any paired test" in page and "sub-01_T1w" not in page
+
+
+def test_a_face_outside_the_field_of_view_is_warned(heads) -> None:
+    data, affine = heads["robex"]  # LAS: the second axis runs to the front
+    assert face_and_brain_warnings(data[:, :-10, :], affine) == []  # 15 mm less air in front: still whole
+    cut = face_and_brain_warnings(data[:, :-30, :], affine)  # the front 45 mm of the image gone
+    assert len(cut) == 1 and cut[0].startswith("face outside the field of view: the head touches the image's front edge over")
