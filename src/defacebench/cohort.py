@@ -2,9 +2,8 @@
 
 A :class:`Subject` is one T1-weighted scan of one person at one session (several runs
 per session are allowed). A :class:`Cohort` holds the usable scans and, beside them,
-every rejected row with its reason, so one bad scan never stops the rest. Each image's
-voxel data are read once and checked (:mod:`defacebench.cohort_checks`): rejected when
-unusable, warned about when they look already defaced or skull-stripped.
+every rejected row with its reason, so one bad scan never stops the rest. Each image is
+read once and checked (:mod:`defacebench.cohort_checks`); findings are kept as table rows.
 """
 
 from __future__ import annotations
@@ -168,13 +167,9 @@ class _Collector:
         self.checks: list[CheckRow] = []  # every finding, for STUDY/cohort_checks.tsv
         self._pending: list[tuple[str, Path, float, dict[str, str | None]]] = []
 
-    def reject(self, name: str, reason: str, check: str, path: Path | str = "") -> None:
-        self.rejected.append(Rejection(name, reason))
-        self.checks.append(CheckRow(name, check, "rejected", reason, str(path)))
-
-    def note(self, name: str, reason: str) -> None:
-        self.notes.append(Rejection(name, reason))
-        self.checks.append(CheckRow(name, "table", "note", reason))
+    def reject(self, name: str, reason: str, check: str, path: Path | str = "", status: str = "rejected") -> None:
+        (self.rejected if status == "rejected" else self.notes).append(Rejection(name, reason))
+        self.checks.append(CheckRow(name, check, status, reason, str(path)))
 
     def add(self, name: str, path: Path, age: object, **fields: str | None) -> None:
         try:
@@ -210,8 +205,7 @@ def read_bids(root: str | Path, **checks: object) -> Cohort:
 
     Ages come from ``participants.tsv`` (column ``age``) or, when a subject has
     ``sub-X/sub-X_sessions.tsv`` with an ``age`` column, from that file per session.
-    Table rows with no image become notes. ``checks``: ``quick`` (headers only), ``jobs``,
-    ``scheduler``, ``progress``, ``study`` (see :meth:`_Collector.finish`).
+    Table rows with no image become notes; ``checks`` are :func:`read_cohort`'s options.
 
     Raises
     ------
@@ -267,7 +261,7 @@ def read_bids(root: str | Path, **checks: object) -> Cohort:
         )
     scans = {(f"sub-{e.get('sub', '')}", e.get("ses")) for e in map(parse_entities, images)}
     for item, reason in rows_without_images(root, list(participants.index), scans):
-        collector.note(item, reason)
+        collector.reject(item, reason, "table", status="note")
     return collector.finish(str(root), **checks)  # type: ignore[arg-type]
 
 
