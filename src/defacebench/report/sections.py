@@ -222,8 +222,8 @@ def input_checks_html(study_dir: Path) -> str:
     parts = [f"<p>Input checks (<code>cohort_checks.tsv</code>): {counts['rejected']} scan(s) or rows rejected, "
              f"{counts['note']} note(s), {scans['item'].nunique()} scan(s) with a warning.</p>"]
     if len(scans):
-        parts.append(f"<div class=\"warn\">{scans['item'].nunique()} input scan(s) look already defaced or skull-stripped: "
-                     "defacing them again removes little, and their face-only images hold little or no face.</div>")
+        parts.append(f"<div class=\"warn\">{scans['item'].nunique()} input scan(s) look already defaced or skull-stripped, or have "
+                     "the face outside the image: defacing them removes little, and their face-only images hold little or no face.</div>")
         parts.append(html_table(scans[["item", "reason"]].rename(columns={"item": "scan", "reason": "evidence"})))
     if len(split):
         parts.append("<div class=\"warn\">" + "<br>".join(html.escape(r) for r in split["reason"]) + "</div>")
