@@ -49,6 +49,8 @@ STRIPPED_AIR_SHARE = 0.90
 CUT_MIN_CM2 = 20.0
 #: Smallest connected block of minimum-valued air that counts as cut away (mL); scattered zeros are smaller.
 BLOCK_MIN_ML = 10.0
+#: Most of the air around the head that a cut may border (a cut takes part of the head, not all around it).
+CUT_MAX_SHELL_SHARE = 0.8
 #: Share of that area that must lie in front of the head's centre (measured 0.64-1.00 after the five defacers).
 CUT_FRONT_SHARE = 0.5
 #: Area over which the head may touch the image's front edge before the face counts as cut off (cm²).
@@ -219,7 +221,7 @@ def face_and_brain_warnings(data: np.ndarray, affine: np.ndarray) -> list[str]:
     area_cm2 = float(cut.sum()) / 2 * float(np.prod(zooms)) ** (2 / 3) / 100.0
     centre_y = float(np.nonzero(tissue)[1].mean())
     front = float((np.nonzero(cut)[1] > centre_y).mean()) if cut.any() else 0.0
-    if air_floor < STRIPPED_AIR_SHARE and shell_floor < 0.8 and area_cm2 >= CUT_MIN_CM2 and front >= CUT_FRONT_SHARE:
+    if air_floor < STRIPPED_AIR_SHARE and shell_floor < CUT_MAX_SHELL_SHARE and area_cm2 >= CUT_MIN_CM2 and front >= CUT_FRONT_SHARE:
         found.append(f"looks defaced: {area_cm2:.0f} cm² of skin at the front of the head ({100 * front:.0f} % of it in front "
                      f"of the head's centre) borders voxels that are exactly {float(floor):g}, while {100 * (1 - air_floor):.0f} % "
                      "of the air elsewhere holds noise")
