@@ -247,3 +247,12 @@ def test_a_face_outside_the_field_of_view_is_warned(heads) -> None:
     assert face_and_brain_warnings(data[:, :-10, :], affine) == []  # 15 mm less air in front: still whole
     cut = face_and_brain_warnings(data[:, :-30, :], affine)  # the front 45 mm of the image gone
     assert len(cut) == 1 and cut[0].startswith("face outside the field of view: the head touches the image's front edge over")
+
+
+def test_the_study_chain_runs_the_checks_in_parallel(tmp_path: Path) -> None:
+    from defacebench.config import get_preset
+    from defacebench.study import study_stages
+
+    stage = study_stages(tmp_path / "bids", tmp_path / "out", get_preset("demo"), jobs=3, scheduler="tcp://h:8786", progress=False)[0]
+    args = cohort_cmd.build_parser().parse_args(list(stage.argv))
+    assert (stage.name, args.jobs, args.scheduler, args.no_progress) == ("cohort", 3, "tcp://h:8786", True)
