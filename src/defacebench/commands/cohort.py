@@ -31,7 +31,7 @@ example:
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("cohort", DESCRIPTION)
     parser.add_argument("source", type=Path, help="BIDS dataset directory, or a .csv/.tsv manifest")
-    parser.add_argument("--out", type=Path, default=None, help="study directory; the split goes to OUT/splits.tsv (default: print only)")
+    parser.add_argument("--out", type=Path, default=None, help="study directory; the split goes to OUT/splits.tsv, the checks to OUT/cohort_checks.tsv (default: print only)")
     parser.add_argument("--split", default="0.7,0.2,0.1", help="train,val,test fractions (default: the paper's 0.7,0.2,0.1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the split (default 0)")
     parser.add_argument("--strict", action="store_true", help="any rejected scan is an error (exit 2, one line)")
