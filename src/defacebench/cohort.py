@@ -2,12 +2,12 @@
 
 A :class:`Subject` is one T1-weighted scan of one person at one session (several runs
 per session are allowed). A :class:`Cohort` holds the usable scans and, beside them,
-every rejected row with its reason, so one bad scan never stops the rest.
+every rejected row with its reason, so one bad scan never stops the rest. Each image is
+read once and checked (:mod:`defacebench.cohort_checks`); findings are kept as table rows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from defacebench import layout
+from defacebench.cohort_checks import CheckRow, check_images, content_fingerprint, image_rows, rows_without_images
 from defacebench.io.atomic import write_table_atomic
 from defacebench.io.bids import parse_entities, strip_nifti_suffix
-from defacebench.io.errors import ImageError, InputError
-from defacebench.io.nifti import read_header
+from defacebench.io.errors import InputError
 
 AGE_RANGE_YEARS = (0.0, 120.0)
 SPLITS = ("train", "val", "test")
@@ -61,11 +61,14 @@ class Rejection:
 
 @dataclass
 class Cohort:
-    """Usable scans plus the rejected ones with reasons."""
+    """Usable scans, rejected ones with reasons, warnings (with evidence), notes, every finding as a row."""
 
     subjects: list[Subject]
     rejected: list[Rejection] = field(default_factory=list)
     source: str = ""
+    warnings: list[Rejection] = field(default_factory=list)
+    notes: list[Rejection] = field(default_factory=list)
+    checks: list[CheckRow] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -100,6 +103,8 @@ class Cohort:
             "age_sd": float(ages.std(ddof=1)) if ages.size > 1 else math.nan,
             "sex": dict(sorted(sexes.items())),
             "rejected": len(self.rejected),
+            "warnings": len(self.warnings),
+            "notes": len(self.notes),
         }
 
     def format_summary(self) -> str:
@@ -115,8 +120,9 @@ class Cohort:
             f"sex         {sex}",
             f"rejected    {s['rejected']}",
         ]
-        for r in self.rejected:
-            lines.append(f"  REJECTED  {r.name}: {r.reason}")
+        lines += [f"  REJECTED  {r.name}: {r.reason}" for r in self.rejected]
+        lines += [f"warnings    {s['warnings']}"] + [f"  WARNING   {w.name}: {w.reason}" for w in self.warnings]
+        lines += [f"notes       {s['notes']}"] + [f"  NOTE      {n.name}: {n.reason}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -149,53 +155,57 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise InputError(f"cannot read table ({exc})", path) from None
 
 
-def _fingerprint(path: Path) -> str:
-    """Cheap content fingerprint (size + first and last 64 KiB) to catch duplicated images."""
-    size = path.stat().st_size
-    h = hashlib.blake2b(str(size).encode(), digest_size=16)
-    with open(path, "rb") as fh:
-        h.update(fh.read(65536))
-        if size > 65536:
-            fh.seek(max(size - 65536, 65536))
-            h.update(fh.read(65536))
-    return h.hexdigest()
-
-
 class _Collector:
-    """Accumulates accepted scans and rejections, checking images and duplicates."""
+    """Accumulates scans and findings; checks the images (once, in parallel) and duplicates in :meth:`finish`."""
 
     def __init__(self, dataset: str) -> None:
         self.dataset = dataset
         self.subjects: list[Subject] = []
         self.rejected: list[Rejection] = []
-        self._seen: dict[str, str] = {}
+        self.warnings: list[Rejection] = []
+        self.notes: list[Rejection] = []
+        self.checks: list[CheckRow] = []  # every finding, for STUDY/cohort_checks.tsv
+        self._pending: list[tuple[str, Path, float, dict[str, str | None]]] = []
+
+    def reject(self, name: str, reason: str, check: str, path: Path | str = "", status: str = "rejected") -> None:
+        (self.rejected if status == "rejected" else self.notes).append(Rejection(name, reason))
+        self.checks.append(CheckRow(name, check, status, reason, str(path)))
 
     def add(self, name: str, path: Path, age: object, **fields: str | None) -> None:
         try:
             age_years = _parse_age(age)
         except ValueError as exc:
-            self.rejected.append(Rejection(name, str(exc)))
+            self.reject(name, str(exc), "age", path)
             return
-        try:
-            read_header(path)
-        except ImageError as exc:
-            self.rejected.append(Rejection(name, exc.reason))
-            return
-        resolved = path.resolve()
-        idents = (f"path:{resolved}", f"content:{_fingerprint(resolved)}")
-        for ident in idents:
-            if ident in self._seen:
-                self.rejected.append(Rejection(name, f"duplicate image (same as {self._seen[ident]})"))
-                return
-        self._seen.update(dict.fromkeys(idents, name))
-        self.subjects.append(Subject(age_years=age_years, path=path, dataset=self.dataset, **fields))
+        self._pending.append((name, path, age_years, fields))
+
+    def finish(self, source: str, *, quick: bool = False, study: str | Path | None = None, **engine: object) -> Cohort:
+        """Check the pending images (``engine``: jobs, scheduler, progress; :func:`read_cohort`), build the cohort."""
+        results = check_images([p for _, p, _, _ in self._pending], quick=quick, study=study, **engine)  # type: ignore[arg-type]
+        seen: dict[str, str] = {}
+        for name, path, age_years, fields in self._pending:
+            result = results[str(path)]
+            if result.reason is None:
+                idents = [f"path:{path.resolve()}", f"content:{content_fingerprint(path.resolve())}"]
+                first = next((seen[i] for i in idents if i in seen), None)
+                if first is not None:
+                    self.reject(name, f"duplicate image (same as {first})", "duplicate", path)
+                    continue
+                seen.update(dict.fromkeys(idents, name))
+                self.subjects.append(Subject(age_years=age_years, path=path, dataset=self.dataset, **fields))
+                self.warnings += [Rejection(name, w) for w in result.warnings]
+            else:
+                self.rejected.append(Rejection(name, result.reason))
+            self.checks += image_rows(name, path, result, quick)
+        return Cohort(self.subjects, self.rejected, source, self.warnings, self.notes, self.checks)
 
 
-def read_bids(root: str | Path) -> Cohort:
-    """Read the T1w scans of a BIDS dataset and their ages.
+def read_bids(root: str | Path, **checks: object) -> Cohort:
+    """Read the T1w scans of a BIDS dataset and their ages, and check every image.
 
     Ages come from ``participants.tsv`` (column ``age``) or, when a subject has
     ``sub-X/sub-X_sessions.tsv`` with an ``age`` column, from that file per session.
+    Table rows with no image become notes; ``checks`` are :func:`read_cohort`'s options.
 
     Raises
     ------
@@ -228,7 +238,7 @@ def read_bids(root: str | Path) -> Cohort:
         pid = f"sub-{ent.get('sub', '')}"
         session = ent.get("ses")
         if pid not in participants.index:
-            collector.rejected.append(Rejection(name, f"{pid} not listed in participants.tsv"))
+            collector.reject(name, f"{pid} not listed in participants.tsv", "participants", path)
             continue
         row = participants.loc[pid]
         age: object = row.get("age", "")
@@ -249,10 +259,13 @@ def read_bids(root: str | Path) -> Cohort:
             run=ent.get("run"),
             sex=_clean(row.get("sex")),
         )
-    return Cohort(collector.subjects, collector.rejected, source=str(root))
+    scans = {(f"sub-{e.get('sub', '')}", e.get("ses")) for e in map(parse_entities, images)}
+    for item, reason in rows_without_images(root, list(participants.index), scans):
+        collector.reject(item, reason, "table", status="note")
+    return collector.finish(str(root), **checks)  # type: ignore[arg-type]
 
 
-def read_manifest(path: str | Path) -> Cohort:
+def read_manifest(path: str | Path, **checks: object) -> Cohort:
     """Read a CSV/TSV manifest with columns ``path,age[,subject,session,sex]``.
 
     Relative image paths are relative to the manifest's folder. A missing
@@ -278,27 +291,31 @@ def read_manifest(path: str | Path) -> Cohort:
         session = session.removeprefix("ses-") if session else None
         name = f"row {i + 2} ({image.name})"
         collector.add(name, image, row["age"], subject=subject, session=session, run=ent.get("run"), sex=_clean(row.get("sex")))
-    return Cohort(collector.subjects, collector.rejected, source=str(path))
+    return collector.finish(str(path), **checks)  # type: ignore[arg-type]
 
 
-def read_cohort(source: str | Path) -> Cohort:
-    """A BIDS directory or a ``.csv``/``.tsv`` manifest."""
+def read_cohort(source: str | Path, *, quick: bool = False, jobs: int | None = 1, scheduler: str | None = None,
+                progress: bool = False, study: str | Path | None = None) -> Cohort:
+    """A BIDS directory or a ``.csv``/``.tsv`` manifest, every image checked.
+
+    ``quick``: headers only (no voxel data, no defaced/skull-stripped warnings); ``jobs`` or
+    ``scheduler``: where the image checks run; ``study``: reuse the full checks its
+    ``cohort_checks.tsv`` records for files of the same size and modification time.
+    """
     source = Path(source)
+    checks = dict(quick=quick, jobs=jobs, scheduler=scheduler, progress=progress, study=study)
     if source.is_file() and source.suffix.lower() in {".csv", ".tsv"}:
-        return read_manifest(source)
-    return read_bids(source)
+        return read_manifest(source, **checks)
+    return read_bids(source, **checks)
 
 
 def _dataset_name(root: Path) -> str:
     import json
 
-    desc = root / "dataset_description.json"
-    if desc.is_file():
-        try:
-            return str(json.loads(desc.read_text()).get("Name") or root.name)
-        except (ValueError, OSError):
-            pass
-    return root.name
+    try:
+        return str(json.loads((root / "dataset_description.json").read_text()).get("Name") or root.name)
+    except (ValueError, OSError, AttributeError):
+        return root.name
 
 
 # --------------------------------------------------------------------------- splits

@@ -372,3 +372,10 @@ def simulation_labels(dataset: PathLike, scan: Scan) -> list[Path]:
     root = simulation_dir(dataset)
     return [anat_dir(root, scan.subject, scan.session) / f"{scan.key}_dseg.nii.gz",
             anat_dir(root, scan.subject, None) / f"sub-{scan.subject}_dseg.nii.gz"]
+
+
+# --------------------------------------------------------------------------- issue 16/23: cohort data checks
+def cohort_checks_table(study: PathLike) -> Path:
+    """``STUDY/cohort_checks.tsv``: every rejection, warning (already defaced or skull-stripped
+    input, a test split too small) and note of ``defacebench cohort``, and each checked image."""
+    return Path(study) / "cohort_checks.tsv"

@@ -68,7 +68,7 @@ def study_stages(
     else:
         training = [train("train", config.conditions, config.runs)]
     return [
-        Stage("cohort", "cohort", (str(source), "--out", str(out), "--split", split, "--seed", str(config.seed))),
+        Stage("cohort", "cohort", (str(source), "--out", str(out), "--split", split, "--seed", str(config.seed), *parallel, *quiet)),
         Stage("deface", "deface", (str(source), str(out), "--methods", defacers, *parallel, *quiet)),
         Stage(
             "preprocess",

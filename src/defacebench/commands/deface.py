@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         missing = [m for m in methods if not available(m)]
         if missing:
             raise InputError(f"--backend native: real tools not installed for {', '.join(missing)}")
-    cohort = read_cohort(args.source)
+    cohort = read_cohort(args.source, jobs=args.jobs, scheduler=args.scheduler, study=args.out)
     subjects = cohort.subjects
     if args.participant_label:
         wanted = {label.removeprefix("sub-") for label in args.participant_label}

@@ -76,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     grid = get_grid(args.grid)
     conditions = resolve_conditions(_items(args.conditions), _items(args.methods), known_methods=METHODS)
     methods = methods_of(conditions)
-    cohort = read_cohort(args.source)
+    cohort = read_cohort(args.source, jobs=args.jobs, scheduler=args.scheduler, study=args.out)
     for rejection in cohort.rejected:
         print(f"rejected    {rejection.name}: {rejection.reason}", file=sys.stderr)
     if not len(cohort):

@@ -208,3 +208,23 @@ def left_out_runs_html(study_dir: Path) -> str:
     if left_out.empty:
         return "<p>Every trained run was used (complete, finite validation MAE, files matching their recorded sha256).</p>"
     return f"<div class=\"warn\">{len(left_out)} trained run(s) were left out of the analysis.</div>" + html_table(left_out)
+
+
+def input_checks_html(study_dir: Path) -> str:
+    """Issues 16/23: scans ``defacebench cohort`` found already defaced or skull-stripped, the
+    test-split warning, and counts of rejected scans and notes (from ``cohort_checks.tsv``)."""
+    checks = read_tsv(layout.cohort_checks_table(study_dir))
+    if checks is None or not {"item", "check", "status", "reason"} <= set(checks.columns):
+        return ""
+    warned = checks[checks["status"] == "warning"]
+    scans, split = warned[warned["check"] != "split"], warned[warned["check"] == "split"]
+    counts = {s: int((checks["status"] == s).sum()) for s in ("rejected", "note")}
+    parts = [f"<p>Input checks (<code>cohort_checks.tsv</code>): {counts['rejected']} scan(s) or rows rejected, "
+             f"{counts['note']} note(s), {scans['item'].nunique()} scan(s) with a warning.</p>"]
+    if len(scans):
+        parts.append(f"<div class=\"warn\">{scans['item'].nunique()} input scan(s) look already defaced or skull-stripped, or have "
+                     "the face outside the image: defacing them removes little, and their face-only images hold little or no face.</div>")
+        parts.append(html_table(scans[["item", "reason"]].rename(columns={"item": "scan", "reason": "evidence"})))
+    if len(split):
+        parts.append("<div class=\"warn\">" + "<br>".join(html.escape(r) for r in split["reason"]) + "</div>")
+    return "\n".join(parts)
