@@ -1,0 +1,146 @@
+"""Training runs as tasks on a Dask cluster: the same results as a serial run, and a lost
+worker's run resumes from its checkpoint on another worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from defacebench import layout
+from defacebench.commands.train import main as train_main
+from defacebench.engine import Failure, read_failures
+from defacebench.model.dispatch import RunTask, record_failures, training_resources
+
+from model_stores import make_blob_store
+
+SHAPE = (20, 24, 22)
+CONDITIONS = ("raw", "face-fsl")
+RUNS = 2
+EPOCHS = 12
+
+
+def _argv(study: Path, *more: str) -> list[str]:
+    # the cpu profile (one torch thread per run, in this process and on every worker)
+    return [str(study), "--grid", "tiny", "--profile", "cpu", "--runs", str(RUNS), "--epochs", str(EPOCHS), "--patience", str(EPOCHS),
+            "--no-progress", *more]
+
+
+def _runs(study: Path) -> list[Path]:
+    return [layout.run_dir(study, c, r) for c in CONDITIONS for r in range(1, RUNS + 1)]
+
+
+def _assert_same_runs(study: Path, reference: Path) -> None:
+    """Same predictions (to the bit), weights and history as the serial runs."""
+    for run, ref in zip(_runs(study), _runs(reference)):
+        assert layout.predictions_file(run).read_bytes() == layout.predictions_file(ref).read_bytes(), run
+        mine, theirs = (torch.load(layout.model_file(p), weights_only=True)["state_dict"] for p in (run, ref))
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), run
+        pd.testing.assert_frame_equal(pd.read_csv(layout.history_file(run)).drop(columns="seconds"),
+                                      pd.read_csv(layout.history_file(ref)).drop(columns="seconds"))
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory) -> Path:
+    study = make_blob_store(tmp_path_factory.mktemp("serial"), n=60, shape=SHAPE, conditions=CONDITIONS)
+    assert train_main(_argv(study, "--device", "cpu")) == 0
+    return study
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from dask.distributed import LocalCluster
+
+    # two worker processes, each declaring one GPU (stand-ins: they see no CUDA device, so
+    # --device auto resolves to the CPU on them), one task thread each
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, resources={"GPU": 1}, dashboard_address=None,
+                      env={"CUDA_VISIBLE_DEVICES": ""}) as cluster:
+        yield cluster
+
+
+def test_cluster_runs_equal_serial_runs(serial: Path, cluster, tmp_path: Path, capsys) -> None:
+    study = make_blob_store(tmp_path, n=60, shape=SHAPE, conditions=CONDITIONS)
+    assert train_main(_argv(study, "--device", "auto", "--scheduler", cluster.scheduler_address)) == 0
+    out = capsys.readouterr().out
+    assert "worker resources per run: GPU=1" in out
+    workers = {line.rsplit(" at ", 1)[1] for line in out.splitlines() if ": trained on cpu (1 thread) at " in line}
+    assert len(workers) == 2, out  # both workers trained
+    _assert_same_runs(study, serial)
+    for run in _runs(study):
+        assert json.loads(layout.run_record(run).read_text())["device"] == "cpu (1 thread)"
+    assert not layout.failures_table(study).exists()
+
+
+def _kill_a_worker_mid_run(study: Path, cluster, done: threading.Event) -> str:
+    """SIGKILL the worker training a run that has a checkpoint and epochs left; the run's key."""
+    from dask.distributed import Client
+
+    with Client(cluster.scheduler_address) as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not done.is_set():
+            for task_key, run in ((f"train-{c} run-{r}", layout.run_dir(study, c, r)) for c in CONDITIONS for r in range(1, RUNS + 1)):
+                history = layout.history_file(run)
+                if layout.run_record(run).exists() or not history.is_file():
+                    continue
+                if not 2 <= len(pd.read_csv(history)) <= EPOCHS - 4:
+                    continue
+                for address, keys in client.processing().items():
+                    if task_key in keys:
+                        pid = client.run(os.getpid, workers=[address])[address]
+                        os.kill(pid, signal.SIGKILL)
+                        return task_key.removeprefix("train-")
+            time.sleep(0.02)
+    raise AssertionError("no run was caught mid-training")
+
+
+def test_a_lost_worker_run_resumes_on_another(serial: Path, cluster, tmp_path: Path, capsys) -> None:
+    study = make_blob_store(tmp_path, n=60, shape=SHAPE, conditions=CONDITIONS)
+    argv = _argv(study, "--device", "auto", "--scheduler", cluster.scheduler_address)
+    codes: list[int] = []
+    done = threading.Event()
+
+    def train() -> None:
+        codes.append(train_main(argv))
+        done.set()
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    try:
+        killed = _kill_a_worker_mid_run(study, cluster, done)
+    finally:
+        thread.join(timeout=300)
+    assert codes == [0]  # the scheduler ran the lost task again; every run finished
+    out = capsys.readouterr().out
+    assert f"{killed}: resuming after epoch" in out, out
+    _assert_same_runs(study, serial)
+    assert train_main(argv) == 0  # rerun: nothing left to do
+    assert capsys.readouterr().out.count("complete, skipped") == len(_runs(study))
+
+
+def test_training_resources() -> None:
+    assert training_resources("cuda") == training_resources("cuda:1") == {"GPU": 1}
+    assert training_resources("cpu", {"GPU": 2}) is None
+    assert training_resources("auto", {"GPU": 2}) == {"GPU": 1}
+    assert training_resources("auto", {}) is None
+
+
+def test_failed_runs_are_recorded_and_cleared(tmp_path: Path) -> None:
+    from defacebench.model.profiles import get_profile
+    from defacebench.model.accel.settings import get_speed
+
+    profile, speed = get_profile("cpu"), get_speed("cpu")
+    tasks = [RunTask(str(tmp_path), "tiny", c, 1, profile, speed) for c in CONDITIONS]
+    assert record_failures(tmp_path, tasks, []) is None  # nothing failed, nothing written
+    record_failures(tmp_path, tasks, [Failure("raw run-1", "train", "worker lost")])
+    record_failures(tmp_path, tasks[1:], [])  # a rerun of face-fsl alone keeps raw's row
+    table = read_failures(layout.failures_table(tmp_path))
+    assert list(table["key"]) == ["raw run-1"] and list(table["stage"]) == ["train"]
+    record_failures(tmp_path, tasks, [])  # now raw succeeded too
+    assert read_failures(layout.failures_table(tmp_path)).empty
