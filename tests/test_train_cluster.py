@@ -144,3 +144,30 @@ def test_failed_runs_are_recorded_and_cleared(tmp_path: Path) -> None:
     assert list(table["key"]) == ["raw run-1"] and list(table["stage"]) == ["train"]
     record_failures(tmp_path, tasks, [])  # now raw succeeded too
     assert read_failures(layout.failures_table(tmp_path)).empty
+
+
+def test_a_study_sends_its_training_runs_to_the_scheduler(tmp_path: Path) -> None:
+    from defacebench.commands.train import build_parser
+    from defacebench.config import get_preset
+    from defacebench.study import study_stages
+
+    stages = {s.name: s for s in study_stages(tmp_path / "bids", tmp_path / "out", get_preset("demo"), scheduler="tcp://10.0.0.5:8786")}
+    for name in ("deface", "preprocess", "train", "train-face"):
+        assert "tcp://10.0.0.5:8786" in stages[name].argv, name
+    assert build_parser().parse_args(list(stages["train"].argv)).scheduler == "tcp://10.0.0.5:8786"
+    assert "--scheduler" not in stages["analyse"].argv
+    local = {s.name: s for s in study_stages(tmp_path / "bids", tmp_path / "out", get_preset("demo"))}
+    assert "--scheduler" not in local["train"].argv
+
+
+def test_the_slurm_gpu_example_builds_its_job_script() -> None:
+    pytest.importorskip("dask_jobqueue")  # not a dependency: checked where it is installed
+    text = (Path(__file__).parents[1] / "docs" / "cluster.md").read_text()
+    section = text.split("## A worked example: dask-jobqueue on a GPU partition", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {"__name__": "gpu_cluster"}  # its main block (scale, wait forever) does not run
+    exec(compile(code, "docs/cluster.md", "exec"), namespace)
+    with namespace["cluster"] as cluster:
+        script = cluster.job_script()
+    for line in ("#SBATCH -p gpu", "#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=8", "--nthreads 1 ", "--resources GPU=1"):
+        assert line in script, line
