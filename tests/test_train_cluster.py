@@ -24,12 +24,13 @@ from model_stores import make_blob_store
 SHAPE = (20, 24, 22)
 CONDITIONS = ("raw", "face-fsl")
 RUNS = 2
-EPOCHS = 12
+FAST_EPOCHS = 3  # the fast test: enough to compare results
+KILL_EPOCHS = 12  # the lost-worker test: long enough to kill a worker halfway through a run
 
 
-def _argv(study: Path, *more: str) -> list[str]:
+def _argv(study: Path, epochs: int, *more: str) -> list[str]:
     # the cpu profile (one torch thread per run, in this process and on every worker)
-    return [str(study), "--grid", "tiny", "--profile", "cpu", "--runs", str(RUNS), "--epochs", str(EPOCHS), "--patience", str(EPOCHS),
+    return [str(study), "--grid", "tiny", "--profile", "cpu", "--runs", str(RUNS), "--epochs", str(epochs), "--patience", str(epochs),
             "--no-progress", *more]
 
 
@@ -47,10 +48,13 @@ def _assert_same_runs(study: Path, reference: Path) -> None:
                                       pd.read_csv(layout.history_file(ref)).drop(columns="seconds"))
 
 
-@pytest.fixture(scope="module")
-def serial(tmp_path_factory) -> Path:
-    study = make_blob_store(tmp_path_factory.mktemp("serial"), n=60, shape=SHAPE, conditions=CONDITIONS)
-    assert train_main(_argv(study, "--device", "cpu")) == 0
+def _store(path: Path) -> Path:
+    return make_blob_store(path, n=40, shape=SHAPE, conditions=CONDITIONS)
+
+
+def _serial(path: Path, epochs: int) -> Path:
+    study = _store(path)
+    assert train_main(_argv(study, epochs, "--device", "cpu")) == 0
     return study
 
 
@@ -65,12 +69,13 @@ def cluster():
         yield cluster
 
 
-def test_cluster_runs_equal_serial_runs(serial: Path, cluster, tmp_path: Path, capsys) -> None:
-    study = make_blob_store(tmp_path, n=60, shape=SHAPE, conditions=CONDITIONS)
-    assert train_main(_argv(study, "--device", "auto", "--scheduler", cluster.scheduler_address)) == 0
+def test_cluster_runs_equal_serial_runs(cluster, tmp_path: Path, capsys) -> None:
+    serial = _serial(tmp_path / "serial", FAST_EPOCHS)
+    study = _store(tmp_path / "cluster")
+    assert train_main(_argv(study, FAST_EPOCHS, "--device", "auto", "--scheduler", cluster.scheduler_address)) == 0
     out = capsys.readouterr().out
     assert "worker resources per run: GPU=1" in out
-    workers = {line.rsplit(" at ", 1)[1] for line in out.splitlines() if ": trained on cpu (1 thread) at " in line}
+    workers = {line.rsplit(" at ", 1)[1] for line in out.splitlines() if ": trained on " in line}
     assert len(workers) == 2, out  # both workers trained
     _assert_same_runs(study, serial)
     for run in _runs(study):
@@ -89,7 +94,7 @@ def _kill_a_worker_mid_run(study: Path, cluster, done: threading.Event) -> str:
                 history = layout.history_file(run)
                 if layout.run_record(run).exists() or not history.is_file():
                     continue
-                if not 2 <= len(pd.read_csv(history)) <= EPOCHS - 4:
+                if not 2 <= len(pd.read_csv(history)) <= KILL_EPOCHS - 4:
                     continue
                 for address, keys in client.processing().items():
                     if task_key in keys:
@@ -100,9 +105,11 @@ def _kill_a_worker_mid_run(study: Path, cluster, done: threading.Event) -> str:
     raise AssertionError("no run was caught mid-training")
 
 
-def test_a_lost_worker_run_resumes_on_another(serial: Path, cluster, tmp_path: Path, capsys) -> None:
-    study = make_blob_store(tmp_path, n=60, shape=SHAPE, conditions=CONDITIONS)
-    argv = _argv(study, "--device", "auto", "--scheduler", cluster.scheduler_address)
+@pytest.mark.slow  # ~20 s on 2 idle cores, a minute on busy ones
+def test_a_lost_worker_run_resumes_on_another(cluster, tmp_path: Path, capsys) -> None:
+    serial = _serial(tmp_path / "serial", KILL_EPOCHS)
+    study = _store(tmp_path / "cluster")
+    argv = _argv(study, KILL_EPOCHS, "--device", "auto", "--scheduler", cluster.scheduler_address)
     codes: list[int] = []
     done = threading.Event()
 
@@ -139,9 +146,11 @@ def test_failed_runs_are_recorded_and_cleared(tmp_path: Path) -> None:
     tasks = [RunTask(str(tmp_path), "tiny", c, 1, profile, speed) for c in CONDITIONS]
     assert record_failures(tmp_path, tasks, []) is None  # nothing failed, nothing written
     record_failures(tmp_path, tasks, [Failure("raw run-1", "train", "worker lost")])
-    record_failures(tmp_path, tasks[1:], [])  # a rerun of face-fsl alone keeps raw's row
+    record_failures(tmp_path, tasks[1:], [Failure("face-fsl run-1", "train", "diverged")])  # a rerun of face-fsl alone keeps raw's row
     table = read_failures(layout.failures_table(tmp_path))
-    assert list(table["key"]) == ["raw run-1"] and list(table["stage"]) == ["train"]
+    assert list(table["key"]) == ["raw run-1", "face-fsl run-1"] and set(table["stage"]) == {"train"}
+    record_failures(tmp_path, tasks[1:], [])
+    assert list(read_failures(layout.failures_table(tmp_path))["key"]) == ["raw run-1"]
     record_failures(tmp_path, tasks, [])  # now raw succeeded too
     assert read_failures(layout.failures_table(tmp_path)).empty
 
@@ -171,3 +180,15 @@ def test_the_slurm_gpu_example_builds_its_job_script() -> None:
         script = cluster.job_script()
     for line in ("#SBATCH -p gpu", "#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=8", "--nthreads 1 ", "--resources GPU=1"):
         assert line in script, line
+
+
+def test_a_failed_cluster_run_is_recorded_and_the_others_go_on(cluster, tmp_path: Path, capsys) -> None:
+    # --device cuda on workers that see no GPU: every task fails on its worker, none stops the rest
+    study = _store(tmp_path)
+    assert train_main(_argv(study, 1, "--device", "cuda", "--scheduler", cluster.scheduler_address)) == 2
+    err = capsys.readouterr().err
+    assert "4 run(s) failed" in err and "no CUDA GPU is available" in err
+    table = read_failures(layout.failures_table(study))
+    assert sorted(table["key"]) == sorted(f"{c} run-{r}" for c in CONDITIONS for r in range(1, RUNS + 1))
+    assert set(table["stage"]) == {"train"}
+    assert not any(layout.run_record(run).exists() for run in _runs(study))
