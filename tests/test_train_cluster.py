@@ -97,7 +97,7 @@ def _kill_a_worker_mid_run(study: Path, cluster, done: threading.Event) -> str:
                 if not 2 <= len(pd.read_csv(history)) <= KILL_EPOCHS - 4:
                     continue
                 for address, keys in client.processing().items():
-                    if task_key in keys:
+                    if any(str(k).startswith(f"{task_key}-") for k in keys):  # the engine adds a token per batch
                         pid = client.run(os.getpid, workers=[address])[address]
                         os.kill(pid, signal.SIGKILL)
                         return task_key.removeprefix("train-")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable, Collection, Hashable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -155,6 +156,7 @@ def run_tasks(
     on_failure: Callable[[Failure], None] | None = None,
     resources: dict[str, float] | None = None,
     unit: str = "subject",
+    on_value: Callable[[str, Any], None] | None = None,
 ) -> TaskResults:
     """Apply ``func`` to each item; collect values and failures.
 
@@ -181,6 +183,8 @@ def run_tasks(
         workers started with ``--resources GPU=1`` run it, one at a time per unit).
     unit : str
         What one item is, in the progress bar (``"subject"``, ``"run"``).
+    on_value : callable, optional
+        Called with ``(key, value)`` of each task that succeeded, as it finishes.
 
     A Dask worker lost mid-task (killed, pre-empted) makes the scheduler run the task again on
     another worker (up to ``distributed.scheduler.allowed-failures`` times); a task it gives up
@@ -197,6 +201,8 @@ def run_tasks(
             bar.write(line, file=sys.stderr)
         if ok:
             results.values[key] = value
+            if on_value is not None:
+                on_value(key, value)
         else:
             failure = Failure(key, stage, str(value).replace("\n", " ").replace("\t", " "))
             results.failures.append(failure)
@@ -209,8 +215,9 @@ def run_tasks(
         if scheduler:
             from dask.distributed import as_completed as dask_completed
 
+            batch = uuid.uuid4().hex[:8]  # two studies on one cluster must not share a task key
             with _dask_client(scheduler) as client:
-                futures = {client.submit(_guarded, func, item, stage, key=f"{stage}-{key}", pure=False, resources=resources): key
+                futures = {client.submit(_guarded, func, item, stage, key=f"{stage}-{key}-{batch}", pure=False, resources=resources): key
                            for key, item in zip(keys, items)}
                 for future in dask_completed(futures):
                     try:

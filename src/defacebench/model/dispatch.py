@@ -111,7 +111,7 @@ def train_on_cluster(
 ) -> list[Failure]:
     """Train ``tasks`` on the Dask cluster at ``scheduler``; returns the failed runs.
 
-    All tasks share ``device``; their log lines are printed as each finishes.
+    All tasks share ``device``; each run's log lines are printed as it finishes.
     """
     if not tasks:
         return []
@@ -120,12 +120,13 @@ def train_on_cluster(
     if log:
         held = ", ".join(f"{k}={v:g}" for k, v in (resources or {}).items()) or "none"
         log(f"{len(tasks)} run(s) to Dask scheduler {scheduler}; device {device} (resolved on each worker), worker resources per run: {held}")
+
+    def show(key: str, lines: list[str]) -> None:
+        for line in lines:
+            log(line)  # type: ignore[misc]  # only passed on when log is set
+
     results = run_tasks(train_task, tasks, [t.key for t in tasks], scheduler=scheduler, stage=TRAIN_STAGE, progress=progress,
-                        resources=resources, unit="run")
-    if log:
-        for task in tasks:
-            for line in results.values.get(task.key, []):
-                log(line)
+                        resources=resources, unit="run", on_value=show if log else None)
     return results.failures
 
 
