@@ -192,3 +192,16 @@ def test_a_failed_cluster_run_is_recorded_and_the_others_go_on(cluster, tmp_path
     assert sorted(table["key"]) == sorted(f"{c} run-{r}" for c in CONDITIONS for r in range(1, RUNS + 1))
     assert set(table["stage"]) == {"train"}
     assert not any(layout.run_record(run).exists() for run in _runs(study))
+
+
+def test_tasks_name_the_study_by_its_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a worker on another node does not start in this directory
+    import defacebench.model.dispatch as dispatch
+
+    sent: list[RunTask] = []
+    monkeypatch.setattr(dispatch, "train_on_cluster", lambda tasks, scheduler, **kw: sent.extend(tasks) or [])
+    _store(tmp_path / "study")
+    monkeypatch.chdir(tmp_path)
+    assert train_main(_argv(Path("study"), 1, "--device", "cuda", "--scheduler", "tcp://10.0.0.5:8786")) == 0
+    assert len(sent) == len(CONDITIONS) * RUNS
+    assert all(t.study_dir == str(tmp_path / "study") and t.device == "cuda" for t in sent)  # cuda: resolved on the worker, not here

@@ -51,8 +51,8 @@ def study_stages(
     """The stages of a study on ``source`` written to ``out``, configured by ``config``."""
     methods = ",".join(config.methods)
     defacers = ",".join(deface_methods([parse_condition(c) for c in config.conditions], config.methods))
-    parallel = [*(["--jobs", str(jobs)] if jobs else []), *(["--scheduler", scheduler] if scheduler else [])]
     cluster = ["--scheduler", scheduler] if scheduler else []  # issue 21: training runs are Dask tasks too
+    parallel = [*(["--jobs", str(jobs)] if jobs else []), *cluster]
     quiet = [] if progress else ["--no-progress"]
     split = ",".join(str(f) for f in config.split_fractions)
 

@@ -97,7 +97,8 @@ def _run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     for condition in conditions:  # verify every store before the first run trains
         open_condition(args.study_dir, grid, condition)
-    tasks = [RunTask(str(args.study_dir), grid, c, run, profile, speed, str(device)) for c in conditions for run in range(1, args.runs + 1)]
+    # an absolute path: a worker on another node starts in another directory
+    tasks = [RunTask(str(args.study_dir.absolute()), grid, c, run, profile, speed, str(device)) for c in conditions for run in range(1, args.runs + 1)]
     if args.scheduler:
         failures = train_on_cluster(tasks, args.scheduler, progress=not args.no_progress)
     else:
