@@ -115,18 +115,18 @@ def train_on_cluster(
     """
     if not tasks:
         return []
+    emit = log or (lambda line: None)
     device = tasks[0].device
     resources = training_resources(device, cluster_resources(scheduler) if device == "auto" else None)
-    if log:
-        held = ", ".join(f"{k}={v:g}" for k, v in (resources or {}).items()) or "none"
-        log(f"{len(tasks)} run(s) to Dask scheduler {scheduler}; device {device} (resolved on each worker), worker resources per run: {held}")
+    held = ", ".join(f"{k}={v:g}" for k, v in (resources or {}).items()) or "none"
+    emit(f"{len(tasks)} run(s) to Dask scheduler {scheduler}; device {device} (resolved on each worker), worker resources per run: {held}")
 
     def show(key: str, lines: list[str]) -> None:
         for line in lines:
-            log(line)  # type: ignore[misc]  # only passed on when log is set
+            emit(line)
 
     results = run_tasks(train_task, tasks, [t.key for t in tasks], scheduler=scheduler, stage=TRAIN_STAGE, progress=progress,
-                        resources=resources, unit="run", on_value=show if log else None)
+                        resources=resources, unit="run", on_value=show)
     return results.failures
 
 
