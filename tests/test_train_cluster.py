@@ -205,3 +205,17 @@ def test_tasks_name_the_study_by_its_absolute_path(tmp_path: Path, monkeypatch: 
     assert train_main(_argv(Path("study"), 1, "--device", "cuda", "--scheduler", "tcp://10.0.0.5:8786")) == 0
     assert len(sent) == len(CONDITIONS) * RUNS
     assert all(t.study_dir == str(tmp_path / "study") and t.device == "cuda" for t in sent)  # cuda: resolved on the worker, not here
+
+
+def test_a_task_whose_workers_keep_dying_is_a_recorded_failure() -> None:
+    import dask
+    from dask.distributed import LocalCluster
+
+    from defacebench.engine import run_tasks
+
+    # allowed-failures 0: the scheduler gives up on a task at its first lost worker (KilledWorker)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+            results = run_tasks(os._exit, [3], ["dies"], scheduler=cluster.scheduler_address, stage="train", progress=False)
+    assert results.values == {} and [f.key for f in results.failures] == ["dies"]
+    assert results.failures[0].reason.startswith("worker lost (KilledWorker")
