@@ -22,7 +22,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Hashable, Sequence
+import uuid
+from collections.abc import Callable, Collection, Hashable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,8 +118,8 @@ def _guarded(func: Callable[[Any], Any], item: Any, stage: str) -> tuple[bool, A
     return ok, value, [warning_line(w.message, w.category, w.filename, w.lineno) for w in caught]
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    return progress_bar(total, desc, "subject", enabled=enabled)
+def _progress(total: int, desc: str, enabled: bool, unit: str = "subject"):
+    return progress_bar(total, desc, unit, enabled=enabled)
 
 
 def _dask_client(scheduler: str):
@@ -131,6 +132,18 @@ def _dask_client(scheduler: str):
     return Client(scheduler)
 
 
+def cluster_resources(scheduler: str) -> dict[str, float]:
+    """Worker resources the Dask cluster at ``scheduler`` declares now, summed over its
+    workers (``{"GPU": 4.0}``); empty when none do (or no worker has joined yet)."""
+    with _dask_client(scheduler) as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    total: dict[str, float] = {}
+    for worker in workers:
+        for name, amount in (worker.get("resources") or {}).items():
+            total[name] = total.get(name, 0.0) + float(amount)
+    return total
+
+
 def run_tasks(
     func: Callable[[Any], Any],
     items: Sequence[Any],
@@ -141,6 +154,9 @@ def run_tasks(
     stage: str = "task",
     progress: bool = True,
     on_failure: Callable[[Failure], None] | None = None,
+    resources: dict[str, float] | None = None,
+    unit: str = "subject",
+    on_value: Callable[[str, Any], None] | None = None,
 ) -> TaskResults:
     """Apply ``func`` to each item; collect values and failures.
 
@@ -162,18 +178,31 @@ def run_tasks(
         Show a progress bar on stderr.
     on_failure : callable, optional
         Called with each :class:`Failure` as it happens (e.g. to save failures.tsv).
+    resources : dict, optional
+        Dask only: worker resources each task holds while it runs (e.g. ``{"GPU": 1}``: only
+        workers started with ``--resources GPU=1`` run it, one at a time per unit).
+    unit : str
+        What one item is, in the progress bar (``"subject"``, ``"run"``).
+    on_value : callable, optional
+        Called with ``(key, value)`` of each task that succeeded, as it finishes.
+
+    A Dask worker lost mid-task (killed, pre-empted) makes the scheduler run the task again on
+    another worker (up to ``distributed.scheduler.allowed-failures`` times); a task it gives up
+    on is recorded as a failure like one that raised.
     """
     keys = [str(k) for k in (keys if keys is not None else items)]
     results = TaskResults()
     start = time.perf_counter()
     jobs = default_jobs() if jobs is None else max(1, int(jobs))
-    bar = _progress(len(items), stage, progress)
+    bar = _progress(len(items), stage, progress, unit)
 
     def record(key: str, ok: bool, value: Any, notes: Sequence[str] = ()) -> None:
         for line in notes:
             bar.write(line, file=sys.stderr)
         if ok:
             results.values[key] = value
+            if on_value is not None:
+                on_value(key, value)
         else:
             failure = Failure(key, stage, str(value).replace("\n", " ").replace("\t", " "))
             results.failures.append(failure)
@@ -186,10 +215,16 @@ def run_tasks(
         if scheduler:
             from dask.distributed import as_completed as dask_completed
 
+            batch = uuid.uuid4().hex[:8]  # two studies on one cluster must not share a task key
             with _dask_client(scheduler) as client:
-                futures = {client.submit(_guarded, func, item, stage, key=f"{stage}-{key}", pure=False): key for key, item in zip(keys, items)}
+                futures = {client.submit(_guarded, func, item, stage, key=f"{stage}-{key}-{batch}", pure=False, resources=resources): key
+                           for key, item in zip(keys, items)}
                 for future in dask_completed(futures):
-                    record(futures[future], *future.result())
+                    try:
+                        outcome = future.result()
+                    except Exception as exc:  # KilledWorker: its workers kept dying (out of memory, pre-empted)
+                        outcome = (False, f"worker lost ({type(exc).__name__}: {exc})", [])
+                    record(futures[future], *outcome)
         elif jobs == 1 or len(items) <= 1:
             for key, item in zip(keys, items):
                 record(key, *_guarded(func, item, stage))
@@ -219,15 +254,16 @@ def read_failures(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
 
 
-def write_failures(path: str | Path, failures: Sequence[Failure], stage: str | None = None) -> Path:
+def write_failures(path: str | Path, failures: Sequence[Failure], stage: str | None = None, keys: Collection[str] | None = None) -> Path:
     """Write ``failures.tsv`` atomically, replacing earlier rows of the same stage.
 
     Rows of other stages are kept, so deface and preprocess can share one file;
-    a rerun that now succeeds drops its old failure.
+    a rerun that now succeeds drops its old failure. With ``keys``, only that stage's rows
+    of those keys are replaced (a rerun of some training runs keeps the others' rows).
     """
     old = read_failures(path)
     if stage is not None and not old.empty:
-        old = old[old["stage"] != stage]
+        old = old[(old["stage"] != stage) | (~old["key"].isin(list(keys)) if keys is not None else False)]
     new = pd.DataFrame([(f.key, f.stage, f.reason) for f in failures], columns=list(FAILURE_COLUMNS))
     table = pd.concat([old, new], ignore_index=True) if not old.empty else new
     return write_table_atomic(path, table)

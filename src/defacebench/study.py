@@ -51,13 +51,14 @@ def study_stages(
     """The stages of a study on ``source`` written to ``out``, configured by ``config``."""
     methods = ",".join(config.methods)
     defacers = ",".join(deface_methods([parse_condition(c) for c in config.conditions], config.methods, config.face_placement))
-    parallel = [*(["--jobs", str(jobs)] if jobs else []), *(["--scheduler", scheduler] if scheduler else [])]
+    cluster = ["--scheduler", scheduler] if scheduler else []  # issue 21: training runs are Dask tasks too
+    parallel = [*(["--jobs", str(jobs)] if jobs else []), *cluster]
     quiet = [] if progress else ["--no-progress"]
     split = ",".join(str(f) for f in config.split_fractions)
 
     def train(name: str, conditions: Sequence[str], runs: int) -> Stage:
         return Stage(name, "train", (str(out), "--profile", config.profile, "--grid", config.grid, "--runs", str(runs), "--device", device,
-                                     "--seed", str(config.seed), "--conditions", *conditions, *quiet))
+                                     "--seed", str(config.seed), "--conditions", *conditions, *cluster, *quiet))
 
     face_kinds = ("face", "facemask")
     face = [c for c in config.conditions if condition_kind(c) in face_kinds]

@@ -25,6 +25,7 @@ profile). A TOML file given with --config overrides a preset, e.g.
 examples:
   defacebench run /data/ixi study/ --preset paper --device cuda
   defacebench run /data/ixi study/ --config study.toml --jobs 8
+  defacebench run /data/ixi study/ --preset paper --scheduler scheduler.json --device cuda
 """
 
 
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="paper", help="paper or demo (default paper)")
     parser.add_argument("--config", type=Path, default=None, help="TOML file overriding the preset")
     parser.add_argument("--jobs", type=int, default=None, help="local worker processes for deface/preprocess (default: cores)")
-    parser.add_argument("--scheduler", default=None, help="address or scheduler file of a Dask cluster for deface/preprocess")
+    parser.add_argument("--scheduler", default=None, help="address or scheduler file of a Dask cluster for deface, preprocess and train (one task per condition and run)")
     parser.add_argument("--device", default="auto", help="device for training and Grad-CAM: auto, cpu, cuda (default auto: CUDA when present)")
     parser.add_argument("--individual-figures", action="store_true", help="allow figures of one person's head in the report")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -18,12 +18,15 @@ predictions.csv, run.json}. Finished runs are skipped; interrupted ones resume f
 last checkpoint. Every store is verified against its per-row checksums first (a corrupt
 store: exit 2, naming the file). A run that diverges (non-finite loss, prediction or
 gradient norm) is written as failed and retried from its last good checkpoint next time;
-the other runs go on, and the command exits 2 listing the failed runs. Profiles: paper (MNI 2 mm, widths 128/64/64, up to 100 epochs) and cpu
+the other runs go on, and the command exits 2 listing the failed runs (also written to
+failures.tsv, stage train). With --scheduler each (condition, run) is one task on an existing
+Dask cluster that sees STUDY_DIR at the same path (docs/cluster.md). Profiles: paper (MNI 2 mm, widths 128/64/64, up to 100 epochs) and cpu
 (MNI 4 mm store average-pooled to 8 mm, 1/8 width, up to 30 epochs, 1 thread; the demo's). See docs/training.md.
 
 example:
   defacebench train study/ --profile cpu --runs 1
   defacebench train study/ --conditions raw skullstripped --device cuda
+  defacebench train study/ --scheduler scheduler.json --device cuda
 """
 
 
@@ -49,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CUDA: the random rotation as one Triton kernel (default: on where triton is installed; measured faster, docs/training.md)")
     parser.add_argument("--fused-adam", action=argparse.BooleanOptionalAction, default=None,
                         help="CUDA: Adam's update in one kernel (default: on; measured faster, docs/training.md)")
+    parser.add_argument("--scheduler", default=None,
+                        help="address or scheduler file of a Dask cluster: one task per (condition, run); GPU runs hold the worker resource GPU=1 (docs/cluster.md)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -57,7 +62,9 @@ def _run(args: argparse.Namespace) -> int:
     from defacebench import layout
     from defacebench.io.errors import InputError, StageError
     from defacebench.io.store import list_conditions, open_condition
+    from defacebench.engine import Failure
     from defacebench.model.accel.settings import get_speed
+    from defacebench.model.dispatch import TRAIN_STAGE, RunTask, record_failures, train_on_cluster
     from defacebench.model.inference import resolve_device
     from defacebench.model.profiles import get_profile
     from defacebench.model.train import model_summary, train_condition
@@ -81,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
     unknown = [c for c in conditions if c not in available]
     if unknown:
         raise InputError(f"unknown condition(s) {', '.join(unknown)}; stores on grid {grid!r}: {', '.join(available)}")
-    device = resolve_device(args.device)
+    device = args.device if args.scheduler else resolve_device(args.device)  # on a cluster: resolved by each worker
     first = open_condition(args.study_dir, grid, conditions[0])
     print(profile.describe())
     print(speed.describe())
@@ -90,15 +97,22 @@ def _run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     for condition in conditions:  # verify every store before the first run trains
         open_condition(args.study_dir, grid, condition)
-    failed = []
-    for condition in conditions:
-        for run in range(1, args.runs + 1):
+    # an absolute path: a worker on another node starts in another directory
+    tasks = [RunTask(str(args.study_dir.absolute()), grid, c, run, profile, speed, str(device)) for c in conditions for run in range(1, args.runs + 1)]
+    if args.scheduler:
+        failures = train_on_cluster(tasks, args.scheduler, progress=not args.no_progress)
+    else:
+        failures = []
+        for task in tasks:
             try:
-                train_condition(args.study_dir, grid, condition, run, profile, device=device, progress=not args.no_progress, speed=speed)
+                train_condition(args.study_dir, grid, task.condition, task.run, profile, device=device, progress=not args.no_progress, speed=speed)
             except StageError as exc:  # diverged: written as failed in its run.json; the rest go on
-                print(f"{condition} run-{run}: failed: {exc}", file=sys.stderr)
-                failed.append(f"{condition} run-{run} ({exc})")
+                failures.append(Failure(task.key, TRAIN_STAGE, str(exc)))
             sys.stdout.flush()
+    record_failures(args.study_dir, tasks, failures)
+    for failure in failures:
+        print(f"{failure.key}: failed: {failure.reason}", file=sys.stderr)
+    failed = [f"{f.key} ({f.reason})" for f in failures]
     if failed:
         raise InputError(f"{len(failed)} run(s) failed and are not complete: {'; '.join(failed)}; rerun `defacebench train` to retry them from their last good checkpoint")
     return 0
