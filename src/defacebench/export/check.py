@@ -121,7 +121,7 @@ def face_problems(out: str | Path) -> list[str]:
         elif rel.startswith("derivatives/") or "_desc-" in path.name:
             problems.append(f"derivative: {rel}")
         elif path.name.endswith((".nii", ".nii.gz")):
-            descrip = bytes(nib.load(str(path)).header["descrip"]).decode("ascii", "replace")
+            descrip = nib.load(str(path)).header["descrip"].item().decode("ascii", "replace")
             if not descrip.startswith(("defaced", "refaced")):
                 problems.append(f"image not marked defaced: {rel}")
     return problems
