@@ -76,10 +76,14 @@ def main() -> None:
     start = time.perf_counter()
     cli(["export", str(bids), str(share), "--method", args.method, "--applyto", "--no-progress"])
     export_s = time.perf_counter() - start
+    start = time.perf_counter()
+    cli(["export", str(bids), str(share), "--method", args.method, "--applyto", "--no-progress"])
+    rerun_s = time.perf_counter() - start
     print(f"\n{args.n} subjects at {args.voxel_mm:g} mm, method {args.method}, load average {os.getloadavg()[0]:.1f}")
     print(f"deface T1w      {deface_s:6.1f} s  ({deface_s / args.n:.1f} s per scan)")
     print(f"applyto T2w     {applyto_s:6.1f} s  ({applyto_s / args.n:.1f} s per image: rigid registration, resampling, writes, QC PNG)")
     print(f"export --applyto {export_s:5.1f} s  (defaces again in OUT_defacebench/; copy + sidecars + tables + checks = the rest)")
+    print(f"export rerun    {rerun_s:6.1f} s  (resume with nothing left: reads, sidecars, tables, checks)")
     print(f"leaks in OUT: {leaks(share) or 'none'}; BIDS structure problems: {structure_problems(share) or 'none'}; "
           f"face problems: {face_problems(share) or 'none'}")
 

@@ -66,7 +66,7 @@ def references(subjects: Sequence, applyto: bool) -> list:
     return [min(group, key=order) for group in sessions.values()]
 
 
-def _plan(source: Path, study: Path, cohort, refs: Sequence, method: str, applyto: bool, reasons: dict[str, str]) -> list:
+def _plan(source: Path, study: Path, refs: Sequence, method: str, applyto: bool, reasons: dict[str, str]) -> list:
     """One ExportItem per anatomical image of the source: what to export from where, or why not."""
     from defacebench import layout
     from defacebench.deface.applyto import APPLYTO_SUFFIXES, session_targets
@@ -89,9 +89,10 @@ def _plan(source: Path, study: Path, cohort, refs: Sequence, method: str, applyt
         if item is None:
             stem, suffix = strip_nifti_suffix(path.name), strip_nifti_suffix(path.name).rpartition("_")[2]
             reason = reasons.get(stem) or next((r for k, r in reasons.items() if stem.startswith(k + "_")), "")
-            if not reason:
-                reason = ("shows a face: not defaced (use --applyto)" if suffix in APPLYTO_SUFFIXES and not applyto
-                          else f"shows a face: {suffix} images are not defaced by defacebench" if suffix != "T1w" else "not defaced")
+            if not reason and suffix in APPLYTO_SUFFIXES:
+                reason = "no T1w in its session to take the removal region from" if applyto else "shows a face: not defaced (use --applyto)"
+            elif not reason:
+                reason = f"shows a face: {suffix} images are not defaced by defacebench" if suffix != "T1w" else "not defaced"
             item = ExportItem(path, None, None, "not exported", reason)
         items.append(item)
     return items
@@ -105,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
     from defacebench.export import (copy_documents, export_image, face_problems, prepare_destination, structure_problems,
                                     write_description, write_export_table, write_qc_report, write_tables)
     from defacebench.io.errors import InputError
+    from defacebench.io.sidecars import sidecar_path
 
     methods = parse_methods(args.method)
     if len(methods) != 1:
@@ -132,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         applied = applyto_cohort(chosen, study, [method], APPLYTO_SUFFIXES + ("T1w",), jobs=args.jobs, scheduler=args.scheduler,
                                  backend=args.backend, bids_root=source, policy=policy, progress=progress)
         reasons.update({f.key: f"applyto: {f.reason}" for f in applied.failures})
-    items = _plan(source, study, cohort, refs, method, args.applyto, reasons)
+    items = _plan(source, study, refs, method, args.applyto, reasons)
     for item in items:
         if item.derived is not None:
             export_image(item, source, out, policy, method)
@@ -141,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("no scan could be defaced: nothing exported; reasons in " + str(layout.failures_table(study)))
     columns = write_tables(source, out, exported, args.participant_columns, args.session_columns)
     first = next(i for i in items if i.status == "exported")
-    record = json.loads(first.derived.with_name(first.derived.name.replace(".nii.gz", ".json")).read_text()).get("DefacingMethod")
+    record = json.loads(sidecar_path(first.derived).read_text()).get("DefacingMethod")
     write_description(source, out, record, method, args.applyto, policy)
     copy_documents(source, out)
     write_export_table(items, source, files["table"])
