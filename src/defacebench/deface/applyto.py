@@ -28,7 +28,7 @@ from defacebench import layout
 from defacebench.deface import qc
 from defacebench.deface.context import REGISTRATION_ITERATIONS, REGISTRATION_RESOLUTION_MM
 from defacebench.deface.provenance import carried_sidecar, image_sidecar
-from defacebench.deface.runner import _output_dtype, split_image
+from defacebench.deface.runner import _complete, _output_dtype, split_image
 from defacebench.engine import Failure, run_tasks, write_failures
 from defacebench.imaging.masks import head_mask
 from defacebench.imaging.registration import load_transform, mask_dice, register, save_transform
@@ -43,7 +43,7 @@ from defacebench.io.sidecars import ScrubPolicy, source_uri, write_sidecar
 APPLYTO_SUFFIXES: tuple[str, ...] = ("T2w", "FLAIR", "PDw", "PD", "T2starw")
 MIN_HEAD_DICE = 0.85
 STAGE = "applyto"
-QC_COLUMNS = ("key", "reference", "method", "head_dice", "removed_ml", "brain_removed_fraction", "warnings")
+QC_COLUMNS = ("key", "reference", "method", "backend", "head_dice", "removed_ml", "brain_removed_fraction", "warnings")
 
 
 def session_targets(scan, suffixes: Sequence[str] = APPLYTO_SUFFIXES) -> list[Path]:
@@ -68,16 +68,6 @@ def register_to_t1w(target: nib.Nifti1Image, t1w: nib.Nifti1Image, t1w_head: np.
     return matrix, mask_dice(carried >= 0.5, own)
 
 
-def _complete(paths: dict[str, Path], methods: Sequence[str]) -> pd.DataFrame | None:
-    if not all(p.is_file() for p in paths.values()):
-        return None
-    try:
-        table = pd.read_csv(paths["qc_tsv"], sep="\t", keep_default_na=False)
-    except Exception:
-        return None
-    return table if set(methods) <= set(table.get("method", [])) else None
-
-
 def apply_to_image(scan, target: Path, study: str | Path, methods: Sequence[str], backend: str = "builtin",
                    bids_root: str | Path | None = None, policy: ScrubPolicy | None = None, qc_png: bool = True) -> list[dict]:
     """Deface one other image of ``scan``'s session with the T1w's removal masks; return its QC rows.
@@ -91,7 +81,7 @@ def apply_to_image(scan, target: Path, study: str | Path, methods: Sequence[str]
     """
     policy = policy or ScrubPolicy()
     paths = layout.applied_files(study, scan, target.name, methods)
-    done = _complete(paths, methods)
+    done = _complete(paths, methods, backend)
     if done is not None:
         return done.to_dict("records")
     name = strip_nifti_suffix(target.name)
@@ -127,7 +117,7 @@ def apply_to_image(scan, target: Path, study: str | Path, methods: Sequence[str]
             write_sidecar(paths[f"{method}_{role}"], image_sidecar(role, method, sources, carried, removed, policy, backend, contrast=suffix, via=via))
         brain_removed = float(removal[brain].sum() / max(1, int(brain.sum())))
         note = f"removed {100 * brain_removed:.2f}% of the brain" if brain_removed > qc.BRAIN_REMOVED_WARN else ""
-        rows.append({"key": name, "reference": scan.key, "method": method, "head_dice": round(dice, 4),
+        rows.append({"key": name, "reference": scan.key, "method": method, "backend": backend, "head_dice": round(dice, 4),
                      "removed_ml": round(float(removal[head].sum() * voxel_ml), 2), "brain_removed_fraction": brain_removed, "warnings": note})
         removals[method] = removal
     if qc_png:
