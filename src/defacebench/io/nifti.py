@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from defacebench import __version__
 from defacebench.io.atomic import atomic_path
 from defacebench.io.errors import ImageError
 
@@ -167,6 +168,4 @@ def defaced_descrip(method: str, refaced: bool = False) -> str:
     The scrub clears every other header text; this one is left on purpose, so a file
     that travels without its sidecar still says that it was defaced and how (pydeface#36).
     """
-    from defacebench import __version__
-
     return f"{'refaced' if refaced else 'defaced'} ({method}) by defacebench {__version__}"
