@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "report": "write the self-contained HTML report",
     "run": "the whole study: deface -> preprocess -> train -> analyse -> report (resumes)",
     "demo": "simulate a small cohort and run the demo study end to end on a CPU",
+    "export": "write the shareable BIDS dataset: defaced images, scrubbed sidecars, chosen table columns",
 }
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT = 0, 1, 2

@@ -379,3 +379,31 @@ def cohort_checks_table(study: PathLike) -> Path:
     """``STUDY/cohort_checks.tsv``: every rejection, warning (already defaced or skull-stripped
     input, a test split too small) and note of ``defacebench cohort``, and each checked image."""
     return Path(study) / "cohort_checks.tsv"
+
+
+# --------------------------------------------------------------------------- issue 16: other contrasts, export
+def applied_files(study: PathLike, scan: Scan, target: str, methods: Sequence[str] = ()) -> dict[str, Path]:
+    """Files of another image ``target`` (a file name) of ``scan``'s session defaced with its removal (``--applyto``):
+    ``to_t1w`` (rigid, target world -> T1w world), ``qc_png``, ``qc_tsv`` (written last), ``<m>_defaced|face|mask``."""
+    prefix, _, suffix = target.removesuffix(".gz").removesuffix(".nii").rpartition("_")
+    anat = scan_dir(study, scan)
+    paths = {"to_t1w": anat / f"{prefix}_from-{suffix}_to-T1w_mode-image_xfm.txt",
+             "qc_png": anat / f"{prefix}_desc-{suffix}deface_qc.png", "qc_tsv": anat / f"{prefix}_desc-{suffix}deface_qc.tsv"}
+    for m in methods:
+        paths.update({f"{m}_defaced": anat / f"{prefix}_desc-{m}defaced_{suffix}.nii.gz", f"{m}_face": anat / f"{prefix}_desc-{m}face_{suffix}.nii.gz",
+                      f"{m}_mask": anat / f"{prefix}_space-{suffix}_desc-{m}_mask.nii.gz"})
+    return paths
+
+
+def applyto_qc_table(study: PathLike) -> Path:
+    """``qc_applyto.tsv``: one row per image defaced with its session T1w's removal region."""
+    return derivatives_dir(study) / "qc_applyto.tsv"
+
+
+def export_files(out: PathLike) -> dict[str, Path]:
+    """What ``defacebench export`` keeps beside ``OUT`` (in ``OUT_defacebench/``, never shared: it shows faces):
+    ``side`` (that folder), ``record`` (export.json: settings a rerun must match), ``study`` (where it defaces),
+    ``table`` (export.tsv: every exported image), ``report`` (export_qc.html)."""
+    side = Path(out).parent / f"{Path(out).name}_defacebench"
+    return {"side": side, "record": side / "export.json", "study": side / "study", "table": side / "export.tsv",
+            "report": side / "export_qc.html"}

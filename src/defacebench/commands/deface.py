@@ -20,10 +20,37 @@ both halves: OUT/derivatives/defacebench/sub-X[/ses-Y]/anat/
 plus qc.tsv (volume removed, brain/face/nose/ear fractions removed per scan and method),
 qc_summary.tsv (per method over scans) and failures.tsv.
 All images stay on the input's own grid: defaced + face == input. Reruns skip finished scans.
+Every image gets a JSON sidecar (Sources, method, backend, version, parameters, space) that
+carries the input's sidecar with identifying fields removed (--sidecar-mode, --sidecar-fields);
+defaced images say so in their header's descrip.
+
+--applyto also defaces the other anatomical images of each T1w's session (T2w, FLAIR, PDw,
+PD, T2starw) with that T1w's removal region, carried by a rigid ANTs registration (checked:
+head-mask Dice >= 0.85, else a recorded failure); outputs sit beside the T1w's
+(<prefix>_desc-<method>defaced_<suffix>.nii.gz, ..._desc-<suffix>deface_qc.png) and
+qc_applyto.tsv lists them.
 
 example:
   defacebench deface /data/ixi study/ --methods afni,fsl,pydeface,spm --jobs 2
+  defacebench deface /data/site study/ --methods pydeface --applyto --sidecar-mode allow
 """
+
+
+def add_sidecar_options(parser: argparse.ArgumentParser) -> None:
+    """``--sidecar-mode`` and ``--sidecar-fields`` (shared with ``defacebench export``)."""
+    parser.add_argument("--sidecar-mode", choices=("deny", "allow"), default="deny",
+                        help="deny (default): drop identifying sidecar fields (InstitutionName, DeviceSerialNumber, "
+                             "AcquisitionTime, Patient*, ...); allow: keep only the listed fields")
+    parser.add_argument("--sidecar-fields", default=None,
+                        help="field patterns, comma-separated or a file (one per line): added to the deny list, "
+                             "or the allow list itself (default: acquisition parameters)")
+
+
+def sidecar_policy(args: argparse.Namespace):
+    """The :class:`~defacebench.io.sidecars.ScrubPolicy` of the sidecar options."""
+    from defacebench.io.sidecars import make_policy
+
+    return make_policy(args.sidecar_mode, args.sidecar_fields)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--participant-label", nargs="+", default=None, help="only these subjects (with or without 'sub-')")
     parser.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
     parser.add_argument("--scheduler", default=None, help="address or scheduler file of a Dask cluster")
+    parser.add_argument("--applyto", action="store_true", help="also deface each session's T2w, FLAIR, PD images with its T1w's removal region")
+    add_sidecar_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -66,8 +95,10 @@ def _run(args: argparse.Namespace) -> int:
     for rejection in cohort.rejected:
         print(f"rejected    {rejection.name}: {rejection.reason}", file=sys.stderr)
     bids_root = args.source if args.source.is_dir() else None
-    results = deface_cohort(Cohort(subjects, rejected=list(cohort.rejected), source=cohort.source), args.out, methods, jobs=args.jobs, scheduler=args.scheduler,
-                            backend=args.backend, bids_root=bids_root, progress=not args.no_progress)
+    policy = sidecar_policy(args)
+    chosen = Cohort(subjects, rejected=list(cohort.rejected), source=cohort.source)
+    results = deface_cohort(chosen, args.out, methods, jobs=args.jobs, scheduler=args.scheduler,
+                            backend=args.backend, bids_root=bids_root, progress=not args.no_progress, sidecar_policy=policy)
     print(f"defaced     {len(results.values)} of {len(subjects)} scans with {', '.join(methods)} in {results.seconds:.0f} s")
     summary_path = layout.deface_qc_summary(args.out)
     print(f"wrote       {layout.deface_qc_table(args.out)} and {summary_path}")
@@ -80,6 +111,15 @@ def _run(args: argparse.Namespace) -> int:
             for row in summary.itertuples(index=False):
                 print(f"  {row.method:11s} {row.nose_removed_median:5.2f} {row.nose_removed_min:5.2f}   "
                       f"{row.brain_spared_fraction:5.2f}   {row.ears_removed_fraction:5.2f}   ({row.scans} scans)")
+    if args.applyto:
+        from defacebench.deface.applyto import applyto_cohort
+
+        applied = applyto_cohort(chosen, args.out, methods, jobs=args.jobs, scheduler=args.scheduler, backend=args.backend,
+                                 bids_root=bids_root, policy=policy, progress=not args.no_progress)
+        done = sum(len(v["done"]) for v in applied.values.values())
+        print(f"applyto     {done} other image(s) defaced with their T1w's removal region ({layout.applyto_qc_table(args.out)})")
+        for failure in applied.failures:
+            print(f"  FAILED    {failure.key}: {failure.reason}", file=sys.stderr)
     if results.failures:
         print(f"failed      {len(results.failures)} scan(s); reasons in {layout.failures_table(args.out)}")
     sys.stdout.flush()

@@ -24,6 +24,7 @@ import pandas as pd
 from defacebench import layout
 from defacebench.deface import native, qc
 from defacebench.deface.context import SubjectContext
+from defacebench.deface.provenance import write_scan_sidecars
 from defacebench.deface.qc import BRAIN_REMOVED_WARN, QC_COLUMNS
 from defacebench.deface.registry import BACKENDS, METHODS, get_method, parse_methods
 from defacebench.engine import Failure, run_tasks, write_failures
@@ -33,7 +34,8 @@ from defacebench.imaging.templates import mni_head_brain_mask
 from defacebench.io.atomic import write_table_atomic
 from defacebench.io.bids import write_dataset_description
 from defacebench.io.errors import InputError, StageError
-from defacebench.io.nifti import load_image, read_header, save_image
+from defacebench.io.nifti import defaced_descrip, load_image, read_header, save_image
+from defacebench.io.sidecars import ScrubPolicy
 
 REGISTRATION_MIN_DICE = 0.8
 MNI_METHODS = ("afni", "fsl", "spm")
@@ -77,7 +79,7 @@ def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype) -> tuple
 def _write_method_outputs(data: np.ndarray, removal: np.ndarray, dtype: np.dtype, affine: np.ndarray, paths: dict[str, Path], method: str) -> None:
     """Write one method's defaced, face-only and removal-mask images (a writer-thread task)."""
     defaced, face = split_image(data, removal, dtype)
-    save_image(defaced, paths[f"{method}_defaced"], affine=affine, dtype=dtype)
+    save_image(defaced, paths[f"{method}_defaced"], affine=affine, dtype=dtype, descrip=defaced_descrip(method))
     save_image(face, paths[f"{method}_face"], affine=affine, dtype=dtype)
     binary = bool(np.all((removal == 0) | (removal == 1)))
     mask_dtype = np.uint8 if binary else np.float32
@@ -106,7 +108,8 @@ def registration_dice(ctx: SubjectContext) -> float:
     return mask_dice(warped >= 0.5, np.asarray(target.dataobj))
 
 
-def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHODS, backend: str = "builtin", bids_root: str | Path | None = None, qc_png: bool = True) -> dict:
+def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHODS, backend: str = "builtin", bids_root: str | Path | None = None, qc_png: bool = True,
+                   sidecar_policy: ScrubPolicy | None = None) -> dict:
     """Deface one scan with ``methods``; skip it when its outputs are complete.
 
     Parameters
@@ -120,7 +123,10 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     backend : {"builtin", "native"}
         Built-in reimplementations, or the real tools when installed.
     bids_root : str or Path, optional
-        Source dataset, searched for simulator ground-truth labels.
+        Source dataset, searched for simulator ground-truth labels and the input's sidecars.
+    sidecar_policy : ScrubPolicy, optional
+        Which fields of the input's sidecar are carried into the outputs' sidecars
+        (default: the deny list of :mod:`defacebench.io.sidecars`).
 
     Returns
     -------
@@ -140,6 +146,7 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     transforms = layout.scan_transforms(out_dir, subject)
     done = _complete(paths, methods, backend)
     if done is not None:
+        write_scan_sidecars(subject, paths, methods, backend, bids_root, sidecar_policy, only_missing=True)
         return {"key": subject.key, "skipped": True, "qc": done.to_dict("records"), "timings": {}, "paths": paths}
     start = time.perf_counter()
     img = load_image(subject.path, reorient=False)
@@ -210,6 +217,7 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
         for future in writes:
             future.result()
     ctx.timings["write_and_qc_png"] = time.perf_counter() - t0
+    write_scan_sidecars(subject, paths, list(removals), backend, bids_root, sidecar_policy)
     if failure is not None:
         raise StageError(f"{failure}; wrote {', '.join(removals) or 'no method'}")
     table = pd.DataFrame(rows, columns=list(QC_COLUMNS))
@@ -218,9 +226,9 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     return {"key": subject.key, "skipped": False, "qc": rows, "timings": dict(ctx.timings), "paths": paths}
 
 
-def _deface_task(subject, out_dir: str, methods: tuple[str, ...], backend: str, bids_root: str | None) -> dict:
+def _deface_task(subject, out_dir: str, methods: tuple[str, ...], backend: str, bids_root: str | None, sidecar_policy: ScrubPolicy | None = None) -> dict:
     """Picklable per-scan task for the engine."""
-    return deface_subject(subject, out_dir, methods, backend=backend, bids_root=bids_root)
+    return deface_subject(subject, out_dir, methods, backend=backend, bids_root=bids_root, sidecar_policy=sidecar_policy)
 
 
 def collect_qc(out_dir: str | Path, subjects: Sequence) -> pd.DataFrame:
@@ -261,14 +269,20 @@ def summarize_qc(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def deface_cohort(cohort, out_dir: str | Path, methods: Sequence[str] = METHODS, jobs: int | None = 1, scheduler: str | None = None, backend: str = "builtin", bids_root: str | Path | None = None, progress: bool = True):
-    """Deface every scan of a cohort; write qc.tsv and failures.tsv; return the engine's results."""
+def deface_cohort(cohort, out_dir: str | Path, methods: Sequence[str] = METHODS, jobs: int | None = 1, scheduler: str | None = None, backend: str = "builtin", bids_root: str | Path | None = None, progress: bool = True,
+                  sidecar_policy: ScrubPolicy | None = None):
+    """Deface every scan of a cohort; write qc.tsv and failures.tsv; return the engine's results.
+
+    ``sidecar_policy`` says which input sidecar fields the outputs' sidecars carry
+    (:mod:`defacebench.io.sidecars`; default its deny list).
+    """
     methods = parse_methods(list(methods))
     root = layout.derivatives_dir(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     write_dataset_description(root, "defacebench defaced images", source=str(bids_root or cohort.source or ""),
                               description="defaced and face-only T1w images, removal masks, brain masks, MNI transforms, QC")
-    task = functools.partial(_deface_task, out_dir=str(out_dir), methods=methods, backend=backend, bids_root=None if bids_root is None else str(bids_root))
+    task = functools.partial(_deface_task, out_dir=str(out_dir), methods=methods, backend=backend, bids_root=None if bids_root is None else str(bids_root),
+                             sidecar_policy=sidecar_policy)
     results = run_tasks(task, cohort.subjects, keys=[s.key for s in cohort.subjects], jobs=jobs, scheduler=scheduler, stage="deface", progress=progress)
     table = collect_qc(out_dir, cohort.subjects)
     write_table_atomic(layout.deface_qc_table(out_dir), table)

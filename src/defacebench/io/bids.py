@@ -62,6 +62,7 @@ def write_dataset_description(
         content["GeneratedBy"] = [{"Name": PIPELINE_NAME, "Version": __version__, "Description": description or name}]
         if source:
             content["SourceDatasets"] = [{"URL": str(source)}]
+            content["DatasetLinks"] = {"raw": str(source)}  # resolves the sidecars' bids:raw: Sources
     elif description:
         content["Description"] = description
     path = Path(root) / "dataset_description.json"

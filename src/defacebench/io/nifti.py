@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from defacebench import __version__
 from defacebench.io.atomic import atomic_path
 from defacebench.io.errors import ImageError
 
@@ -123,6 +124,7 @@ def save_image(
     path: str | Path,
     affine: np.ndarray | None = None,
     dtype: type | None = None,
+    descrip: str | None = None,
 ) -> Path:
     """Save an image atomically with a scrubbed header; return the path.
 
@@ -136,6 +138,9 @@ def save_image(
         Voxel-to-world affine when ``img_or_data`` is an array.
     dtype : numpy dtype, optional
         On-disk data type (e.g. ``np.uint8`` for masks).
+    descrip : str, optional
+        Text put in the header's ``descrip`` after the scrub (at most 79 bytes, ASCII):
+        only :func:`defaced_descrip` uses it, so a defaced file says so itself.
     """
     if isinstance(img_or_data, np.ndarray):
         if affine is None:
@@ -150,6 +155,17 @@ def save_image(
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
     scrub_header(img)
+    if descrip:
+        img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)
+
+
+def defaced_descrip(method: str, refaced: bool = False) -> str:
+    """The header ``descrip`` of a defaced image: ``defaced (afni) by defacebench 0.1.0``.
+
+    The scrub clears every other header text; this one is left on purpose, so a file
+    that travels without its sidecar still says that it was defaced and how (pydeface#36).
+    """
+    return f"{'refaced' if refaced else 'defaced'} ({method}) by defacebench {__version__}"
