@@ -372,3 +372,8 @@ def simulation_labels(dataset: PathLike, scan: Scan) -> list[Path]:
     root = simulation_dir(dataset)
     return [anat_dir(root, scan.subject, scan.session) / f"{scan.key}_dseg.nii.gz",
             anat_dir(root, scan.subject, None) / f"sub-{scan.subject}_dseg.nii.gz"]
+
+
+# -- issue 23: what this cohort can show -------------------------------------------------
+#: Detectable MAE difference and scans needed per reported test (:mod:`defacebench.analysis.power`).
+RESULT_FILES["power"] = "power.csv"
