@@ -34,6 +34,7 @@ rejected): it is the difference that can be detected when it is the only real on
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -103,14 +104,34 @@ class DifferenceModel:
         return self.scale * (picks + self.bandwidth * rng.standard_normal(shape))
 
 
+@functools.lru_cache(maxsize=256)
+def _critical_values(n: int, alpha: float, alternative: str) -> tuple[float, float]:
+    """``(low, high)``: the exact signed-rank test on ``n`` scans rejects iff ``W+ <= low`` or
+    ``W+ >= high`` (``W+``: sum of the ranks of the positive differences; scipy's exact p < alpha)."""
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    counts[0] = 1.0
+    for rank in range(1, n + 1):  # subsets of {1..n} by their sum: the null distribution of W+
+        counts[rank:] = counts[rank:] + counts[:-rank].copy()
+    pmf = counts / counts.sum()
+    sf = np.cumsum(pmf[::-1])[::-1]  # P(W+ >= w)
+    cdf = np.cumsum(pmf)  # P(W+ <= w)
+    factor = 2.0 if alternative == "two-sided" else 1.0
+    high = np.flatnonzero(factor * sf < alpha)
+    low = np.flatnonzero(factor * cdf < alpha) if alternative == "two-sided" else np.array([], int)
+    return (float(low[-1]) if len(low) else -1.0), (float(high[0]) if len(high) else math.inf)
+
+
 def _simulated_power(samples: np.ndarray, shift: float, alpha: float, alternative: str) -> float:
-    from scipy import stats
+    """Share of rows of ``samples + shift`` the exact signed-rank test rejects at ``p < alpha``."""
+    d = samples + shift
+    ranks = np.empty(d.shape)
+    np.put_along_axis(ranks, np.argsort(np.abs(d), axis=1), np.arange(1, d.shape[1] + 1, dtype=float)[None, :], axis=1)
+    w_plus = np.sum(ranks * (d > 0), axis=1)
+    low, high = _critical_values(d.shape[1], alpha, alternative)
+    return float(np.mean((w_plus >= high) | (w_plus <= low)))
 
-    p = stats.wilcoxon(samples + shift, axis=1, alternative=alternative).pvalue
-    return float(np.mean(p < alpha))
 
-
-def _probabilities(model: DifferenceModel, shift: float, rng: np.random.Generator, draws: int = 4000) -> tuple[float, float, float]:
+def _probabilities(model: DifferenceModel, shift: float, rng: np.random.Generator, draws: int = 1000) -> tuple[float, float, float]:
     """``p1 = P(X > 0)``, ``p2 = P(X + X' > 0)``, ``p4 = P(X + X' > 0, X + X'' > 0)`` of the shifted model."""
     from scipy.special import ndtr
 
@@ -200,9 +221,21 @@ def scans_needed(model: DifferenceModel, difference: float, alpha: float, power:
             mid = (low + high) // 2
             low, high = (low, mid) if power_at(model, difference, mid, alpha, draws, seed) >= power else (mid, high)
         return float(high)
-    n = np.arange(max(first, EXACT_MAX_N + 1), max_scans + 1)
-    reached = np.flatnonzero(_asymptotic_power(n, _probabilities(model, difference, np.random.default_rng([seed, 0])), alpha, model.alternative) >= power)
-    return float(n[reached[0]]) if len(reached) else math.inf
+    probabilities = _probabilities(model, difference, np.random.default_rng([seed, 0]))
+
+    def enough(n: int) -> bool:
+        return bool(_asymptotic_power(np.array([n]), probabilities, alpha, model.alternative)[0] >= power)
+
+    low = max(first, EXACT_MAX_N + 1) - 1  # not enough at low (simulated above), search (low, high]
+    high = low + 1
+    while not enough(high):
+        low, high = high, 2 * high
+        if high > max_scans:
+            return math.inf
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return float(high)
 
 
 def _row(family: str, a: str, b: str, d: np.ndarray, m: int, alpha: float, alternative: str, target: float, seed: int) -> dict[str, object]:
