@@ -32,6 +32,7 @@ import pandas as pd
 
 from defacebench.io.atomic import write_table_atomic
 from defacebench.io.errors import InputError, one_line_warnings, warning_line
+from defacebench.io.estimate import Estimate, task_estimate
 from defacebench.io.progress import progress_bar
 
 THREAD_VARIABLES = (
@@ -141,6 +142,7 @@ def run_tasks(
     stage: str = "task",
     progress: bool = True,
     on_failure: Callable[[Failure], None] | None = None,
+    estimate: Callable[[Estimate], None] | None = None,
 ) -> TaskResults:
     """Apply ``func`` to each item; collect values and failures.
 
@@ -162,6 +164,11 @@ def run_tasks(
         Show a progress bar on stderr.
     on_failure : callable, optional
         Called with each :class:`Failure` as it happens (e.g. to save failures.tsv).
+    estimate : callable, optional
+        Time before work: the first items run here, one at a time, until one takes at least
+        :data:`WARM_UP_MIN_S` (items already done elsewhere finish at once); that one's time
+        times the items left, over the workers, goes to ``estimate`` as an
+        :class:`~defacebench.io.estimate.Estimate` before the rest is dispatched.
     """
     keys = [str(k) for k in (keys if keys is not None else items)]
     results = TaskResults()
@@ -182,6 +189,8 @@ def run_tasks(
         bar.set_postfix(done=len(results.values), failed=len(results.failures), refresh=False)
         bar.update(1)
 
+    if estimate is not None:
+        keys, items = _warm_up(func, list(keys), list(items), stage, record, estimate, jobs, scheduler)
     try:
         if scheduler:
             from dask.distributed import as_completed as dask_completed
@@ -209,6 +218,24 @@ def run_tasks(
         bar.close()
     results.seconds = time.perf_counter() - start
     return results
+
+
+#: A warm-up task that took less than this was (probably) already done: time the next one.
+WARM_UP_MIN_S = 0.5
+
+
+def _warm_up(func, keys: list[str], items: list, stage: str, record, estimate: Callable[[Estimate], None], jobs: int, scheduler: str | None) -> tuple[list[str], list]:
+    """Run items here until one takes :data:`WARM_UP_MIN_S`, report the estimate; return the items left."""
+    while items:
+        key, item = keys.pop(0), items.pop(0)
+        t0 = time.perf_counter()
+        record(key, *_guarded(func, item, stage))
+        seconds = time.perf_counter() - t0
+        if seconds >= WARM_UP_MIN_S:
+            if items:
+                estimate(task_estimate(stage, seconds, len(items), key, jobs, scheduler, default_jobs()))
+            break
+    return keys, items
 
 
 def read_failures(path: str | Path) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
     parser.add_argument("--scheduler", default=None, help="address or scheduler file of a Dask cluster")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="the time estimate in one line, without the faster options")
     return parser
 
 
@@ -45,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     from defacebench.deface import deface_cohort, parse_methods
     from defacebench.deface.native import available
     from defacebench.io.errors import InputError
+    from defacebench.io.estimate import print_estimate
 
     methods = parse_methods(args.methods)
     if args.jobs < 1:
@@ -67,7 +70,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"rejected    {rejection.name}: {rejection.reason}", file=sys.stderr)
     bids_root = args.source if args.source.is_dir() else None
     results = deface_cohort(Cohort(subjects, rejected=list(cohort.rejected), source=cohort.source), args.out, methods, jobs=args.jobs, scheduler=args.scheduler,
-                            backend=args.backend, bids_root=bids_root, progress=not args.no_progress)
+                            backend=args.backend, bids_root=bids_root, progress=not args.no_progress,
+                            estimate=functools.partial(print_estimate, quiet=args.quiet))
     print(f"defaced     {len(results.values)} of {len(subjects)} scans with {', '.join(methods)} in {results.seconds:.0f} s")
     summary_path = layout.deface_qc_summary(args.out)
     print(f"wrote       {layout.deface_qc_table(args.out)} and {summary_path}")

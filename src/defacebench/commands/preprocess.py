@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scheduler", default=None, help="tcp://host:port or scheduler file of a Dask cluster")
     parser.add_argument("--no-mosaics", action="store_true", help="skip the QC mosaics")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="the time estimate in one line, without the faster options")
     return parser
 
 
@@ -65,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     from defacebench.engine import read_failures
     from defacebench.imaging.grids import get_grid
     from defacebench.io.errors import InputError
+    from defacebench.io.estimate import print_estimate
     from defacebench.preprocess.scan import missing_inputs
     from defacebench.preprocess.stage import preprocess_study
 
@@ -97,7 +100,8 @@ def _run(args: argparse.Namespace) -> int:
                          f"run `defacebench deface {args.source} {args.out} --methods {needed}` first", layout.derivatives_dir(args.out))
 
     result = preprocess_study(cohort, args.out, grid, [c.name for c in conditions], splits, jobs=args.jobs, scheduler=args.scheduler,
-                              progress=not args.no_progress, mosaics=not args.no_mosaics, prior_failures=prior)
+                              progress=not args.no_progress, mosaics=not args.no_mosaics, prior_failures=prior,
+                              estimate=functools.partial(print_estimate, quiet=args.quiet))
     stores = result.stores
     done = len(cohort) - len(result.reasons)
     print(f"preprocessed {done} of {len(cohort)} scans into {grid.name} {'x'.join(map(str, grid.shape))} in {result.seconds:.0f} s")

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fused-adam", action=argparse.BooleanOptionalAction, default=None,
                         help="CUDA: Adam's update in one kernel (default: on; measured faster, docs/training.md)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="the time estimate in one line, without the faster options")
     return parser
 
 
@@ -57,7 +58,9 @@ def _run(args: argparse.Namespace) -> int:
     from defacebench import layout
     from defacebench.io.errors import InputError, StageError
     from defacebench.io.store import list_conditions, open_condition
+    from defacebench.io.estimate import print_estimate
     from defacebench.model.accel.settings import get_speed
+    from defacebench.model.estimate import training_estimate
     from defacebench.model.inference import resolve_device
     from defacebench.model.profiles import get_profile
     from defacebench.model.train import model_summary, train_condition
@@ -90,6 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     for condition in conditions:  # verify every store before the first run trains
         open_condition(args.study_dir, grid, condition)
+    print_estimate(training_estimate(args.study_dir, grid, conditions, args.runs, profile, speed, device, hasattr(args, "scheduler")), quiet=args.quiet)
     failed = []
     for condition in conditions:
         for run in range(1, args.runs + 1):

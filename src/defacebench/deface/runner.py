@@ -261,15 +261,19 @@ def summarize_qc(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def deface_cohort(cohort, out_dir: str | Path, methods: Sequence[str] = METHODS, jobs: int | None = 1, scheduler: str | None = None, backend: str = "builtin", bids_root: str | Path | None = None, progress: bool = True):
-    """Deface every scan of a cohort; write qc.tsv and failures.tsv; return the engine's results."""
+def deface_cohort(cohort, out_dir: str | Path, methods: Sequence[str] = METHODS, jobs: int | None = 1, scheduler: str | None = None, backend: str = "builtin", bids_root: str | Path | None = None, progress: bool = True,
+                  estimate=None):
+    """Deface every scan of a cohort; write qc.tsv and failures.tsv; return the engine's results.
+
+    ``estimate``: called with the time estimate after a warm-up scan (:func:`defacebench.engine.run_tasks`)."""
     methods = parse_methods(list(methods))
     root = layout.derivatives_dir(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     write_dataset_description(root, "defacebench defaced images", source=str(bids_root or cohort.source or ""),
                               description="defaced and face-only T1w images, removal masks, brain masks, MNI transforms, QC")
     task = functools.partial(_deface_task, out_dir=str(out_dir), methods=methods, backend=backend, bids_root=None if bids_root is None else str(bids_root))
-    results = run_tasks(task, cohort.subjects, keys=[s.key for s in cohort.subjects], jobs=jobs, scheduler=scheduler, stage="deface", progress=progress)
+    results = run_tasks(task, cohort.subjects, keys=[s.key for s in cohort.subjects], jobs=jobs, scheduler=scheduler, stage="deface", progress=progress,
+                        estimate=estimate)
     table = collect_qc(out_dir, cohort.subjects)
     write_table_atomic(layout.deface_qc_table(out_dir), table)
     write_table_atomic(layout.deface_qc_summary(out_dir), summarize_qc(table))
