@@ -7,7 +7,7 @@ with the run's profile, speed settings, device and thread count, and times
   forward, backward and optimiser step as a run; on CUDA after one untimed batch, which pays
   for cuDNN autotuning and compilation),
 * one validation batch (:meth:`Trainer.predict`),
-* one checkpoint (``torch.save`` of :meth:`Trainer.state` to memory),
+* one epoch's files (``checkpoint.pt`` and ``history.csv``, written atomically to a temporary folder),
 * building the trainer (model, optimiser, feed), the second time (the first in a process also
   pays for lazy initialisation, once).
 
@@ -18,7 +18,6 @@ since early stopping may end a run sooner. The estimate assumes the runs go one 
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Sequence
@@ -94,12 +93,28 @@ def measure_training(store: ConditionStore, profile: TrainProfile, speed: SpeedS
         start = time.perf_counter()
         trainer.predict(val)
         eval_per_sample = (time.perf_counter() - start) / max(len(val), 1)
-        start = time.perf_counter()
-        torch.save(trainer.state(), io.BytesIO())
-        checkpoint = time.perf_counter() - start
+        checkpoint = _time_checkpoint(trainer)
         return TrainingSpeed(per_sample, eval_per_sample, checkpoint, setup, device_name(device))
     finally:
         torch.set_num_threads(threads)
+
+
+def _time_checkpoint(trainer: Trainer) -> float:
+    """Seconds to write one epoch's files as a run does: ``checkpoint.pt`` and ``history.csv``, atomically."""
+    import tempfile
+
+    import pandas as pd
+
+    from defacebench.io.atomic import atomic_path, write_table_atomic
+    from defacebench.model.trainer import HISTORY_COLUMNS
+
+    with tempfile.TemporaryDirectory(prefix="defacebench-estimate-") as tmp:
+        start = time.perf_counter()
+        with atomic_path(layout.checkpoint_file(Path(tmp))) as path:
+            torch.save(trainer.state(), path)
+        history = pd.DataFrame([dict.fromkeys(HISTORY_COLUMNS, 0.0)] * max(1, trainer.profile.max_epochs // 2))
+        write_table_atomic(layout.history_file(Path(tmp)), history, sep=",")
+        return time.perf_counter() - start
 
 
 def epochs_done(run: Path) -> int:
@@ -116,7 +131,11 @@ def training_estimate(study_dir: str | Path, grid: str, conditions: Sequence[str
 
     ``scheduler_option``: whether the command has ``--scheduler`` (then a cluster is suggested).
     """
-    stores = {c: open_condition(study_dir, grid, c) for c in conditions}
+    stores, opening = {}, {}
+    for c in conditions:  # a run opens (and verifies) its store again: part of its cost
+        start = time.perf_counter()
+        stores[c] = open_condition(study_dir, grid, c)
+        opening[c] = time.perf_counter() - start
     todo = [(c, r) for c in conditions for r in range(1, runs + 1) if not is_complete(layout.run_dir(study_dir, c, r), profile, stores[c].checksum)]
     if not todo:
         return None
@@ -127,7 +146,8 @@ def training_estimate(study_dir: str | Path, grid: str, conditions: Sequence[str
         store = stores[condition]
         n_train, n_val, n_test = (len(store.rows(s)) for s in ("train", "val", "test"))
         epochs = max(0, profile.max_epochs - epochs_done(layout.run_dir(study_dir, condition, run)))
-        seconds += measured.run_seconds(n_train, n_val, n_val + n_test, epochs)
+        # plus opening its store and, at the end, files about the size of one checkpoint (model.pt, predictions)
+        seconds += measured.run_seconds(n_train, n_val, n_val + n_test, epochs) + opening[condition] + measured.checkpoint
         samples += n_train * epochs
     n_conditions = len({c for c, _ in todo})
     n_train = len(first.rows("train"))
