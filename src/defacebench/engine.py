@@ -165,10 +165,11 @@ def run_tasks(
     on_failure : callable, optional
         Called with each :class:`Failure` as it happens (e.g. to save failures.tsv).
     estimate : callable, optional
-        Time before work: the first items run here, one at a time, until one takes at least
-        :data:`WARM_UP_MIN_S` (items already done elsewhere finish at once); that one's time
+        Time before work: the first items run here, one at a time, until two took at least
+        :data:`WARM_UP_MIN_S` each (items already done finish at once); the second one's time
         times the items left, over the workers, goes to ``estimate`` as an
-        :class:`~defacebench.io.estimate.Estimate` before the rest is dispatched.
+        :class:`~defacebench.io.estimate.Estimate` before the rest is dispatched (here, with
+        all threads; a local worker has one, so a multi-threaded task can take longer there).
     """
     keys = [str(k) for k in (keys if keys is not None else items)]
     results = TaskResults()
@@ -225,16 +226,20 @@ WARM_UP_MIN_S = 0.5
 
 
 def _warm_up(func, keys: list[str], items: list, stage: str, record, estimate: Callable[[Estimate], None], jobs: int, scheduler: str | None) -> tuple[list[str], list]:
-    """Run items here until one takes :data:`WARM_UP_MIN_S`, report the estimate; return the items left."""
-    while items:
+    """Run items here until two took :data:`WARM_UP_MIN_S` each (the first of them also pays
+    for imports and caches built once, e.g. the deface template), report the estimate from the
+    last; return the items left."""
+    timed: list[tuple[str, float]] = []
+    while items and len(timed) < 2:
         key, item = keys.pop(0), items.pop(0)
         t0 = time.perf_counter()
         record(key, *_guarded(func, item, stage))
         seconds = time.perf_counter() - t0
         if seconds >= WARM_UP_MIN_S:
-            if items:
-                estimate(task_estimate(stage, seconds, len(items), key, jobs, scheduler, default_jobs()))
-            break
+            timed.append((key, seconds))
+    if timed and items:
+        key, seconds = timed[-1]
+        estimate(task_estimate(stage, seconds, len(items), key, jobs, scheduler, default_jobs()))
     return keys, items
 
 

@@ -4,8 +4,10 @@
 with the run's profile, speed settings, device and thread count, and times
 
 * a few training batches through :meth:`Trainer.train_epoch` itself (the same feed, rotation,
-  forward, backward and optimiser step as a run; on CUDA after one untimed batch, which pays
-  for cuDNN autotuning and compilation),
+  forward, backward and optimiser step as a run), after one first batch that is counted as
+  set-up on CUDA (it pays for cuDNN autotuning and compilation) and is a single sample on a
+  CPU; when that one sample takes more than a batch's worth of :data:`WARM_UP_S`, it is the
+  measurement (the paper profile on a CPU: seconds, not minutes, of warm-up),
 * one validation batch (:meth:`Trainer.predict`),
 * one epoch's files (``checkpoint.pt`` and ``history.csv``, written atomically to a temporary folder),
 * building the trainer (model, optimiser, feed), the second time (the first in a process also
@@ -75,20 +77,22 @@ def measure_training(store: ConditionStore, profile: TrainProfile, speed: SpeedS
         setup = time.perf_counter() - t0
         rows, bs = trainer.train_rows, profile.batch_size
 
-        def timed_batches(k: int) -> float:
-            trainer.train_rows = rows[: max(1, min(k * bs, len(rows)))]
+        def timed(samples: int) -> float:
+            trainer.train_rows = rows[: max(1, min(samples, len(rows)))]
             start = time.perf_counter()
             trainer.train_epoch()
             _sync(device)
             return (time.perf_counter() - start) / len(trainer.train_rows)
 
-        first = timed_batches(1)
+        # on CUDA a full first batch (it tunes and compiles: a cost of every run); on a CPU one
+        # sample, which costs about as much per sample and keeps the paper profile's warm-up short
+        first_samples = min(bs, len(rows)) if device.type == "cuda" else 1
+        per_sample = timed(first_samples)
         if device.type == "cuda":
-            setup += first * min(bs, len(rows))  # the first batch tunes and compiles: a cost of every run
-        per_sample = first
-        if device.type == "cuda" or first * min(bs, len(rows)) < WARM_UP_S:
+            setup += per_sample * first_samples
+        if device.type == "cuda" or per_sample * bs < WARM_UP_S:
             k = max(1, min(MAX_WARM_UP_BATCHES, math.ceil(WARM_UP_S / max(per_sample * bs, 1e-6))))
-            per_sample = timed_batches(k)
+            per_sample = timed(k * bs)
         val = trainer.val_rows[: profile.eval_batch_size]
         start = time.perf_counter()
         trainer.predict(val)
