@@ -32,9 +32,7 @@ def test_faster_options_only_when_slow_on_a_cpu_and_not_quiet() -> None:
     assert len(Estimate("train", 10 * 86400, "w", "H200", "m", on_cpu=False, advice=("x",)).lines()) == 1
 
 
-def test_training_estimate_is_within_a_factor_of_two_of_the_measured_time(tmp_path: Path) -> None:
-    """A small CPU run of the demo's profile: estimate first, then time the runs themselves."""
-    study = make_blob_store(tmp_path, n=40, shape=(20, 24, 22), conditions=("raw", "face-fsl"))
+def _estimate_and_measure(study: Path) -> tuple[float, float]:
     profile = get_profile("cpu", max_epochs=6, patience=50)
     speed = get_speed("cpu")
     est = training_estimate(study, "tiny", ["raw", "face-fsl"], 2, profile, speed, torch.device("cpu"))
@@ -44,9 +42,22 @@ def test_training_estimate_is_within_a_factor_of_two_of_the_measured_time(tmp_pa
         for run in (1, 2):
             train_condition(study, "tiny", condition, run, profile, device="cpu", progress=False, log=None, speed=speed)
     measured = time.perf_counter() - start
-    assert 0.5 < est.seconds / measured < 2.0, (est.seconds, measured)
     # finished runs are not work ahead
     assert training_estimate(study, "tiny", ["raw", "face-fsl"], 2, profile, speed, torch.device("cpu")) is None
+    return est.seconds, measured
+
+
+def test_training_estimate_is_within_a_factor_of_two_of_the_measured_time(tmp_path: Path) -> None:
+    """A small CPU run of the demo's profile: estimate first, then time the runs themselves.
+    On a shared machine a neighbour's burst can land in either phase: a second try on new stores."""
+    found = []
+    for attempt in range(2):
+        study = make_blob_store(tmp_path / str(attempt), n=40, shape=(20, 24, 22), conditions=("raw", "face-fsl"))
+        estimated, measured = _estimate_and_measure(study)
+        found.append((round(estimated, 2), round(measured, 2)))
+        if 0.5 < estimated / measured < 2.0:
+            return
+    raise AssertionError(f"estimate and measured seconds: {found}")
 
 
 def test_train_prints_the_estimate_and_on_a_slow_cpu_what_is_faster(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:

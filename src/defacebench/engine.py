@@ -190,9 +190,9 @@ def run_tasks(
         bar.set_postfix(done=len(results.values), failed=len(results.failures), refresh=False)
         bar.update(1)
 
-    if estimate is not None:
-        keys, items = _warm_up(func, list(keys), list(items), stage, record, estimate, jobs, scheduler)
     try:
+        if estimate is not None:
+            keys, items = _warm_up(func, list(keys), list(items), stage, record, estimate, jobs, scheduler)
         if scheduler:
             from dask.distributed import as_completed as dask_completed
 

@@ -3,11 +3,12 @@
 :func:`training_estimate` builds the first condition's :class:`~defacebench.model.trainer.Trainer`
 with the run's profile, speed settings, device and thread count, and times
 
-* a few training batches through :meth:`Trainer.train_epoch` itself (the same feed, rotation,
-  forward, backward and optimiser step as a run), after one first batch that is counted as
-  set-up on CUDA (it pays for cuDNN autotuning and compilation) and is a single sample on a
-  CPU; when that one sample takes more than a batch's worth of :data:`WARM_UP_S`, it is the
-  measurement (the paper profile on a CPU: seconds, not minutes, of warm-up),
+* training steps through :meth:`Trainer.train_epoch` itself (the same feed, rotation,
+  forward, backward and optimiser step as a run): first steps that pay for lazy
+  initialisation, untimed (on CUDA a full batch counted as set-up, as it pays for cuDNN
+  autotuning and compilation; on a CPU one sample, then one full batch), then about
+  :data:`WARM_UP_S` of batches; when one sample alone takes a batch's share of that, a second
+  single sample is the measurement (the paper profile on a CPU: two samples of warm-up),
 * one validation batch (:meth:`Trainer.predict`),
 * one epoch's files (``checkpoint.pt`` and ``history.csv``, written atomically to a temporary folder),
 * building the trainer (model, optimiser, feed), the second time (the first in a process also
@@ -40,8 +41,9 @@ from defacebench.model.trainer import Trainer
 WARM_UP_S = 1.0
 #: At most this many timed training batches.
 MAX_WARM_UP_BATCHES = 20
-#: Samples/s of the paper profile on one H200 (docs/training.md): what a GPU would give.
-PAPER_GPU_SAMPLES_PER_S = 191.0
+#: Training samples/s of the paper profile on one H200, ``train_condition`` end to end (the low
+#: end of 950-1,024 measured; README, Performance; docs/training.md): what a GPU would give.
+PAPER_GPU_SAMPLES_PER_S = 950.0
 
 
 @dataclass(frozen=True)
@@ -84,15 +86,21 @@ def measure_training(store: ConditionStore, profile: TrainProfile, speed: SpeedS
             _sync(device)
             return (time.perf_counter() - start) / len(trainer.train_rows)
 
-        # on CUDA a full first batch (it tunes and compiles: a cost of every run); on a CPU one
-        # sample, which costs about as much per sample and keeps the paper profile's warm-up short
-        first_samples = min(bs, len(rows)) if device.type == "cuda" else 1
+        # the first step of a batch size pays for lazy initialisation (kernels chosen per shape):
+        # on CUDA a full batch (it tunes and compiles: a cost of every run, counted as set-up);
+        # on a CPU one sample first, to see how slow a sample is
+        full = min(bs, len(rows))
+        first_samples = full if device.type == "cuda" else 1
         per_sample = timed(first_samples)
         if device.type == "cuda":
             setup += per_sample * first_samples
         if device.type == "cuda" or per_sample * bs < WARM_UP_S:
+            if device.type != "cuda":
+                timed(full)  # untimed: the batch size's own first step
             k = max(1, min(MAX_WARM_UP_BATCHES, math.ceil(WARM_UP_S / max(per_sample * bs, 1e-6))))
             per_sample = timed(k * bs)
+        else:  # a sample is that slow (the paper profile on a CPU): one more, warm, sample
+            per_sample = timed(1)
         val = trainer.val_rows[: profile.eval_batch_size]
         start = time.perf_counter()
         trainer.predict(val)
@@ -165,7 +173,7 @@ def training_advice(profile: TrainProfile, samples: int, scheduler_option: bool)
     """What would train faster than this CPU."""
     gpu = "a GPU: --device cuda"
     if profile.name == "paper":
-        gpu += f" (one H200 trained the paper profile at {PAPER_GPU_SAMPLES_PER_S:.0f} samples/s, docs/training.md: about {format_duration(samples / PAPER_GPU_SAMPLES_PER_S)} for this work)"
+        gpu += f" (one H200 trained the paper profile at {PAPER_GPU_SAMPLES_PER_S:,.0f} samples/s, docs/training.md: about {format_duration(samples / PAPER_GPU_SAMPLES_PER_S)} for this work)"
     out = [gpu]
     if scheduler_option:
         out.append("a Dask cluster training conditions and runs in parallel: --scheduler ADDRESS (docs/cluster.md)")
