@@ -88,7 +88,8 @@ def power_note(power: pd.DataFrame | None) -> str:
             f"a difference of {target:g} years would need for the same power. Both come from the spread of the observed per-scan differences "
             "(simulated Wilcoxon tests up to 50 scans, the normal approximation above; docs/analysis.md). A non-significant difference "
             "smaller than the detectable one is not evidence that the conditions are alike: the cohort could not have shown it. "
-            "<em>none</em>: with so few scans no Wilcoxon p can fall below the threshold, whatever the difference.</p>")
+            "<em>none</em>: with so few scans no Wilcoxon p can fall below the threshold, whatever the difference. In the face-signal table "
+            "the three numbers are face-only against the null, face-only against its geometry control, and the control against the null.</p>")
 
 
 def caution(power: pd.DataFrame | None, n_test: int) -> str:
