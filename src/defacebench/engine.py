@@ -33,6 +33,7 @@ import pandas as pd
 
 from defacebench.io.atomic import write_table_atomic
 from defacebench.io.errors import InputError, one_line_warnings, warning_line
+from defacebench.io.estimate import Estimate, task_estimate
 from defacebench.io.progress import progress_bar
 
 THREAD_VARIABLES = (
@@ -157,6 +158,7 @@ def run_tasks(
     resources: dict[str, float] | None = None,
     unit: str = "subject",
     on_value: Callable[[str, Any], None] | None = None,
+    estimate: Callable[[Estimate], None] | None = None,
 ) -> TaskResults:
     """Apply ``func`` to each item; collect values and failures.
 
@@ -185,6 +187,13 @@ def run_tasks(
         What one item is, in the progress bar (``"subject"``, ``"run"``).
     on_value : callable, optional
         Called with ``(key, value)`` of each task that succeeded, as it finishes.
+    estimate : callable, optional
+        Time before work: the first items run here, one at a time, until two took at least
+        :data:`WARM_UP_MIN_S` each (items already done finish at once); the second one's time
+        times the items left, over the workers, goes to ``estimate`` as an
+        :class:`~defacebench.io.estimate.Estimate` before the rest is dispatched (here, with
+        all threads; a local worker has one, so a multi-threaded task can take longer there).
+        Not with ``scheduler``: the client of a cluster does no task itself.
 
     A Dask worker lost mid-task (killed, pre-empted) makes the scheduler run the task again on
     another worker (up to ``distributed.scheduler.allowed-failures`` times); a task it gives up
@@ -212,6 +221,8 @@ def run_tasks(
         bar.update(1)
 
     try:
+        if estimate is not None and not scheduler:  # never compute on a cluster's client (a login node)
+            keys, items = _warm_up(func, list(keys), list(items), stage, record, estimate, jobs, scheduler)
         if scheduler:
             from dask.distributed import as_completed as dask_completed
 
@@ -244,6 +255,28 @@ def run_tasks(
         bar.close()
     results.seconds = time.perf_counter() - start
     return results
+
+
+#: A warm-up task that took less than this was (probably) already done: time the next one.
+WARM_UP_MIN_S = 0.5
+
+
+def _warm_up(func, keys: list[str], items: list, stage: str, record, estimate: Callable[[Estimate], None], jobs: int, scheduler: str | None) -> tuple[list[str], list]:
+    """Run items here until two took :data:`WARM_UP_MIN_S` each (the first of them also pays
+    for imports and caches built once, e.g. the deface template), report the estimate from the
+    last; return the items left."""
+    timed: list[tuple[str, float]] = []
+    while items and len(timed) < 2:
+        key, item = keys.pop(0), items.pop(0)
+        t0 = time.perf_counter()
+        record(key, *_guarded(func, item, stage))
+        seconds = time.perf_counter() - t0
+        if seconds >= WARM_UP_MIN_S:
+            timed.append((key, seconds))
+    if timed and items:
+        key, seconds = timed[-1]
+        estimate(task_estimate(stage, seconds, len(items), key, jobs, scheduler, default_jobs()))
+    return keys, items
 
 
 def read_failures(path: str | Path) -> pd.DataFrame:

@@ -407,3 +407,7 @@ def export_files(out: PathLike) -> dict[str, Path]:
     side = Path(out).parent / f"{Path(out).name}_defacebench"
     return {"side": side, "record": side / "export.json", "study": side / "study", "table": side / "export.tsv",
             "report": side / "export_qc.html"}
+
+# -- issue 23: what this cohort can show -------------------------------------------------
+#: Detectable MAE difference and scans needed per reported test (:mod:`defacebench.analysis.power`).
+RESULT_FILES["power"] = "power.csv"

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from defacebench import __version__, layout
-from defacebench.analysis import face_signal, figures, metrics, statistics
+from defacebench.analysis import face_signal, figures, metrics, power, statistics
 from defacebench.analysis.inputs import check_runs, load_histories, load_predictions, resolve_grid, training_mean_age
 from defacebench.analysis.runs import write_left_out_runs
 from defacebench.conditions import SCAN_KEY, order_conditions
@@ -56,6 +56,7 @@ def write_statistics(study_dir: str | Path, predictions: pd.DataFrame, training_
     null_abs = metrics.null_errors(ages, training_age)
     tables["null_baseline"] = statistics.null_baseline_tests(errors, null_abs, n_boot=n_boot, seed=seed)
     tables["face_signal"] = face_signal.face_signal_table(face_signal.ensemble_errors(predictions, "test"), null_abs, n_boot=n_boot, seed=seed)
+    tables["power"] = power.power_table(errors, null_abs, face_signal.ensemble_errors(predictions, "test"), seed=seed)
     for key, table in tables.items():
         write_table_atomic(layout.result_table(study_dir, key), table, sep=",")
     return tables

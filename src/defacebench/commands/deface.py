@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--applyto", action="store_true", help="also deface each session's T2w, FLAIR, PD images with its T1w's removal region")
     add_sidecar_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="the time estimate in one line, without the faster options")
     return parser
 
 
@@ -74,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     from defacebench.deface import deface_cohort, parse_methods
     from defacebench.deface.native import available
     from defacebench.io.errors import InputError
+    from defacebench.io.estimate import print_estimate
 
     methods = parse_methods(args.methods)
     if args.jobs < 1:
@@ -98,7 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     policy = sidecar_policy(args)
     chosen = Cohort(subjects, rejected=list(cohort.rejected), source=cohort.source)
     results = deface_cohort(chosen, args.out, methods, jobs=args.jobs, scheduler=args.scheduler,
-                            backend=args.backend, bids_root=bids_root, progress=not args.no_progress, sidecar_policy=policy)
+                            backend=args.backend, bids_root=bids_root, progress=not args.no_progress, sidecar_policy=policy,
+                            estimate=functools.partial(print_estimate, quiet=args.quiet))
     print(f"defaced     {len(results.values)} of {len(subjects)} scans with {', '.join(methods)} in {results.seconds:.0f} s")
     summary_path = layout.deface_qc_summary(args.out)
     print(f"wrote       {layout.deface_qc_table(args.out)} and {summary_path}")

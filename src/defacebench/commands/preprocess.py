@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default, as the paper), head = pydeface's whole-head registration, which does not follow brain atrophy")
     parser.add_argument("--no-mosaics", action="store_true", help="skip the QC mosaics")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="the time estimate in one line, without the faster options")
     return parser
 
 
@@ -68,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     from defacebench.engine import read_failures
     from defacebench.imaging.grids import get_grid
     from defacebench.io.errors import InputError
+    from defacebench.io.estimate import print_estimate
     from defacebench.preprocess.scan import missing_inputs, needs_head_registration
     from defacebench.preprocess.stage import preprocess_study
 
@@ -102,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
 
     result = preprocess_study(cohort, args.out, grid, [c.name for c in conditions], splits, jobs=args.jobs, scheduler=args.scheduler,
                               progress=not args.no_progress, mosaics=not args.no_mosaics, face_placement=args.face_placement,
-                              prior_failures=prior)
+                              prior_failures=prior, estimate=functools.partial(print_estimate, quiet=args.quiet))
     stores = result.stores
     done = len(cohort) - len(result.reasons)
     print(f"preprocessed {done} of {len(cohort)} scans into {grid.name} {'x'.join(map(str, grid.shape))} in {result.seconds:.0f} s")

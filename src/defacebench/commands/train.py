@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scheduler", default=None,
                         help="address or scheduler file of a Dask cluster: one task per (condition, run); GPU runs hold the worker resource GPU=1 (docs/cluster.md)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="the time estimate in one line, without the faster options")
     return parser
 
 
@@ -63,8 +64,10 @@ def _run(args: argparse.Namespace) -> int:
     from defacebench.io.errors import InputError, StageError
     from defacebench.io.store import list_conditions, open_condition
     from defacebench.engine import Failure
+    from defacebench.io.estimate import print_estimate
     from defacebench.model.accel.settings import get_speed
     from defacebench.model.dispatch import TRAIN_STAGE, RunTask, record_failures, train_on_cluster
+    from defacebench.model.estimate import training_estimate
     from defacebench.model.inference import resolve_device
     from defacebench.model.profiles import get_profile
     from defacebench.model.train import model_summary, train_condition
@@ -99,9 +102,10 @@ def _run(args: argparse.Namespace) -> int:
         open_condition(args.study_dir, grid, condition)
     # an absolute path: a worker on another node starts in another directory
     tasks = [RunTask(str(args.study_dir.absolute()), grid, c, run, profile, speed, str(device)) for c in conditions for run in range(1, args.runs + 1)]
-    if args.scheduler:
+    if args.scheduler:  # the workers' devices are not this machine's: no local warm-up
         failures = train_on_cluster(tasks, args.scheduler, progress=not args.no_progress)
     else:
+        print_estimate(training_estimate(args.study_dir, grid, conditions, args.runs, profile, speed, device, True), quiet=args.quiet)
         failures = []
         for task in tasks:
             try:

@@ -270,11 +270,12 @@ def summarize_qc(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def deface_cohort(cohort, out_dir: str | Path, methods: Sequence[str] = METHODS, jobs: int | None = 1, scheduler: str | None = None, backend: str = "builtin", bids_root: str | Path | None = None, progress: bool = True,
-                  sidecar_policy: ScrubPolicy | None = None):
+                  sidecar_policy: ScrubPolicy | None = None, estimate=None):
     """Deface every scan of a cohort; write qc.tsv and failures.tsv; return the engine's results.
 
     ``sidecar_policy`` says which input sidecar fields the outputs' sidecars carry
-    (:mod:`defacebench.io.sidecars`; default its deny list).
+    (:mod:`defacebench.io.sidecars`; default its deny list). ``estimate``: called with the
+    time estimate after a warm-up scan (:func:`defacebench.engine.run_tasks`).
     """
     methods = parse_methods(list(methods))
     root = layout.derivatives_dir(out_dir)
@@ -283,7 +284,8 @@ def deface_cohort(cohort, out_dir: str | Path, methods: Sequence[str] = METHODS,
                               description="defaced and face-only T1w images, removal masks, brain masks, MNI transforms, QC")
     task = functools.partial(_deface_task, out_dir=str(out_dir), methods=methods, backend=backend, bids_root=None if bids_root is None else str(bids_root),
                              sidecar_policy=sidecar_policy)
-    results = run_tasks(task, cohort.subjects, keys=[s.key for s in cohort.subjects], jobs=jobs, scheduler=scheduler, stage="deface", progress=progress)
+    results = run_tasks(task, cohort.subjects, keys=[s.key for s in cohort.subjects], jobs=jobs, scheduler=scheduler, stage="deface", progress=progress,
+                        estimate=estimate)
     table = collect_qc(out_dir, cohort.subjects)
     write_table_atomic(layout.deface_qc_table(out_dir), table)
     write_table_atomic(layout.deface_qc_summary(out_dir), summarize_qc(table))

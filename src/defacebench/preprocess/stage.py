@@ -51,6 +51,7 @@ def preprocess_study(
     min_brain_dice: float = MIN_BRAIN_DICE,
     face_placement: str = "brain",
     prior_failures: dict[str, str] | None = None,
+    estimate=None,
 ) -> StudyResult:
     """Preprocess every scan (skipping finished ones), then build the stores and QC.
 
@@ -71,6 +72,8 @@ def preprocess_study(
         Engine backend (:func:`defacebench.engine.run_tasks`).
     prior_failures : dict, optional
         Scans that failed an earlier stage (key -> reason): not run, recorded as failed.
+    estimate : callable, optional
+        Called with the time estimate after a warm-up scan (:func:`defacebench.engine.run_tasks`).
     """
     start = time.perf_counter()
     names = tuple(c.name if isinstance(c, Condition) else str(c) for c in conditions)
@@ -78,7 +81,8 @@ def preprocess_study(
     prior = dict(prior_failures or {})
     tasks = [PreprocessTask(s, str(study_dir), grid, names, bias_resolution_mm, min_brain_dice, face_placement) for s in cohort.subjects]
     todo = [t for t in tasks if t.key not in prior]
-    results = run_tasks(preprocess_subject, todo, keys=[t.key for t in todo], jobs=jobs, scheduler=scheduler, stage="preprocess", progress=progress)
+    results = run_tasks(preprocess_subject, todo, keys=[t.key for t in todo], jobs=jobs, scheduler=scheduler, stage="preprocess", progress=progress,
+                        estimate=estimate)
     reasons = {**prior, **{f.key: f.reason for f in results.failures}}
     stores = build_stores(study_dir, grid, names, cohort.subjects, splits, reasons)
     reasons.update(stores.failed)  # damaged work files found while assembling the stores

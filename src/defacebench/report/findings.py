@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from defacebench.conditions import condition_kind, condition_method, condition_title, method_name
+from defacebench.report.cohort_power import caution
 from defacebench.report.formatting import fmt_p
 
 #: Why a small face-only gain need not be age in the face, for any cohort.
@@ -28,7 +29,8 @@ SIMULATED_REGISTRATION_CAVEAT = ("with no face ageing planted, simulated face-on
 
 
 def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.DataFrame, saliency: pd.DataFrame | None = None,
-                alpha: float = 0.05, simulated: bool = False, face_signal: pd.DataFrame | None = None) -> list[str]:
+                alpha: float = 0.05, simulated: bool = False, face_signal: pd.DataFrame | None = None,
+                power: pd.DataFrame | None = None) -> list[str]:
     """Plain-language findings generated from the result tables (HTML-safe sentences).
 
     Parameters
@@ -36,6 +38,9 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
     table1, pairwise, null, saliency, face_signal : DataFrame
         The analysis stage's ``table1``, ``pairwise``, ``null_baseline``, ``saliency`` and
         ``face_signal`` result tables (all but the first and third may be missing).
+    power : DataFrame, optional
+        The ``power`` result table: the caution says which differences the cohort can detect
+        and how many scans a smaller one would need (:func:`defacebench.report.cohort_power.caution`).
     alpha : float
         Significance level of the sentences.
     simulated : bool
@@ -79,8 +84,9 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
         sentence = saliency_sentence(saliency.set_index("condition"), "raw")
         if sentence:
             out.append(sentence)
-    if n_test < 30:
-        out.append(f"Caution: with only {n_test} test scans, differences of less than about a year are hard to resolve.")
+    what_it_can_show = caution(power, n_test)
+    if what_it_can_show:
+        out.append(what_it_can_show)
     return out
 
 

@@ -20,6 +20,7 @@ from defacebench.conditions import condition_kind
 from defacebench.io.atomic import write_text_atomic
 from defacebench.io.errors import InputError
 from defacebench.report import sections
+from defacebench.report.cohort_power import power_note
 from defacebench.report.embed import figures_html
 from defacebench.report.findings import conclusions
 from defacebench.report.formatting import read_csv
@@ -90,7 +91,8 @@ def write_report(study_dir: str | Path, individual_figures: bool = False, out: s
     conditions = list(table1["condition"])
     key_pairs = [(d, ref) for d in conditions if condition_kind(d) == "defaced" for ref in ("raw", "skullstripped") if ref in conditions]
     signal = read_csv(layout.result_table(study_dir, "face_signal"))
-    findings = conclusions(table1, pairwise, null, saliency, simulated=simulated_cohort(study_dir), face_signal=signal)
+    power = read_csv(layout.result_table(study_dir, "power"))
+    findings = conclusions(table1, pairwise, null, saliency, simulated=simulated_cohort(study_dir), face_signal=signal, power=power)
     page = string.Template(PAGE).substitute(
         title=html.escape(title or f"defacebench report: {study_dir.resolve().name}"),
         subtitle=html.escape(f"How much do MRI defacing algorithms change brain-age predictions of a 3D CNN? Study directory {study_dir.resolve()}"),
@@ -99,12 +101,13 @@ def write_report(study_dir: str | Path, individual_figures: bool = False, out: s
         methods=sections.methods_section(study_dir, summary),
         table1=sections.table1_html(table1),
         omnibus=sections.omnibus_html(omnibus),
-        key_pairs=sections.pairs_html(pairwise, key_pairs) if key_pairs else "<p>No defaced condition to compare.</p>",
-        null_table=sections.null_html(null),
-        face_signal=sections.face_signal_html(signal),
+        key_pairs=sections.pairs_html(pairwise, key_pairs, power) if key_pairs else "<p>No defaced condition to compare.</p>",
+        null_table=sections.null_html(null, power),
+        face_signal=sections.face_signal_html(signal, power),
+        power_note=power_note(power),
         training_age=f"{summary.get('training_mean_age', float('nan')):.1f} years",
         n_pairs=0 if pairwise is None else len(pairwise),
-        pairwise=sections.pairs_html(pairwise),
+        pairwise=sections.pairs_html(pairwise, power=power),
         bias_section=sections.bias_html(bias),
         figures=figures_html(study_dir, sections.saliency_html(saliency)),
         qc=sections.qc_html(study_dir),

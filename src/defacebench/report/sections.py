@@ -12,6 +12,7 @@ import pandas as pd
 
 from defacebench import layout
 from defacebench.conditions import condition_title, method_name, order_conditions
+from defacebench.report.cohort_power import add_power_columns, face_power_columns
 from defacebench.report.formatting import fmt, fmt_p, html_table, read_tsv
 
 
@@ -99,8 +100,9 @@ def omnibus_html(omnibus: pd.DataFrame | None) -> str:
     return "<ul>" + "".join(lines) + "</ul>"
 
 
-def pairs_html(pairwise: pd.DataFrame | None, pairs: list[tuple[str, str]] | None = None) -> str:
-    """Paired tests and Tukey HSD of every pair, or of ``pairs`` only (either order)."""
+def pairs_html(pairwise: pd.DataFrame | None, pairs: list[tuple[str, str]] | None = None, power: pd.DataFrame | None = None) -> str:
+    """Paired tests and Tukey HSD of every pair, or of ``pairs`` only (either order); with
+    ``power``, each pair's detectable difference and scans needed beside them."""
     if pairwise is None or pairwise.empty:
         return "<p>No pairs to compare.</p>"
     table = pairwise
@@ -117,21 +119,24 @@ def pairs_html(pairwise: pd.DataFrame | None, pairs: list[tuple[str, str]] | Non
         "Tukey diff": table.get("tukey_mean_diff"), "Tukey 95 % CI": [f"{lo:+.2f} to {hi:+.2f}" for lo, hi in zip(table["tukey_ci_low"], table["tukey_ci_high"])] if "tukey_ci_low" in table else "–",
         "Tukey p": table.get("tukey_p_adj"),
     })
+    shown = add_power_columns(shown, table["a"], table["b"], power, "pairwise")
     return html_table(shown, {"Wilcoxon p (Holm)": fmt_p, "Tukey p": fmt_p})
 
 
-def null_html(null: pd.DataFrame) -> str:
-    """Each condition against the null baseline."""
+def null_html(null: pd.DataFrame, power: pd.DataFrame | None = None) -> str:
+    """Each condition against the null baseline (with ``power``: detectable gain and scans needed)."""
     shown = pd.DataFrame({
         "condition": [condition_title(c) for c in null["condition"]], "MAE": null["mae"], "null MAE": null["null_mae"],
         "MAE − null": null["mae_diff"], "bootstrap 95 % CI": [f"{lo:+.2f} to {hi:+.2f}" for lo, hi in zip(null["boot_ci_low"], null["boot_ci_high"])],
         "% below null": null["improvement_pct"], "Wilcoxon p (Holm)": null["wilcoxon_p_holm"], "beats null": null["beats_null"].astype(bool),
     })
+    shown = add_power_columns(shown, null["condition"], pd.Series(["null"] * len(null)), power, "null_baseline")
     return html_table(shown, {"% below null": 0, "Wilcoxon p (Holm)": fmt_p})
 
 
-def face_signal_html(signal: pd.DataFrame | None) -> str:
-    """Per method: face-only vs its geometry control vs the null baseline."""
+def face_signal_html(signal: pd.DataFrame | None, power: pd.DataFrame | None = None) -> str:
+    """Per method: face-only vs its geometry control vs the null baseline (with ``power``:
+    the three tests' detectable differences and scans needed)."""
     if signal is None or signal.empty:
         return "<p>No face-only condition was trained.</p>"
 
@@ -147,6 +152,7 @@ def face_signal_html(signal: pd.DataFrame | None) -> str:
         "gain the mask explains": [f"{v:.0f} %" if np.isfinite(v) else "–" for v in signal["geometry_explained_pct"].astype(float)],
         "age in the tissue": ["yes" if bool(v) else "no" for v in signal["tissue_signal"]],
     })
+    shown = face_power_columns(shown, signal["method"], power)
     return html_table(shown, {"p (Holm)": fmt_p, "p (Holm) ": fmt_p, "p (Holm)  ": fmt_p})
 
 

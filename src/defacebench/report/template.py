@@ -50,6 +50,7 @@ in how hard a scan is to age swamps the differences between conditions and the t
 beside them compare each scan with itself: the Friedman test (all conditions at once), Wilcoxon signed-rank tests per pair with
 Holm correction for the number of pairs, and bootstrap 95&nbsp;% confidence intervals of the MAE difference that resample scans
 (keeping each scan's errors together). Where the two disagree, trust the paired tests.</p>
+$power_note
 $omnibus
 <h3>Does defacing cost accuracy? Each defaced condition against the raw head and the skull-stripped brain</h3>
 $key_pairs
