@@ -93,7 +93,7 @@ def ablation_table(predictions: Mapping[tuple[str, str], np.ndarray], ages: np.n
     reference = predictions[("none", "none")]
     rows = [{"region": region, "fill": fill, **paired_change(reference, values, ages, n_boot, seed)}
             for (region, fill), values in predictions.items() if region != "none"]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else ["region", "fill"])
 
 
 def occlusion_table(predict: Predictor, raw: np.ndarray, rows: np.ndarray, regions: Mapping[str, np.ndarray], ages: np.ndarray,

@@ -99,9 +99,10 @@ def mae_matrix(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _with_mean_run(predictions: pd.DataFrame) -> pd.DataFrame:
-    """The predictions plus, per train condition, rows ``run == "mean"``: each scan's mean over runs."""
+    """The predictions plus, per train condition with several runs, rows ``run == "mean"``: each scan's mean over runs."""
     keys = ["train_condition", "test_condition", *SCAN_COLUMNS, "age"]
-    mean = predictions.groupby(keys, sort=False)["predicted_age"].mean().reset_index()
+    several = predictions.groupby("train_condition")["run"].transform("nunique") > 1
+    mean = predictions[several].groupby(keys, sort=False)["predicted_age"].mean().reset_index()
     mean["run"] = "mean"
     return pd.concat([predictions, mean.loc[:, predictions.columns]], ignore_index=True)
 
@@ -126,14 +127,17 @@ def paired_change(reference: np.ndarray, changed: np.ndarray, ages: np.ndarray, 
             "mae_change_ci_low": float(mae_low), "mae_change_ci_high": float(mae_high), "mae_p": wilcoxon_p(err_new, err_ref)[1]}
 
 
-def dbrainage_table(predictions: pd.DataFrame, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05, head_kinds: Iterable[str] = HEAD_KINDS) -> pd.DataFrame:
-    """Per head model (train condition of a :data:`HEAD_KINDS` kind, each run and their mean)
-    and defacing method: :func:`paired_change` of ``pred(defaced-<m>)`` against ``pred(raw)``;
-    ``change_p_holm`` and ``mae_p_holm`` Holm-adjusted over the methods of that model."""
+def dbrainage_table(predictions: pd.DataFrame, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05, head_kinds: Iterable[str] | None = HEAD_KINDS) -> pd.DataFrame:
+    """Per head model (train condition of a :data:`HEAD_KINDS` kind, or every model with
+    ``head_kinds=None``; each run and their mean) and defacing method: :func:`paired_change`
+    of ``pred(defaced-<m>)`` against ``pred(raw)``; ``change_p_holm`` and ``mae_p_holm``
+    Holm-adjusted over the methods of that model."""
     if predictions.empty or "raw" not in set(predictions["test_condition"]):
         return pd.DataFrame()
-    kinds = set(head_kinds)
-    frame = _with_mean_run(predictions[[condition_kind(c) in kinds for c in predictions["train_condition"]]])
+    if head_kinds is not None:
+        kinds = set(head_kinds)
+        predictions = predictions[[condition_kind(c) in kinds for c in predictions["train_condition"]]]
+    frame = _with_mean_run(predictions)
     methods = [condition_method(c) for c in dict.fromkeys(frame["test_condition"]) if condition_kind(c) == "defaced"]
     rows = []
     for (train_condition, run), model in frame.groupby(["train_condition", "run"], sort=False):

@@ -135,7 +135,7 @@ def face_tables(study_dir: Path, grid: str, runs: list[Path], cache: ModelCache,
         ablations.append(ablation.ablation_table(found, raw.ages[rows], n_boot, seed).assign(condition=condition, run=run))
         occlusions.append(ablation.occlusion_table(predict, raw.images, rows, regions, raw.ages, n_boot, seed).assign(condition=condition, run=run))
         last = ablations[-1]
-        union = last[(last["region"] == ablation.UNION) & (last["fill"] == "zero")]
+        union = last[(last["region"] == ablation.UNION) & (last["fill"] == "zero")] if len(last) else last
         if len(union):
             say(f"evaluate: face ablation of {condition} run-{run}: union zeroed moves predictions {union['mean_abs_change'].iloc[0]:.2f} years, MAE {union['mae_change'].iloc[0]:+.2f} years")
     tables = {"face_ablation": _first(pd.concat(ablations, ignore_index=True)), "occlusion": _first(pd.concat(occlusions, ignore_index=True))}
@@ -144,5 +144,7 @@ def face_tables(study_dir: Path, grid: str, runs: list[Path], cache: ModelCache,
 
 
 def _first(table: pd.DataFrame) -> pd.DataFrame:
-    """Put the ``condition`` and ``run`` columns first."""
+    """Put the ``condition`` and ``run`` columns first (an empty table stays empty)."""
+    if table.empty:
+        return pd.DataFrame()
     return table.loc[:, ["condition", "run", *[c for c in table.columns if c not in ("condition", "run")]]]
