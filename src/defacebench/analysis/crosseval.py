@@ -28,7 +28,7 @@ import pandas as pd
 from defacebench import layout
 from defacebench.analysis.runs import screen_runs
 from defacebench.analysis.statistics import bootstrap_indices, holm, wilcoxon_p
-from defacebench.conditions import condition_kind, condition_method
+from defacebench.conditions import condition_kind, condition_method, order_conditions
 from defacebench.io.atomic import write_table_atomic
 from defacebench.io.store import ConditionStore, list_conditions, open_condition
 
@@ -91,11 +91,9 @@ def cross_condition_table(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def mae_matrix(table: pd.DataFrame) -> pd.DataFrame:
-    """Train (rows) x test (columns) MAE, mean over runs, in the order the conditions appear."""
+    """Train (rows) x test (columns) MAE, mean over runs, conditions in the report's order."""
     matrix = table.groupby(["train_condition", "test_condition"], sort=False)["mae"].mean().unstack("test_condition")
-    order = list(dict.fromkeys(table["train_condition"]))
-    columns = list(dict.fromkeys(table["test_condition"]))
-    return matrix.reindex(index=order, columns=columns)
+    return matrix.reindex(index=order_conditions(table["train_condition"].unique()), columns=order_conditions(table["test_condition"].unique()))
 
 
 def _with_mean_run(predictions: pd.DataFrame) -> pd.DataFrame:

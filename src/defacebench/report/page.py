@@ -21,6 +21,7 @@ from defacebench.io.atomic import write_text_atomic
 from defacebench.io.errors import InputError
 from defacebench.report import sections
 from defacebench.report.embed import figures_html
+from defacebench.report.evaluation import evaluation_section
 from defacebench.report.findings import conclusions
 from defacebench.report.formatting import read_csv
 from defacebench.report.template import PAGE
@@ -90,7 +91,8 @@ def write_report(study_dir: str | Path, individual_figures: bool = False, out: s
     conditions = list(table1["condition"])
     key_pairs = [(d, ref) for d in conditions if condition_kind(d) == "defaced" for ref in ("raw", "skullstripped") if ref in conditions]
     signal = read_csv(layout.result_table(study_dir, "face_signal"))
-    findings = conclusions(table1, pairwise, null, saliency, simulated=simulated_cohort(study_dir), face_signal=signal)
+    findings = conclusions(table1, pairwise, null, saliency, simulated=simulated_cohort(study_dir), face_signal=signal,
+                           ablation=read_csv(layout.evaluation_table(study_dir, "face_ablation")), occlusion=read_csv(layout.evaluation_table(study_dir, "occlusion")))
     page = string.Template(PAGE).substitute(
         title=html.escape(title or f"defacebench report: {study_dir.resolve().name}"),
         subtitle=html.escape(f"How much do MRI defacing algorithms change brain-age predictions of a 3D CNN? Study directory {study_dir.resolve()}"),
@@ -107,6 +109,7 @@ def write_report(study_dir: str | Path, individual_figures: bool = False, out: s
         pairwise=sections.pairs_html(pairwise),
         bias_section=sections.bias_html(bias),
         figures=figures_html(study_dir, sections.saliency_html(saliency)),
+        face_use=evaluation_section(study_dir),
         qc=sections.qc_html(study_dir),
         version=__version__,
         date=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
