@@ -380,39 +380,21 @@ def model_ts_file(run: PathLike) -> Path:
     return Path(run) / "model.ts"
 
 
-#: Result files of ``defacebench evaluate`` under ``STUDY/results/``, by role.
-EVALUATION_FILES: dict[str, str] = {
-    "cross_condition": "cross_condition.csv",
-    "cross_predictions": "cross_predictions.csv",
-    "dbrainage": "dbrainage.csv",
-    "face_ablation": "face_ablation.csv",
-    "occlusion": "occlusion.csv",
-}
-
-#: Figures of ``defacebench evaluate`` and the saliency summary (``STUDY/figures/<name>.png``).
-EVALUATION_FIGURES: tuple[str, ...] = ("cross_condition", "saliency_terciles")
+EVALUATION_FILES: dict[str, str] = {"cross_condition": "cross_condition.csv", "cross_predictions": "cross_predictions.csv", "dbrainage": "dbrainage.csv",
+                                    "face_ablation": "face_ablation.csv", "occlusion": "occlusion.csv"}
 
 
 def evaluation_table(study: PathLike, role: str) -> Path:
-    """The result file of a role of :data:`EVALUATION_FILES`."""
+    """``defacebench evaluate``'s result file of a role of :data:`EVALUATION_FILES` (figure: ``cross_condition``)."""
     return result_file(study, EVALUATION_FILES[role])
 
 
-def saliency_abs_map(study: PathLike, grid: str, condition: str) -> Path:
-    """Mean over scans of the absolute Grad-CAM map (cannot cancel), ``.npy``."""
-    return saliency_dir(study, grid) / "abs" / f"{condition}.npy"
-
-
-def saliency_tercile_map(study: PathLike, grid: str, condition: str, tercile: int) -> Path:
-    """Mean signed Grad-CAM map of the test scans in age tercile ``tercile`` (1 youngest .. 3), ``.npy``."""
-    return saliency_dir(study, grid) / f"tercile-{tercile}" / f"{condition}.npy"
-
-
-def scores_dir(study: PathLike, name: str) -> Path:
-    """What ``defacebench score`` wrote for the external model ``name``."""
-    return results_dir(study) / "scores" / name
+def saliency_summary_map(study: PathLike, grid: str, condition: str, which: str) -> Path:
+    """``which`` = ``abs``: mean over scans of the absolute Grad-CAM map (cannot cancel); ``tercile-<k>``:
+    the signed mean over the test scans of age tercile k (1 youngest .. 3)."""
+    return saliency_dir(study, grid) / which / f"{condition}.npy"
 
 
 def score_table(study: PathLike, name: str, role: str) -> Path:
-    """``results/scores/<name>/<role>.csv`` (role: ``predictions``, ``metrics``, ``dbrainage``)."""
-    return scores_dir(study, name) / f"{role}.csv"
+    """``results/scores/<name>/<role>.csv``: what ``defacebench score`` wrote for model ``name`` (predictions, metrics, dbrainage)."""
+    return results_dir(study) / "scores" / name / f"{role}.csv"

@@ -344,8 +344,8 @@ def summed_maps(sums: Sequence[dict], groups: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _save_maps(study_dir: Path, grid: str, condition: str, mean_map: np.ndarray, abs_map: np.ndarray, terciles: dict[int, np.ndarray]) -> None:
-    targets = [(layout.saliency_map(study_dir, grid, condition), mean_map), (layout.saliency_abs_map(study_dir, grid, condition), abs_map)]
-    targets += [(layout.saliency_tercile_map(study_dir, grid, condition, k), m) for k, m in terciles.items()]
+    targets = [(layout.saliency_map(study_dir, grid, condition), mean_map), (layout.saliency_summary_map(study_dir, grid, condition, "abs"), abs_map)]
+    targets += [(layout.saliency_summary_map(study_dir, grid, condition, f"tercile-{k}"), m) for k, m in terciles.items()]
     for path, values in targets:
         with atomic_path(path) as tmp:
             np.save(tmp, values)
@@ -365,7 +365,7 @@ def abs_shares(abs_map: np.ndarray, face_mask: np.ndarray, brain_mask: np.ndarra
 
 def load_tercile_maps(study_dir: str | Path, grid: str, condition: str) -> dict[int, np.ndarray]:
     """The per-tercile signed maps of one condition written by :func:`compute_saliency`."""
-    paths = {k: layout.saliency_tercile_map(study_dir, grid, condition, k) for k in (1, 2, 3)}
+    paths = {k: layout.saliency_summary_map(study_dir, grid, condition, f"tercile-{k}") for k in (1, 2, 3)}
     return {k: np.load(p) for k, p in paths.items() if p.is_file()}
 
 

@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
                          n_boot=args.bootstrap, log=lambda msg: print(msg, flush=True))
     for row in tables["dbrainage"].itertuples():
         print(f"dBrainAGE {row.method}: {row.mean_abs_change:.2f} years (95 % CI {row.mean_abs_change_ci_low:.2f}-{row.mean_abs_change_ci_high:.2f})")
-    print(f"wrote       {layout.scores_dir(args.study, args.name or args.model.stem)}", flush=True)
+    print(f"wrote       {layout.score_table(args.study, args.name or args.model.stem, "predictions").parent}", flush=True)
     return 0
 
 
