@@ -19,8 +19,10 @@ respect to the pre-norm activation sums to zero over space in every channel; Gra
 channel weights (the spatial mean of that gradient) are then exactly zero and the map is
 numerical noise (tests/test_saliency.py shows it).
 
-Summary per condition (``results/saliency.csv``): the share of the mean map's positive
-saliency inside the **removal region** (voxels any defacer removes in more than half of the
+Summary per condition (``results/saliency.csv``): the shares of the **mean absolute map**
+(each scan's map made absolute, then averaged: opposite signs in different people cannot
+cancel; ``abs_*_share``, nan only when the map is zero everywhere) and, kept for
+comparison, of the mean signed map's positive saliency, inside the **removal region** (voxels any defacer removes in more than half of the
 cohort, the union over methods, outside the brain; see :func:`face_region`) and inside the
 **MNI brain mask** (nilearn's bundled MNI152 brain mask resampled to the grid).
 """
@@ -249,9 +251,11 @@ def compute_saliency(
 ) -> pd.DataFrame:
     """Mean Grad-CAM map per condition over test scans and runs, and its face/brain shares.
 
-    Writes ``results/saliency/<grid>/<condition>.npy`` (float32, the grid's shape) and
-    ``results/saliency.csv`` (condition, n_runs, n_scans, positive_total, positive_fraction,
-    face_share, brain_share, other_share, face_region), atomically, and returns the table.
+    Writes ``results/saliency/<grid>/<condition>.npy`` (float32, the grid's shape), the mean
+    absolute map and the signed maps per age tercile (:func:`defacebench.layout.saliency_summary_map`),
+    and ``results/saliency.csv`` (condition, n_runs, n_scans, positive_total, positive_fraction,
+    face_share, brain_share, other_share, face_region, abs_total, abs_face_share,
+    abs_brain_share, abs_other_share), atomically, and returns the table.
 
     Parameters
     ----------

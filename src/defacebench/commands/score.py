@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("study", type=Path, help="study directory (with stores/)")
     parser.add_argument("--model", type=Path, required=True, help="TorchScript (.pt, .ts) or ONNX (.onnx) model file")
     parser.add_argument("--input-spec", type=Path, default=None, help="TOML file: what the model expects (default: the study grid, ages out)")
-    parser.add_argument("--name", default=None, help="results/scores/<name>/ (default: the model file's stem)")
+    parser.add_argument("--name", default=None, help="results/scores/<name>/ (default: the file's stem; <condition>-run-<k> for a run's model.ts)")
     parser.add_argument("--grid", default=None, help="store grid (default: the runs' grid, or the only one)")
     parser.add_argument("--split", default=None, choices=("train", "val", "test"), help="score only this split (default every scan)")
     parser.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)")
@@ -50,12 +50,21 @@ def _run(args: argparse.Namespace) -> int:
     if not args.study.is_dir():
         raise InputError("study directory not found", args.study)
     spec = read_spec(args.input_spec)
-    tables = score_study(args.study, args.model, spec, grid=args.grid, split=args.split, name=args.name, device=args.device,
+    name = args.name or default_name(args.model)
+    tables = score_study(args.study, args.model, spec, grid=args.grid, split=args.split, name=name, device=args.device,
                          n_boot=args.bootstrap, log=lambda msg: print(msg, flush=True))
     for row in tables["dbrainage"].itertuples():
         print(f"dBrainAGE {row.method}: {row.mean_abs_change:.2f} years (95 % CI {row.mean_abs_change_ci_low:.2f}-{row.mean_abs_change_ci_high:.2f})")
-    print(f"wrote       {layout.score_table(args.study, args.name or args.model.stem, "predictions").parent}", flush=True)
+    folder = layout.score_table(args.study, name, "predictions").parent
+    print(f"wrote       {folder}", flush=True)
     return 0
+
+
+def default_name(model: Path) -> str:
+    """The file's stem; ``<condition>-run-<k>`` for a study's own ``runs/<condition>/run-<k>/model.ts``."""
+    if model.stem == "model" and model.parent.name.startswith("run-"):
+        return f"{model.parent.parent.name}-{model.parent.name}"
+    return model.stem
 
 
 def main(argv: Sequence[str] | None = None) -> int:
