@@ -182,3 +182,37 @@ def test_grad_cam_and_occlusion_shares_point_the_same_way(face_studies) -> None:
         print(f"face ageing {face_ageing}: occlusion face {occlusion['face region']:.2f} brain {occlusion['brain']:.2f}; "
               f"|Grad-CAM| face {saliency['abs_face_share']:.3f} brain {saliency['abs_brain_share']:.3f}")
         assert occlusion_says == cam_says == expected
+
+
+# --------------------------------------------------------------------------- the report's words
+def _ablation_rows() -> pd.DataFrame:
+    base = {"condition": "raw", "run": 1, "n": 20, "mean_abs_change_ci_low": 0.1, "mean_abs_change_ci_high": 0.3, "mae_change_ci_low": -0.1, "mae_change_ci_high": 0.4, "mae_p": 0.2}
+    return pd.DataFrame([{**base, "region": "union", "fill": "zero", "mean_abs_change": 0.21, "mae_change": 0.12},
+                         {**base, "region": "union", "fill": "average face", "mean_abs_change": 0.05, "mae_change": 0.01}])
+
+
+def test_summary_quotes_ablation_in_years_and_never_a_zero_or_nan_share() -> None:
+    from defacebench.report.findings import face_use_sentence
+
+    occlusion = pd.DataFrame({"condition": "raw", "run": 1, "region": ["face region", "brain", "skull and scalp"], "share": [0.001, 0.8, 0.199]})
+    saliency = pd.DataFrame({"condition": ["raw"], "abs_face_share": [0.0004], "abs_brain_share": [0.6], "abs_other_share": [0.3996]})
+    text = face_use_sentence(_ablation_rows(), occlusion, saliency)
+    assert "moves its predictions by 0.21 years" in text and "+0.12 years" in text and "average face moves them by 0.05 years" in text
+    assert "&lt;1 %" in text and " 0 %" not in text and "nan" not in text
+    empty = saliency.assign(abs_face_share=np.nan, abs_brain_share=np.nan, abs_other_share=np.nan)
+    silent = face_use_sentence(None, occlusion.assign(share=np.nan), empty)
+    assert "carries no signal" in silent and "changes no prediction" in silent and "nan" not in silent
+    assert face_use_sentence(None, None, None) is None
+
+
+def test_report_section_shows_heat_map_and_tables(tmp_path: Path) -> None:
+    from defacebench.analysis.figures_eval import plot_cross_condition
+    from defacebench.report.evaluation import evaluation_section
+
+    assert "Not evaluated" in evaluation_section(tmp_path)
+    predictions = _predictions({"afni": 2.0})
+    tables = crosseval.write_tables(tmp_path, predictions, n_boot=100)
+    plot_cross_condition(crosseval.mae_matrix(tables["cross_condition"]), layout.figure_file(tmp_path, "cross_condition"))
+    ablation.write_tables(tmp_path, _ablation_rows(), pd.DataFrame())
+    page = evaluation_section(tmp_path)
+    assert "data:image/png;base64" in page and "dBrainAGE" in page and "every removed voxel (union)" in page

@@ -102,14 +102,18 @@ def test_a_model_on_another_grid_runs_through_its_spec(trained, tmp_path: Path) 
     assert len(scored) == 3 * 6 and scored["predicted_age"].between(42.5, 81.5).all()
 
 
-def test_spec_resampling_keeps_world_positions() -> None:
-    """A bright voxel of a store lands at the same MNI mm on a 1 mm RAS grid."""
+@pytest.mark.parametrize("orientation, shape", [("RAS", (48, 60, 56)), ("LPI", (50, 58, 54)), ("SLA", (54, 50, 58))])
+def test_spec_resampling_keeps_world_positions(orientation: str, shape: tuple[int, int, int]) -> None:
+    """A bright voxel of a store lands at the same MNI mm on a 1 mm grid of any orientation."""
     study_affine = np.array([[-4.0, 0, 0, 30], [0, 4.0, 0, -40], [0, 0, 4.0, -20], [0, 0, 0, 1]])
     image = np.zeros((1, 12, 14, 13), np.float32)
     image[0, 3, 9, 5] = 1.0
-    spec = read_spec(None).__class__(shape=(48, 60, 56), voxel_mm=(1.0, 1.0, 1.0), orientation="RAS")
+    spec = ModelSpec(shape=shape, voxel_mm=(1.0, 1.0, 1.0), orientation=orientation)
     out = prepare(image, None, spec, study_affine)[0, 0]
     target, _ = spec.affine(study_affine, image.shape[1:])
+    import nibabel as nib
+
+    assert "".join(nib.orientations.aff2axcodes(target)) == orientation  # an independent reading of the grid's axes
     peak = np.array(np.unravel_index(np.argmax(out), out.shape), float)
     assert np.allclose(target[:3, :3] @ peak + target[:3, 3], study_affine[:3, :3] @ [3, 9, 5] + study_affine[:3, 3], atol=1.0)
 
