@@ -15,7 +15,7 @@ from torch import nn
 from defacebench import layout
 from defacebench.analysis.model_spec import ModelSpec, prepare, read_spec
 from defacebench.commands.score import main as score_main
-from defacebench.io.store import open_condition
+from defacebench.io.store import open_condition, write_condition
 
 from model_stores import make_blob_store
 
@@ -28,6 +28,10 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     from defacebench.model.train import train_condition
 
     study = make_blob_store(tmp_path_factory.mktemp("score"), n=30, shape=(12, 14, 13), conditions=CONDITIONS)
+    raw = open_condition(study, "tiny", "raw")
+    brain = np.zeros(raw.images.shape[1:], bool)
+    brain[3:9, 3:11, 3:10] = True
+    write_condition(study, "tiny", "skullstripped", np.asarray(raw.images, np.float32) * brain, raw.index, raw.affine)
     profile = get_profile("cpu", grid="tiny", input_pool=1, width_multiplier=0.125, max_epochs=2, patience=10, learning_rate=1e-2)
     return study, train_condition(study, "tiny", "raw", 1, profile, device="cpu", progress=False, log=None)
 
@@ -123,6 +127,23 @@ def test_soft_classification_output_to_ages() -> None:
     assert ModelSpec(scale=10.0, offset=50.0).ages(np.array([[1.0], [2.0]]), 2) == pytest.approx([60.0, 70.0])
 
 
+def test_skull_stripped_spec_masks_every_condition_with_the_brain(trained, tmp_path: Path) -> None:
+    study, run = trained
+    spec = tmp_path / "stripped.toml"
+    spec.write_text('[input]\nskull_stripped = true\nnormalisation = "zscore"\n')
+    assert score_main([str(study), "--model", str(layout.model_ts_file(run)), "--input-spec", str(spec), "--name", "stripped", "--split", "test", "--bootstrap", "100"]) == 0
+    scored = pd.read_csv(layout.score_table(study, "stripped", "predictions"))
+    module = torch.jit.load(str(layout.model_ts_file(run)))
+    brain = np.asarray(open_condition(study, "tiny", "skullstripped").images[open_condition(study, "tiny", "raw").rows("test")], np.float32) != 0
+    for condition in ("raw", "defaced-fsl"):
+        store = open_condition(study, "tiny", condition)
+        images = np.asarray(store.images[store.rows("test")], np.float32) * brain
+        inside = [im[m] for im, m in zip(images, images != 0)]
+        x = np.stack([np.where(im != 0, (im - v.mean()) / v.std(), 0) for im, v in zip(images, inside)]).astype(np.float32)
+        expected = module(torch.from_numpy(x[:, None])).detach().numpy()
+        assert np.allclose(scored[scored["condition"] == condition]["predicted_age"], expected, atol=1e-4)
+
+
 class ThreeOutputs(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(1, 2, 3, 4))[:, None].repeat(1, 3)
@@ -136,6 +157,8 @@ def test_bad_models_and_specs_fail_with_one_line(trained, tmp_path: Path, capsys
     wrong_grid.write_text("[input]\nshape = [20, 20, 20]\n")
     three = tmp_path / "three.pt"
     torch.jit.trace(ThreeOutputs(), torch.zeros(2, 1, 12, 14, 13)).save(str(three))
+    stripped = tmp_path / "stripped.toml"
+    stripped.write_text("[input]\nskull_stripped = true\n")
     unknown = tmp_path / "typo.toml"
     unknown.write_text("[input]\nshap = [1, 2, 3]\n")
     from defacebench.model.export import export_onnx
@@ -150,7 +173,10 @@ def test_bad_models_and_specs_fail_with_one_line(trained, tmp_path: Path, capsys
         (["--model", str(tmp_path / "model.h5")], "unknown model format"),
         (["--model", str(three), "--input-spec", str(unknown)], "unknown key(s) shap"),
     ]
+    bare = make_blob_store(tmp_path / "bare", n=10, shape=(12, 14, 13))  # raw only
+    cases.append(([str(bare), "--model", str(three), "--input-spec", str(stripped)], "no skullstripped store"))
     for argv, message in cases:
-        assert score_main([str(study), *argv, "--bootstrap", "100"]) == 2, argv
+        argv = argv if argv[0] == str(bare) else [str(study), *argv]
+        assert score_main([*argv, "--bootstrap", "100"]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
