@@ -112,7 +112,9 @@ def test_evaluate_writes_every_table_and_resumes(tmp_path: Path) -> None:
     from defacebench.model.train import train_condition
 
     study = make_blob_store(tmp_path, n=24, shape=(12, 14, 13), conditions=("raw", "defaced-afni"))
-    train_condition(study, "tiny", "raw", 1, _profile().__class__(**{**_profile().to_dict(), "max_epochs": 2}), device="cpu", progress=False, log=None)
+    short = _profile().__class__(**{**_profile().to_dict(), "max_epochs": 2})
+    for run in (1, 2):
+        train_condition(study, "tiny", "raw", run, short, device="cpu", progress=False, log=None)
     assert layout.model_ts_file(layout.run_dir(study, "raw", 1)).is_file()  # training exports TorchScript
     assert evaluate_main([str(study), "--grid", "tiny", "--device", "cpu", "--bootstrap", "100"]) == 0
     for role in layout.EVALUATION_FILES:
@@ -120,10 +122,12 @@ def test_evaluate_writes_every_table_and_resumes(tmp_path: Path) -> None:
     cross = pd.read_csv(layout.evaluation_table(study, "cross_condition"))
     assert set(cross["test_condition"]) == {"raw", "defaced-afni"}
     mine = pd.read_csv(layout.predictions_file(layout.run_dir(study, "raw", 1)))
-    matched = cross[cross["matched"]].iloc[0]
+    matched = cross[cross["matched"] & (cross["run"] == 1)].iloc[0]
     test = mine[mine["split"] == "test"]
     assert matched["mae"] == pytest.approx(float((test["predicted_age"] - test["age"]).abs().mean()), abs=1e-3)
-    assert len(pd.read_csv(layout.evaluation_table(study, "dbrainage"))) == 1
+    assert list(pd.read_csv(layout.evaluation_table(study, "dbrainage"), dtype={"run": str})["run"]) == ["1", "2", "mean"]
+    occlusion = pd.read_csv(layout.evaluation_table(study, "occlusion"), dtype={"run": str})
+    assert set(occlusion["run"]) == {"1", "2", "mean"} and len(occlusion) == 9  # three regions per run and for the ensemble
     assert layout.figure_file(study, "cross_condition").is_file()
     assert evaluate_study(study, "tiny", device="cpu", n_boot=100) == {}  # up to date: nothing recomputed
     assert evaluate_main([str(tmp_path / "nothing")]) == 2

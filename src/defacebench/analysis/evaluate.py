@@ -108,7 +108,8 @@ def evaluate_study(study_dir: str | Path, grid: str | None = None, device: str =
 
 def face_tables(study_dir: Path, grid: str, runs: list[Path], cache: ModelCache, n_boot: int, seed: int,
                 brain_mask: np.ndarray | None, say: Callable[[str], None]) -> dict[str, pd.DataFrame]:
-    """Face ablation and occlusion of every raw-head run (empty tables without a raw store or run)."""
+    """Face ablation and occlusion of every raw-head run, and of their ensemble (``run = "mean"``)
+    when there are several (empty tables without a raw store or run)."""
     from defacebench.analysis import saliency as sal
 
     stored = list_conditions(study_dir, grid)
@@ -128,9 +129,10 @@ def face_tables(study_dir: Path, grid: str, runs: list[Path], cache: ModelCache,
     regions = ablation.occlusion_regions(face_region, brain, head)
     average = ablation.mean_image(raw.images, raw.rows("train"))
     ablations, occlusions = [], []
-    for run_dir in raw_runs:
-        condition, run = layout.run_of(run_dir)
-        predict = cache.on_arrays(run_dir)
+    models = [(*layout.run_of(r), cache.on_arrays(r)) for r in raw_runs]
+    if len(models) > 1:  # the ensemble: each scan's mean prediction over the runs
+        models.append(("raw", "mean", lambda images: np.mean([p(images) for _c, _r, p in models[: len(raw_runs)]], axis=0)))
+    for condition, run, predict in models:
         found = ablation.ablation_predictions(predict, raw.images, faces, rows, average)
         ablations.append(ablation.ablation_table(found, raw.ages[rows], n_boot, seed).assign(condition=condition, run=run))
         occlusions.append(ablation.occlusion_table(predict, raw.images, rows, regions, raw.ages, n_boot, seed).assign(condition=condition, run=run))
