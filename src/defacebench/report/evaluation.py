@@ -1,6 +1,7 @@
 """The report's "Does the model use the face?" section (issue 20): the cross-condition MAE
-heat map, the dBrainAGE table, face ablation and occlusion of the raw-head model, the
-shares of mean |Grad-CAM| and the signed maps per age tercile. Reads what
+heat map, the dBrainAGE table, face ablation and occlusion of the raw-head model and
+the signed Grad-CAM maps per age tercile; :func:`abs_saliency_html` (the shares of mean
+|Grad-CAM|) goes under Fig. 3. Reads what
 ``defacebench evaluate`` and ``defacebench analyse`` wrote (paths from
 :mod:`defacebench.layout`); every part is left out when its file is missing.
 """
@@ -98,7 +99,7 @@ def abs_saliency_html(saliency: pd.DataFrame | None) -> str:
                           "removal region": [cell(v) for v in saliency["abs_face_share"]], "brain": [cell(v) for v in saliency["abs_brain_share"]],
                           "elsewhere": [cell(v) for v in saliency["abs_other_share"]]})
     return ("<p class=\"note\">Shares of the mean absolute Grad-CAM over the test scans (absolute per scan, then averaged, so opposite signs in different "
-            "people cannot cancel). Fig. 3 shows the signed mean map.</p>" + html_table(shown))
+            "people cannot cancel); the figure shows the signed mean map.</p>" + html_table(shown))
 
 
 def evaluation_section(study_dir: str | Path) -> str:
@@ -107,7 +108,6 @@ def evaluation_section(study_dir: str | Path) -> str:
     dbrainage = read_csv(layout.evaluation_table(study_dir, "dbrainage"))
     ablation = read_csv(layout.evaluation_table(study_dir, "face_ablation"))
     occlusion = read_csv(layout.evaluation_table(study_dir, "occlusion"))
-    saliency = read_csv(layout.result_table(study_dir, "saliency"))
     parts = [_figure(study_dir, "cross_condition")]
     table = dbrainage_html(dbrainage)
     if table:
@@ -118,9 +118,6 @@ def evaluation_section(study_dir: str | Path) -> str:
     table = ablation_html(ablation, occlusion)
     if table:
         parts.append("<h3>Face ablation and occlusion</h3>" + table)
-    table = abs_saliency_html(saliency)
-    if table:
-        parts.append("<h3>Where the saliency lies</h3>" + table)
     parts.append(_figure(study_dir, "saliency_terciles"))
     body = "\n".join(p for p in parts if p)
     return body or "<p>Not evaluated (run <code>defacebench evaluate</code>).</p>"

@@ -21,7 +21,7 @@ from defacebench.io.atomic import write_text_atomic
 from defacebench.io.errors import InputError
 from defacebench.report import sections
 from defacebench.report.embed import figures_html
-from defacebench.report.evaluation import evaluation_section
+from defacebench.report.evaluation import abs_saliency_html, evaluation_section
 from defacebench.report.findings import conclusions
 from defacebench.report.formatting import read_csv
 from defacebench.report.template import PAGE
@@ -108,7 +108,7 @@ def write_report(study_dir: str | Path, individual_figures: bool = False, out: s
         n_pairs=0 if pairwise is None else len(pairwise),
         pairwise=sections.pairs_html(pairwise),
         bias_section=sections.bias_html(bias),
-        figures=figures_html(study_dir, sections.saliency_html(saliency)),
+        figures=figures_html(study_dir, abs_saliency_html(saliency) or sections.saliency_html(saliency)),  # issue 20: shares that cannot cancel
         face_use=evaluation_section(study_dir),
         qc=sections.qc_html(study_dir),
         version=__version__,
