@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from defacebench import layout
-from defacebench.conditions import condition_title, method_name
+from defacebench.conditions import condition_kind, condition_title, method_name
 from defacebench.report.embed import embed_png
 from defacebench.report.formatting import fmt_p, html_table, read_csv
 
@@ -56,13 +56,18 @@ def dbrainage_html(dbrainage: pd.DataFrame | None) -> str:
     if dbrainage is None or dbrainage.empty:
         return ""
     rows = model_rows(dbrainage)
+    rows = rows.iloc[np.argsort([condition_kind(c) != "raw" for c in rows["train_condition"]], kind="stable")]  # the raw-head model first
     shown = pd.DataFrame({
         "model trained on": [condition_title(c) for c in rows["train_condition"]], "defaced with": [method_name(m) for m in rows["method"]], "n": rows["n"],
         "dBrainAGE (years)": rows["mean_abs_change"], "95 % CI": _ci(rows["mean_abs_change_ci_low"], rows["mean_abs_change_ci_high"]),
         "mean shift": rows["mean_change"], "shift p (Holm)": rows["change_p_holm"], "MAE change": rows["mae_change"],
         "MAE change 95 % CI": _ci(rows["mae_change_ci_low"], rows["mae_change_ci_high"], signed=True), "MAE p (Holm)": rows["mae_p_holm"],
     })
-    return html_table(shown, {"shift p (Holm)": fmt_p, "MAE p (Holm)": fmt_p})
+    formats = {"shift p (Holm)": fmt_p, "MAE p (Holm)": fmt_p}
+    raw = (rows["train_condition"] == "raw").to_numpy()
+    if raw.any() and not raw.all():
+        return html_table(shown[raw], formats) + f"<details><summary>Models trained on defaced heads ({int((~raw).sum())} rows)</summary>{html_table(shown[~raw], formats)}</details>"
+    return html_table(shown, formats)
 
 
 def ablation_html(ablation: pd.DataFrame | None, occlusion: pd.DataFrame | None) -> str:

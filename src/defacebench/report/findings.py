@@ -217,7 +217,7 @@ def face_use_sentence(ablation: pd.DataFrame | None, occlusion: pd.DataFrame | N
     if occ is not None:
         shares = occ.set_index("region")["share"]
         if shares.notna().all():
-            parts.append("Occlusion (one region at a time set to zero): of the change in prediction, " + ", ".join(f"the {html.escape(k)} accounts for {_share(v)}" for k, v in shares.items()) + ".")
+            parts.append("Occlusion (one region at a time set to zero), share of the change in prediction: " + ", ".join(f"{html.escape(k)} {_share(v)}" for k, v in shares.items()) + ".")
         else:
             parts.append("Occlusion: blanking the face region, the brain or the skull and scalp changes no prediction, so it gives no shares.")
     if saliency is not None and len(saliency) and "abs_face_share" in saliency and "raw" in set(saliency["condition"]):
