@@ -302,7 +302,7 @@ def compute_saliency(
         rows.append({"condition": condition, "n_runs": len(run_dirs), "n_scans": len(test_rows), **saliency_shares(mean_map, masks[0], masks[1]), "face_region": masks[2],
                      **abs_shares(abs_map, masks[0], masks[1])})
         if log:
-            log(f"saliency {condition}: {len(run_dirs)} run(s) x {len(test_rows)} test scans, face share {rows[-1]['face_share']:.2f}, brain share {rows[-1]['brain_share']:.2f}")
+            log(f"saliency {condition}: {len(run_dirs)} run(s) x {len(test_rows)} test scans, |map| share face {rows[-1]['abs_face_share']:.2f}, brain {rows[-1]['abs_brain_share']:.2f}")
     table = pd.DataFrame(rows)
     write_table_atomic(layout.result_table(study_dir, "saliency"), table, sep=",")
     return table
