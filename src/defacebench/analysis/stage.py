@@ -199,7 +199,12 @@ def _tercile_figure(study_dir: Path, grid: str, maps: dict, template: np.ndarray
     terciles = {c: t for c, t in terciles.items() if t}
     path = layout.figure_file(study_dir, "saliency_terciles")
     if terciles:
-        plot_saliency_terciles(terciles, template, affine, path, head=head)
+        store = open_condition(study_dir, grid, next(iter(terciles)))
+        ages = store.ages[store.rows("test")]
+        groups = sal.age_terciles(ages)
+        spans = {k: (ages[groups == k].min(), ages[groups == k].max()) for k in (1, 2, 3) if (groups == k).any()}
+        ranges = {k: f"{lo:.0f} y" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f} y" for k, (lo, hi) in spans.items()}
+        plot_saliency_terciles(terciles, template, affine, path, head=head, age_ranges=ranges)
     else:
         path.unlink(missing_ok=True)
 
