@@ -17,7 +17,7 @@ from defacebench.study import Stage, record_config, run_study, study_stages
 def test_stages_follow_the_data_flow_and_carry_the_config(tmp_path: Path) -> None:
     config = get_preset("demo")
     stages = study_stages(tmp_path / "bids", tmp_path / "out", config, jobs=2)
-    assert [s.name for s in stages] == ["cohort", "deface", "preprocess", "train", "train-face", "analyse", "report"]
+    assert [s.name for s in stages] == ["cohort", "deface", "preprocess", "train", "train-face", "evaluate", "analyse", "report"]
     preprocess = stages[2].argv
     assert preprocess[preprocess.index("--grid") + 1] == "mni4mm"
     assert set(config.conditions) <= set(preprocess)

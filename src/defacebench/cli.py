@@ -28,8 +28,10 @@ COMMANDS: dict[str, str] = {
     "preprocess": "bias-correct, skull-strip, register to MNI and build the model-ready condition stores",
     "train": "train the brain-age 3D CNN on each condition store and predict held-out ages",
     "analyse": "statistics, saliency and figures from trained runs",
+    "evaluate": "score every trained model on every condition: cross-condition MAE, dBrainAGE, face ablation",
+    "score": "score an external TorchScript or ONNX brain-age model on the raw and defaced conditions",
     "report": "write the self-contained HTML report",
-    "run": "the whole study: deface -> preprocess -> train -> analyse -> report (resumes)",
+    "run": "the whole study: deface -> preprocess -> train -> evaluate -> analyse -> report (resumes)",
     "demo": "simulate a small cohort and run the demo study end to end on a CPU",
     "export": "write the shareable BIDS dataset: defaced images, scrubbed sidecars, chosen table columns",
 }

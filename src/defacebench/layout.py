@@ -411,3 +411,28 @@ def export_files(out: PathLike) -> dict[str, Path]:
 # -- issue 23: what this cohort can show -------------------------------------------------
 #: Detectable MAE difference and scans needed per reported test (:mod:`defacebench.analysis.power`).
 RESULT_FILES["power"] = "power.csv"
+
+# --------------------------------------------------------------------------- issue 20: does the model use the face?
+def model_ts_file(run: PathLike) -> Path:
+    """A finished run's model exported as TorchScript (``model.ts``: the plain module, traced)."""
+    return Path(run) / "model.ts"
+
+
+EVALUATION_FILES: dict[str, str] = {"cross_condition": "cross_condition.csv", "cross_predictions": "cross_predictions.csv", "dbrainage": "dbrainage.csv",
+                                    "face_ablation": "face_ablation.csv", "occlusion": "occlusion.csv"}
+
+
+def evaluation_table(study: PathLike, role: str) -> Path:
+    """``defacebench evaluate``'s result file of a role of :data:`EVALUATION_FILES` (figure: ``cross_condition``)."""
+    return result_file(study, EVALUATION_FILES[role])
+
+
+def saliency_summary_map(study: PathLike, grid: str, condition: str, which: str) -> Path:
+    """``which`` = ``abs``: mean over scans of the absolute Grad-CAM map (cannot cancel); ``tercile-<k>``:
+    the signed mean over the test scans of age tercile k (1 youngest .. 3)."""
+    return saliency_dir(study, grid) / which / f"{condition}.npy"
+
+
+def score_table(study: PathLike, name: str, role: str) -> Path:
+    """``results/scores/<name>/<role>.csv``: what ``defacebench score`` wrote for model ``name`` (predictions, metrics, dbrainage)."""
+    return results_dir(study) / "scores" / name / f"{role}.csv"

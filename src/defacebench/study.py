@@ -1,6 +1,6 @@
 """The whole study as one resumable chain of stages that read and write disk.
 
-cohort -> deface -> preprocess -> train -> analyse -> report, each stage a ``defacebench``
+cohort -> deface -> preprocess -> train -> evaluate -> analyse -> report, each stage a ``defacebench``
 command run with the study's configuration. Every stage skips what is already done,
 so rerunning the same command after a crash resumes where it stopped.
 """
@@ -78,6 +78,7 @@ def study_stages(
              *(["--face-placement", config.face_placement] if config.face_placement != "brain" else []), *parallel, *quiet),
         ),
         *training,
+        Stage("evaluate", "evaluate", (str(out), "--grid", config.grid, "--seed", str(config.seed), "--device", device)),
         Stage("analyse", "analyse", (str(out), "--grid", config.grid, "--seed", str(config.seed), "--device", device)),
         Stage("report", "report", (str(out), *(["--individual-figures"] if individual_figures else []))),
     ]

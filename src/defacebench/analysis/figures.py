@@ -128,11 +128,20 @@ def plot_removal_regions(frequencies: Mapping[str, np.ndarray], template: np.nda
 
 
 # --------------------------------------------------------------------------- Fig. 3
+def _percent(share: float) -> str:
+    """A share as a percentage; below 0.5 % says "<1 %" rather than a misleading "0 %"."""
+    return "<1 %" if share < 0.005 else f"{share:.0%}"
+
+
 def saliency_label(condition: str, shares: pd.DataFrame | None) -> str:
     """Fig. 3 row label: the condition and where its positive saliency lies (or that it has none)."""
     label = condition_title(condition)
     if shares is not None and condition in set(shares["condition"]):
         share = shares.set_index("condition").loc[condition]
+        if "abs_face_share" in share.index:  # shares of mean |Grad-CAM| (issue 20): they cannot cancel
+            if np.isfinite(share["abs_face_share"]) and np.isfinite(share["abs_brain_share"]):
+                return label + f"\n|map|: face {_percent(share['abs_face_share'])} / brain {_percent(share['abs_brain_share'])}"
+            return label + "\nno saliency"
         if np.isfinite(share["face_share"]) and np.isfinite(share["brain_share"]):
             return label + f"\nface {share['face_share']:.0%} / brain {share['brain_share']:.0%}"
         return label + "\nno positive saliency"
@@ -162,7 +171,7 @@ def plot_saliency(maps: Mapping[str, np.ndarray], template: np.ndarray, affine: 
                 ax.set_title(f"{view}, {'x' if view == 'sagittal' else 'z'} = {at:g} mm", fontsize=9)
         row[0].set_ylabel(saliency_label(condition, shares), fontsize=10)
         fig.colorbar(image, ax=list(row), shrink=0.8, label="Grad-CAM (a.u.)")
-    fig.suptitle("Fig. 3  Where the model looks: mean Grad-CAM over test scans\n(red raises, blue lowers the predicted age; shares of positive saliency)", fontsize=11)
+    fig.suptitle("Fig. 3  Where the model looks: mean Grad-CAM over test scans\n(red raises, blue lowers the predicted age; shares of mean |Grad-CAM|)", fontsize=11)
     return save_figure(fig, path)
 
 

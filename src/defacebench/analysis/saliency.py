@@ -19,8 +19,10 @@ respect to the pre-norm activation sums to zero over space in every channel; Gra
 channel weights (the spatial mean of that gradient) are then exactly zero and the map is
 numerical noise (tests/test_saliency.py shows it).
 
-Summary per condition (``results/saliency.csv``): the share of the mean map's positive
-saliency inside the **removal region** (voxels any defacer removes in more than half of the
+Summary per condition (``results/saliency.csv``): the shares of the **mean absolute map**
+(each scan's map made absolute, then averaged: opposite signs in different people cannot
+cancel; ``abs_*_share``, nan only when the map is zero everywhere) and, kept for
+comparison, of the mean signed map's positive saliency, inside the **removal region** (voxels any defacer removes in more than half of the
 cohort, the union over methods, outside the brain; see :func:`face_region`) and inside the
 **MNI brain mask** (nilearn's bundled MNI152 brain mask resampled to the grid).
 """
@@ -249,9 +251,11 @@ def compute_saliency(
 ) -> pd.DataFrame:
     """Mean Grad-CAM map per condition over test scans and runs, and its face/brain shares.
 
-    Writes ``results/saliency/<grid>/<condition>.npy`` (float32, the grid's shape) and
-    ``results/saliency.csv`` (condition, n_runs, n_scans, positive_total, positive_fraction,
-    face_share, brain_share, other_share, face_region), atomically, and returns the table.
+    Writes ``results/saliency/<grid>/<condition>.npy`` (float32, the grid's shape), the mean
+    absolute map and the signed maps per age tercile (:func:`defacebench.layout.saliency_summary_map`),
+    and ``results/saliency.csv`` (condition, n_runs, n_scans, positive_total, positive_fraction,
+    face_share, brain_share, other_share, face_region, abs_total, abs_face_share,
+    abs_brain_share, abs_other_share), atomically, and returns the table.
 
     Parameters
     ----------
@@ -291,19 +295,82 @@ def compute_saliency(
             test_rows = test_rows[np.linspace(0, len(test_rows) - 1, max_scans).round().astype(int)]
         if len(test_rows) == 0:
             raise InputError(f"store {condition!r} has no test scans", layout.store_dir(study_dir, grid))
-        maps = []
-        for run_dir in run_dirs:
-            model = model_loader(run_dir)
-            maps.append(mean_saliency(model, store.images, test_rows, batch_size=batch_size, device=device))
-        mean_map = np.mean(maps, axis=0).astype(np.float32)
-        with atomic_path(layout.saliency_map(study_dir, grid, condition)) as tmp:
-            np.save(tmp, mean_map)
-        rows.append({"condition": condition, "n_runs": len(run_dirs), "n_scans": len(test_rows), **saliency_shares(mean_map, masks[0], masks[1]), "face_region": masks[2]})
+        groups = age_terciles(store.ages[test_rows])
+        sums = [saliency_sums(model_loader(run_dir), store.images, test_rows, groups, batch_size=batch_size, device=device) for run_dir in run_dirs]
+        mean_map, abs_map, terciles = summed_maps(sums, groups)
+        _save_maps(study_dir, grid, condition, mean_map, abs_map, terciles)
+        rows.append({"condition": condition, "n_runs": len(run_dirs), "n_scans": len(test_rows), **saliency_shares(mean_map, masks[0], masks[1]), "face_region": masks[2],
+                     **abs_shares(abs_map, masks[0], masks[1])})
         if log:
-            log(f"saliency {condition}: {len(run_dirs)} run(s) x {len(test_rows)} test scans, face share {rows[-1]['face_share']:.2f}, brain share {rows[-1]['brain_share']:.2f}")
+            log(f"saliency {condition}: {len(run_dirs)} run(s) x {len(test_rows)} test scans, |map| share face {rows[-1]['abs_face_share']:.2f}, brain {rows[-1]['abs_brain_share']:.2f}")
     table = pd.DataFrame(rows)
     write_table_atomic(layout.result_table(study_dir, "saliency"), table, sep=",")
     return table
+
+
+# --------------------------------------------------------------------------- issue 20: summaries that survive averaging
+def age_terciles(ages: np.ndarray) -> np.ndarray:
+    """Age tercile (1 youngest .. 3 oldest) of each scan, cut at the 1/3 and 2/3 quantiles of ``ages``."""
+    ages = np.asarray(ages, float)
+    cuts = np.quantile(ages, [1 / 3, 2 / 3]) if len(ages) else np.zeros(2)
+    return 1 + (ages > cuts[0]).astype(int) + (ages > cuts[1]).astype(int)
+
+
+def saliency_sums(model, images: np.ndarray, rows: np.ndarray, groups: np.ndarray, batch_size: int = 4, device: str = "cpu") -> dict[str, object]:
+    """Sums over ``rows`` of the signed and the absolute Grad-CAM maps, and of the signed maps
+    per group (``groups[i]`` of ``rows[i]``, e.g. :func:`age_terciles`), in float64."""
+    import torch
+
+    rows, groups = np.asarray(rows), np.asarray(groups)
+    shape = images.shape[1:]
+    signed, absolute = np.zeros(shape, np.float64), np.zeros(shape, np.float64)
+    per_group = {int(g): np.zeros(shape, np.float64) for g in np.unique(groups)}
+    order = np.argsort(rows)
+    rows, groups = rows[order], groups[order]
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        x = torch.from_numpy(np.asarray(images[batch], dtype=np.float32)).unsqueeze(1).to(device)
+        cams = grad_cam(model, x).cpu().numpy().astype(np.float64)
+        signed += cams.sum(axis=0)
+        absolute += np.abs(cams).sum(axis=0)
+        for cam, g in zip(cams, groups[start : start + batch_size]):
+            per_group[int(g)] += cam
+    return {"signed": signed, "abs": absolute, "groups": per_group, "n": len(rows), "counts": {int(g): int((groups == g).sum()) for g in per_group}}
+
+
+def summed_maps(sums: Sequence[dict], groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Mean signed map, mean absolute map and mean signed map per group over runs and scans (float32)."""
+    n = sum(s["n"] for s in sums) or 1
+    signed = sum(s["signed"] for s in sums) / n
+    absolute = sum(s["abs"] for s in sums) / n
+    per_group = {g: sum(s["groups"][g] for s in sums) / max(1, sum(s["counts"][g] for s in sums)) for g in sums[0]["groups"]}
+    return signed.astype(np.float32), absolute.astype(np.float32), {g: m.astype(np.float32) for g, m in per_group.items()}
+
+
+def _save_maps(study_dir: Path, grid: str, condition: str, mean_map: np.ndarray, abs_map: np.ndarray, terciles: dict[int, np.ndarray]) -> None:
+    targets = [(layout.saliency_map(study_dir, grid, condition), mean_map), (layout.saliency_summary_map(study_dir, grid, condition, "abs"), abs_map)]
+    targets += [(layout.saliency_summary_map(study_dir, grid, condition, f"tercile-{k}"), m) for k, m in terciles.items()]
+    for path, values in targets:
+        with atomic_path(path) as tmp:
+            np.save(tmp, values)
+
+
+def abs_shares(abs_map: np.ndarray, face_mask: np.ndarray, brain_mask: np.ndarray) -> dict[str, float]:
+    """Shares of the mean **absolute** Grad-CAM (over scans, so signs cannot cancel) in the
+    removal region, the brain and elsewhere; nan shares when the map is zero everywhere
+    (the model carries no signal there: say so, never print the shares)."""
+    values = np.abs(np.asarray(abs_map, np.float64))
+    total = float(values.sum())
+    if not total > 0:
+        return {"abs_total": total, "abs_face_share": float("nan"), "abs_brain_share": float("nan"), "abs_other_share": float("nan")}
+    face, brain = values[face_mask].sum() / total, values[brain_mask & ~face_mask].sum() / total
+    return {"abs_total": total, "abs_face_share": float(face), "abs_brain_share": float(brain), "abs_other_share": float(max(0.0, 1.0 - face - brain))}
+
+
+def load_tercile_maps(study_dir: str | Path, grid: str, condition: str) -> dict[int, np.ndarray]:
+    """The per-tercile signed maps of one condition written by :func:`compute_saliency`."""
+    paths = {k: layout.saliency_summary_map(study_dir, grid, condition, f"tercile-{k}") for k in (1, 2, 3)}
+    return {k: np.load(p) for k, p in paths.items() if p.is_file()}
 
 
 def load_saliency(study_dir: str | Path, grid: str) -> dict[str, np.ndarray]:

@@ -187,7 +187,27 @@ def _image_figures(study_dir: Path, grid: str, paths: dict[str, Path], saliency:
         csv = layout.result_table(study_dir, "saliency")
         shares = pd.read_csv(csv) if csv.is_file() else None
         figures.plot_saliency(maps, template, affine, paths["fig3_saliency"], head=head, shares=shares)
+        _tercile_figure(study_dir, grid, maps, template, affine, head)
     return notes
+
+
+def _tercile_figure(study_dir: Path, grid: str, maps: dict, template: np.ndarray, affine: np.ndarray, head: np.ndarray | None) -> None:
+    """Signed Grad-CAM per age tercile of the raw head and skull-stripped models (issue 20)."""
+    from defacebench.analysis import saliency as sal
+    from defacebench.analysis.figures_eval import plot_saliency_terciles
+
+    terciles = {c: sal.load_tercile_maps(study_dir, grid, c) for c in ("raw", "skullstripped") if c in maps}
+    terciles = {c: t for c, t in terciles.items() if t}
+    path = layout.figure_file(study_dir, "saliency_terciles")
+    if terciles:
+        store = open_condition(study_dir, grid, next(iter(terciles)))
+        ages = store.ages[store.rows("test")]
+        groups = sal.age_terciles(ages)
+        spans = {k: (ages[groups == k].min(), ages[groups == k].max()) for k in (1, 2, 3) if (groups == k).any()}
+        ranges = {k: f"{lo:.0f} y" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f} y" for k, (lo, hi) in spans.items()}
+        plot_saliency_terciles(terciles, template, affine, path, head=head, age_ranges=ranges)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def draw_individual_example(study_dir: str | Path) -> Path | None:

@@ -11,7 +11,8 @@ from defacebench.cli import make_parser, run_command
 DESCRIPTION = """\
 Run the whole study on a cohort: cohort split -> deface (every method) -> preprocess
 (N4, brain extraction, registration to MNI, condition stores) -> train (every condition
-x runs) -> analyse (Table 1, ANOVA/Tukey and paired tests, Grad-CAM, figures) -> report.
+x runs) -> evaluate (every model on every condition, dBrainAGE, face ablation) -> analyse
+(Table 1, ANOVA/Tukey and paired tests, Grad-CAM, figures) -> report.
 Every stage resumes what is already done: rerun the same command after a crash.
 
 presets: paper (the paper's ten conditions and four geometry controls, 2 mm MNI grid, 3 runs, paper training

@@ -36,6 +36,7 @@ import torch
 
 from defacebench import __version__, layout
 from defacebench.io.atomic import atomic_path, write_table_atomic, write_text_atomic
+from defacebench.model.export import ensure_exported, export_run
 from defacebench.io.checksums import file_sha256
 from defacebench.io.errors import InputError, StageError
 from defacebench.io.store import ConditionStore, open_condition
@@ -146,6 +147,7 @@ def train_condition(
     store = open_condition(study_dir, grid, condition)
     out = layout.run_dir(study_dir, condition, run)
     if is_complete(out, profile, store.checksum):
+        ensure_exported(out)  # issue 20: runs trained before model.ts existed
         if log:
             log(f"{condition} run-{run}: complete, skipped")
         return out
@@ -215,6 +217,7 @@ def _train(
         raise StageError(reason)
     with atomic_path(layout.model_file(out)) as tmp:
         torch.save({"model_config": trainer.model.config(), "state_dict": trainer.model.state_dict(), "condition": condition, "run": run}, tmp)
+    export_run(out, trainer.model)  # issue 20: model.ts for `defacebench score`
     preds = trainer.predictions(run)
     write_table_atomic(layout.predictions_file(out), preds, sep=",")
     test = preds[preds["split"] == "test"]

@@ -30,7 +30,8 @@ SIMULATED_REGISTRATION_CAVEAT = ("with no face ageing planted, simulated face-on
 
 def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.DataFrame, saliency: pd.DataFrame | None = None,
                 alpha: float = 0.05, simulated: bool = False, face_signal: pd.DataFrame | None = None,
-                power: pd.DataFrame | None = None) -> list[str]:
+                power: pd.DataFrame | None = None, ablation: pd.DataFrame | None = None,
+                occlusion: pd.DataFrame | None = None) -> list[str]:
     """Plain-language findings generated from the result tables (HTML-safe sentences).
 
     Parameters
@@ -47,6 +48,8 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
         Whether the cohort is the simulated one (:func:`defacebench.report.page.simulated_cohort`).
         Only then may a caveat quote what was measured on the simulation; for any other
         cohort it is stated in general terms.
+    ablation, occlusion : DataFrame, optional
+        ``defacebench evaluate``'s ``face_ablation`` and ``occlusion`` tables (issue 20).
     """
     t = table1.set_index("condition")
     n = null.set_index("condition")
@@ -80,10 +83,9 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
     face = _face_finding(t, n, null_mae, alpha, simulated, face_signal)
     if face:
         out.append(face)
-    if saliency is not None and len(saliency):
-        sentence = saliency_sentence(saliency.set_index("condition"), "raw")
-        if sentence:
-            out.append(sentence)
+    sentence = face_use_sentence(ablation, occlusion, saliency)  # issue 20: ablation in years, shares that cannot cancel
+    if sentence:
+        out.append(sentence)
     what_it_can_show = caution(power, n_test)
     if what_it_can_show:
         out.append(what_it_can_show)
@@ -183,3 +185,52 @@ def _face_finding(t: pd.DataFrame, n: pd.DataFrame, null_mae: float, alpha: floa
         + (f"The control reaches this share of the face-only gain: {shares}. " if shares else "")
         + "Why a face-only image can beat the null without any ageing of the face: " + caveat
     )
+
+
+# --------------------------------------------------------------------------- issue 20: does the model use the face?
+def _share(value: float) -> str:
+    """A share that never reads as a misleading 0 % (below 0.5 %: '&lt;1 %')."""
+    return "&lt;1 %" if value < 0.005 else f"{value:.0%}".replace("%", " %")
+
+
+def _one_model(table: pd.DataFrame | None, condition: str = "raw") -> pd.DataFrame | None:
+    """Rows of one model: the mean over runs when there are several, else its single run."""
+    if table is None or table.empty or "condition" not in table:
+        return None
+    rows = table[table["condition"] == condition].assign(run=lambda t: t["run"].astype(str))
+    if rows["run"].nunique() > 1:
+        rows = rows[rows["run"] == "mean"] if (rows["run"] == "mean").any() else rows[rows["run"] == rows["run"].iloc[0]]
+    return rows if len(rows) else None
+
+
+def face_use_sentence(ablation: pd.DataFrame | None, occlusion: pd.DataFrame | None, saliency: pd.DataFrame | None) -> str | None:
+    """Does the raw-head model use the face? Face ablation in years first, then occlusion and
+    |Grad-CAM| shares; a share that is nan (no signal) is said so, never printed."""
+    parts = []
+    rows = _one_model(ablation)
+    if rows is not None:
+        union = rows[rows["region"] == "union"].set_index("fill")
+        if "zero" in union.index:
+            z = union.loc["zero"]
+            text = (f"Does the raw-head model use the face? Setting every voxel a defacer removes to zero moves its predictions by {z['mean_abs_change']:.2f} years "
+                    f"on average (95 % CI {z['mean_abs_change_ci_low']:.2f} to {z['mean_abs_change_ci_high']:.2f}) and changes its MAE by {z['mae_change']:+.2f} years "
+                    f"(95 % CI {z['mae_change_ci_low']:+.2f} to {z['mae_change_ci_high']:+.2f}, paired p {fmt_p(z['mae_p'])})")
+            if "average face" in union.index:
+                a = union.loc["average face"]
+                text += f"; replacing it with the cohort's average face moves them by {a['mean_abs_change']:.2f} years and the MAE by {a['mae_change']:+.2f} years"
+            parts.append(text + ".")
+    occ = _one_model(occlusion)
+    if occ is not None:
+        shares = occ.set_index("region")["share"]
+        if shares.notna().all():
+            parts.append("Occlusion (one region at a time set to zero), share of the change in prediction: " + ", ".join(f"{html.escape(k)} {_share(v)}" for k, v in shares.items()) + ".")
+        else:
+            parts.append("Occlusion: blanking the face region, the brain or the skull and scalp changes no prediction, so it gives no shares.")
+    if saliency is not None and len(saliency) and "abs_face_share" in saliency and "raw" in set(saliency["condition"]):
+        row = saliency.set_index("condition").loc["raw"]
+        if np.isfinite(row["abs_face_share"]):
+            parts.append(f"Grad-CAM: of the raw-head model's mean absolute saliency, {_share(row['abs_face_share'])} lies in the region the defacers remove, "
+                         f"{_share(row['abs_brain_share'])} in the brain and {_share(row['abs_other_share'])} elsewhere.")
+        else:
+            parts.append("Grad-CAM: the raw-head model's saliency is zero everywhere, so the map carries no signal to share out.")
+    return " ".join(parts) or None

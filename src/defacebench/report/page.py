@@ -22,6 +22,7 @@ from defacebench.io.errors import InputError
 from defacebench.report import sections
 from defacebench.report.cohort_power import power_note
 from defacebench.report.embed import figures_html
+from defacebench.report.evaluation import abs_saliency_html, evaluation_section
 from defacebench.report.findings import conclusions
 from defacebench.report.formatting import read_csv
 from defacebench.report.template import PAGE
@@ -92,7 +93,9 @@ def write_report(study_dir: str | Path, individual_figures: bool = False, out: s
     key_pairs = [(d, ref) for d in conditions if condition_kind(d) == "defaced" for ref in ("raw", "skullstripped") if ref in conditions]
     signal = read_csv(layout.result_table(study_dir, "face_signal"))
     power = read_csv(layout.result_table(study_dir, "power"))
-    findings = conclusions(table1, pairwise, null, saliency, simulated=simulated_cohort(study_dir), face_signal=signal, power=power)
+    findings = conclusions(table1, pairwise, null, saliency, simulated=simulated_cohort(study_dir), face_signal=signal, power=power,
+                           ablation=read_csv(layout.evaluation_table(study_dir, "face_ablation")),
+                           occlusion=read_csv(layout.evaluation_table(study_dir, "occlusion")))
     page = string.Template(PAGE).substitute(
         title=html.escape(title or f"defacebench report: {study_dir.resolve().name}"),
         subtitle=html.escape(f"How much do MRI defacing algorithms change brain-age predictions of a 3D CNN? Study directory {study_dir.resolve()}"),
@@ -109,7 +112,8 @@ def write_report(study_dir: str | Path, individual_figures: bool = False, out: s
         n_pairs=0 if pairwise is None else len(pairwise),
         pairwise=sections.pairs_html(pairwise, power=power),
         bias_section=sections.bias_html(bias),
-        figures=figures_html(study_dir, sections.saliency_html(saliency)),
+        figures=figures_html(study_dir, abs_saliency_html(saliency) or sections.saliency_html(saliency)),  # issue 20: shares that cannot cancel
+        face_use=evaluation_section(study_dir),
         qc=sections.qc_html(study_dir),
         version=__version__,
         date=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),

@@ -72,6 +72,9 @@ $bias_section
 <h2>Figures</h2>
 $figures
 
+<h2>Does the model use the face?</h2>
+$face_use
+
 <h2>Quality control</h2>
 $qc
 
