@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from defacebench.conditions import METHODS, PAPER_METHODS, condition_names
+from defacebench.conditions import DEFACERS, PAPER_METHODS, REFACERS, condition_names
 from defacebench.io.errors import InputError
 
 
@@ -21,8 +21,9 @@ class StudyConfig:
     """Everything that defines one study run."""
 
     name: str = "paper"
-    methods: tuple[str, ...] = PAPER_METHODS
-    conditions: tuple[str, ...] = field(default_factory=lambda: condition_names(PAPER_METHODS))
+    #: the paper's four defacers, then the refacers (issue 18) for their refaced heads alone
+    methods: tuple[str, ...] = (*PAPER_METHODS, *REFACERS)
+    conditions: tuple[str, ...] = field(default_factory=lambda: (*condition_names(PAPER_METHODS), *(f"defaced-{m}" for m in REFACERS)))
     grid: str = "mni2mm"
     split_fractions: tuple[float, float, float] = (0.70, 0.20, 0.10)
     seed: int = 0
@@ -41,8 +42,10 @@ PRESETS: dict[str, StudyConfig] = {
     "paper": StudyConfig(),
     "demo": StudyConfig(
         name="demo",
-        methods=METHODS,
-        conditions=condition_names(METHODS),
+        # the five defacers; a refacer costs 1-4 s a 3 mm scan (docs/defacing.md, "Refacing"):
+        # add one with methods = [..., "afnireface"] in a TOML file
+        methods=DEFACERS,
+        conditions=condition_names(DEFACERS),
         grid="mni4mm",
         # more test scans than the paper's 10 % so a small demo cohort gives clear statistics
         split_fractions=(0.60, 0.15, 0.25),
