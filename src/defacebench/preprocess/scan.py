@@ -15,7 +15,10 @@
    trilinear interpolation (:class:`defacebench.imaging.resample.LinearResampler`). Interpolation and the
    steps before it are linear, so ``defaced-<m> + face-<m> == raw`` survives to
    float16 precision (``defaced-<m>`` is composed in the grid as raw - face-<m>,
-   which is the same image as resampling it);
+   which is the same image as resampling it; a refacer's refaced head is composed as
+   raw - face-<m> + its replacement, the replacement being the refaced image minus the
+   defaced one in the native grid, zero outside the replaced region, corrected and moved
+   like the rest);
 6. write the grid images of every condition as one compressed ``.npz`` per scan,
    atomically, under ``STUDY/work/<grid>/`` (:mod:`.work`; with the brain Dice against the
    template mask, the normalisation scale and the seconds per step).
@@ -32,7 +35,7 @@ import nibabel as nib
 import numpy as np
 
 from defacebench import layout
-from defacebench.conditions import build_all, control_methods, methods_of, parse_condition
+from defacebench.conditions import build_all, control_methods, is_refacer, methods_of, parse_condition, refacer_methods
 from defacebench.imaging.grids import Grid
 from defacebench.imaging.registration import load_transform, mask_dice
 from defacebench.imaging.resample import LinearResampler, resample_to
@@ -82,11 +85,13 @@ class PreprocessTask:
 
 def input_paths(subject, study_dir: str | Path, methods: Sequence[str], mask_methods: Sequence[str] = ()) -> dict[str, Path]:
     """The files a scan's preprocessing reads: T1w, brain mask, transform, face-only images,
-    and the removal masks of ``mask_methods`` (the geometry controls)."""
+    the refaced images of refacers, and the removal masks of ``mask_methods`` (the geometry controls)."""
     deface = layout.scan_files(study_dir, subject, tuple(dict.fromkeys([*methods, *mask_methods])))
     paths = {"t1w": Path(subject.path), "brain_mask": deface["brain_mask"], "to_mni": deface["to_mni"]}
     for m in methods:
         paths[f"{m}_face"] = deface[f"{m}_face"]
+        if is_refacer(m):
+            paths[f"{m}_defaced"] = deface[f"{m}_defaced"]
     for m in mask_methods:
         paths[f"{m}_mask"] = deface[f"{m}_mask"]
     if mask_methods:  # the average face is placed by pydeface's head registration
@@ -163,6 +168,8 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     except (OSError, ValueError) as exc:
         raise StageError(f"unreadable MNI transform ({exc})") from None
     faces = {m: _load_on(paths[f"{m}_face"], img, f"{m} face-only image") for m in methods}
+    # a refacer's replacement: refaced - (raw - face), exactly 0 outside its replaced region
+    fills = {m: _load_on(paths[f"{m}_defaced"], img, f"{m} refaced image") - (data - faces[m]) for m in refacer_methods(conditions)}
     removed = {}
     if mask_methods:
         try:
@@ -185,6 +192,8 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     head *= inv
     for m in methods:
         faces[m] = faces[m] / bias * inv
+    for m in fills:
+        fills[m] = fills[m] / bias * inv
     lap("normalise")
 
     resampler = LinearResampler(img.affine, data.shape, to_mni, task.grid)
@@ -198,9 +207,10 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     head_grid = resampler(head)
     faces_grid = {m: resampler(faces[m]) for m in methods}
     removed_grid = {m: resampler(removed[m]) for m in mask_methods}
+    fills_grid = {m: resampler(fill) for m, fill in fills.items()}
     brain_only = next((c for c in conditions if c.kind == "skullstripped"), None)
     stripped = {brain_only.name: resampler(brain_only.build(head, brain))} if brain_only else {}
-    grid_images = build_all([c for c in conditions if c.kind != "skullstripped"], head_grid, None, faces_grid, removed_grid)
+    grid_images = build_all([c for c in conditions if c.kind != "skullstripped"], head_grid, None, faces_grid, removed_grid, fills_grid)
     images = {c.name: (stripped.get(c.name, grid_images.get(c.name))).astype(np.float16) for c in conditions}
     lap("resample")
 
