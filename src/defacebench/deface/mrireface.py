@@ -2,12 +2,13 @@
 
 Steps (Schwarz et al. 2021's mri_reface, reimplemented with open parts):
 
-1. affine: the MNI head onto the subject through pydeface's 12-DOF head registration
-   (the one the ``pydeface`` method and the geometry controls use; mri_reface uses reg_aladin);
+1. affine: the MNI head onto the subject through the shared brain registration (12 DOF);
+   mri_reface fits the head (reg_aladin), but a head affine carries the person's face size
+   and position onto the average face (measured: docs/defacing.md, "Refacing");
 2. nonlinear: ANTs SyN (at :data:`SYN_RESOLUTION_MM`) of the MNI head onto the subject, its
-   metric restricted to the subject's head outside the brain, so the average face follows
-   the subject's head without the brain steering it
-   (:func:`defacebench.imaging.nonlinear.syn_coordinates`);
+   metric restricted to the subject's head outside the brain and outside the face and ear
+   labels, so the average face follows the head around it without copying the person's
+   face (:func:`defacebench.imaging.nonlinear.syn_coordinates`);
 3. the face (:data:`FACE_BOX`) and ears (:data:`EAR_BOX`) of the average face shell
    (:func:`defacebench.imaging.shell.reface_shell`, MNI mm) are carried to the subject
    through that warp; a tolerance band of :data:`TOLERANCE_MM` around the subject's brain
@@ -19,7 +20,8 @@ Steps (Schwarz et al. 2021's mri_reface, reimplemented with open parts):
 
 Differs from mri_reface: its MATLAB runtime, templates (face, air-behind-head and ear
 labels) and parameters are not used; the air behind the head is not replaced; the face and
-ear labels are MNI boxes on defacebench's shell; the registrations are ANTs (Mattes MI);
+ear labels are MNI boxes on defacebench's shell; the affine is the brain's, not the head's,
+and the face itself does not steer the warp; the registrations are ANTs (Mattes MI);
 the noise model is simpler (mri_reface matches local noise).
 """
 
@@ -34,12 +36,12 @@ from defacebench.deface.context import SubjectContext
 from defacebench.deface.mni_regions import in_box
 from defacebench.deface.refacing import AFNI_SHELL_TISSUE_MIN, Refacing, voxel_sizes
 from defacebench.imaging.nonlinear import syn_coordinates
-from defacebench.imaging.resample import sample_world
+from defacebench.imaging.resample import sample_world, world_coordinates
 from defacebench.imaging.shell import reface_shell
-from defacebench.imaging.templates import mni_head, pydeface_to_mni
+from defacebench.imaging.templates import mni_head
 
 NAME = "mrireface"
-NEEDS = ("brain", "to_mni", "template_to_subject")
+NEEDS = ("brain", "to_mni")
 
 #: mri_reface's labels as MNI boxes (|x|, y, z mm) on the shell: the face in front of the
 #: ears below the forehead's top, and the ears.
@@ -53,6 +55,11 @@ SYN_ITERATIONS = (40, 20)
 SYN_MASK_DILATION_MM = 8.0
 
 
+def replaced_labels(coords: np.ndarray) -> np.ndarray:
+    """mri_reface's face and ear labels at MNI mm ``coords`` (bool)."""
+    return in_box(coords, FACE_BOX) | in_box(coords, EAR_BOX)
+
+
 def _upsample(coords_small: np.ndarray, small_affine: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """A coordinate map on a downsampled grid, trilinearly interpolated at every voxel of ``shape``."""
     vox = np.linalg.inv(small_affine) @ affine
@@ -64,12 +71,15 @@ def _upsample(coords_small: np.ndarray, small_affine: np.ndarray, affine: np.nda
 
 def mni_coordinates(ctx: SubjectContext) -> np.ndarray:
     """MNI mm of every subject voxel through the head affine and the SyN warp, (3, *shape)."""
-    affine_start = ctx.pydeface_template_to_subject() @ np.linalg.inv(pydeface_to_mni())  # MNI -> subject
+    affine_start = np.linalg.inv(ctx.subject_to_mni())  # MNI -> subject
     head = ctx.head()
     mm = min(voxel_sizes(ctx))
     grown = ndimage.binary_dilation(head, iterations=max(1, int(round(SYN_MASK_DILATION_MM / mm))))
+    # the face and ears themselves do not steer the warp (it would copy the person's face
+    # shape onto the average one): it fits the head around them and carries them along
+    labels = replaced_labels(world_coordinates(ctx.affine, ctx.shape, np.linalg.inv(affine_start)))
     coords_small, small_affine = ctx._timed(
-        "register_syn_head", lambda: syn_coordinates(ctx.img, mni_head(2), affine_start, grown & ~ctx.brain(),
+        "register_syn_head", lambda: syn_coordinates(ctx.img, mni_head(2), affine_start, grown & ~ctx.brain() & ~labels,
                                                        resolution_mm=SYN_RESOLUTION_MM, iterations=SYN_ITERATIONS))
     return _upsample(coords_small, small_affine, ctx.affine, ctx.shape)
 
@@ -118,7 +128,7 @@ def reface(ctx: SubjectContext) -> Refacing:
     """The replaced region and its replacement on the subject grid."""
     coords = mni_coordinates(ctx)
     data, brain, head = ctx.data, ctx.brain(), ctx.head()
-    labels = in_box(coords, FACE_BOX) | in_box(coords, EAR_BOX)
+    labels = replaced_labels(coords)
     shell = sample_world(reface_shell(), coords, labels, order=1, cval=0.0)
     outside_shell_margin = sample_world(reface_shell(), coords, labels, order=0, cval=0.0) != 0
     voxel_mm = voxel_sizes(ctx)
