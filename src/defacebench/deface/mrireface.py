@@ -53,6 +53,8 @@ SYN_RESOLUTION_MM = 6.0
 SYN_ITERATIONS = (40, 20)
 #: The SyN metric sees the subject's head, dilated by this much (the face's outline), minus the brain.
 SYN_MASK_DILATION_MM = 8.0
+#: Labels are looked for this far around their affine position (the warp moves them less).
+SYN_MAX_SHIFT_MM = 25.0
 
 
 def replaced_labels(coords: np.ndarray) -> np.ndarray:
@@ -60,28 +62,45 @@ def replaced_labels(coords: np.ndarray) -> np.ndarray:
     return in_box(coords, FACE_BOX) | in_box(coords, EAR_BOX)
 
 
-def _upsample(coords_small: np.ndarray, small_affine: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """A coordinate map on a downsampled grid, trilinearly interpolated at every voxel of ``shape``."""
+def _upsample(coords_small: np.ndarray, small_affine: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int],
+              box: tuple[slice, slice, slice]) -> np.ndarray:
+    """A coordinate map on a downsampled grid, trilinearly interpolated at the voxels of ``box``
+    of a grid of ``shape`` (NaN elsewhere: no label matches there)."""
     vox = np.linalg.inv(small_affine) @ affine
-    axes = [np.arange(n, dtype=np.float32) for n in shape]
+    axes = [np.arange(n, dtype=np.float32)[b] for n, b in zip(shape, box)]
     index = np.stack(np.meshgrid(*axes, indexing="ij"))
     points = np.tensordot(vox[:3, :3].astype(np.float32), index, axes=1) + vox[:3, 3].astype(np.float32)[:, None, None, None]
-    return np.stack([ndimage.map_coordinates(c, points, order=1, mode="nearest", prefilter=False) for c in coords_small])
+    out = np.full((3, *shape), np.nan, dtype=np.float32)
+    for axis, c in enumerate(coords_small):
+        out[axis][box] = ndimage.map_coordinates(c, points, order=1, mode="nearest", prefilter=False)
+    return out
+
+
+def _grown(mask: np.ndarray, mm: float, voxel_mm: float) -> np.ndarray:
+    """``mask`` dilated by about ``mm``, on a 2x-strided copy (a metric mask needs no finer edge)."""
+    small = ndimage.binary_dilation(mask[::2, ::2, ::2], iterations=max(1, int(round(mm / (2 * voxel_mm)))))
+    full = np.repeat(np.repeat(np.repeat(small, 2, 0), 2, 1), 2, 2)[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
+    return full | mask
 
 
 def mni_coordinates(ctx: SubjectContext) -> np.ndarray:
-    """MNI mm of every subject voxel through the head affine and the SyN warp, (3, *shape)."""
+    """MNI mm of the subject voxels through the brain affine and the SyN warp, (3, *shape);
+    NaN beyond :data:`SYN_MAX_SHIFT_MM` of the labels' affine position (the warp moves less)."""
     affine_start = np.linalg.inv(ctx.subject_to_mni())  # MNI -> subject
-    head = ctx.head()
-    mm = min(voxel_sizes(ctx))
-    grown = ndimage.binary_dilation(head, iterations=max(1, int(round(SYN_MASK_DILATION_MM / mm))))
+    voxel_mm = voxel_sizes(ctx)
+    grown = _grown(ctx.head(), SYN_MASK_DILATION_MM, min(voxel_mm))
     # the face and ears themselves do not steer the warp (it would copy the person's face
     # shape onto the average one): it fits the head around them and carries them along
     labels = replaced_labels(world_coordinates(ctx.affine, ctx.shape, np.linalg.inv(affine_start)))
     coords_small, small_affine = ctx._timed(
         "register_syn_head", lambda: syn_coordinates(ctx.img, mni_head(2), affine_start, grown & ~ctx.brain() & ~labels,
                                                        resolution_mm=SYN_RESOLUTION_MM, iterations=SYN_ITERATIONS))
-    return _upsample(coords_small, small_affine, ctx.affine, ctx.shape)
+    if not labels.any():
+        return np.full((3, *ctx.shape), np.nan, dtype=np.float32)
+    pad = [int(np.ceil(SYN_MAX_SHIFT_MM / v)) for v in voxel_mm]
+    low, high = np.argwhere(labels).min(axis=0), np.argwhere(labels).max(axis=0)
+    box = tuple(slice(max(0, lo - p), min(n, hi + 1 + p)) for lo, hi, p, n in zip(low, high, pad, ctx.shape))
+    return _upsample(coords_small, small_affine, ctx.affine, ctx.shape, box)  # type: ignore[arg-type]
 
 
 def distance_to_brain_mm(brain: np.ndarray, where: np.ndarray, voxel_mm: tuple[float, float, float], limit_mm: float) -> np.ndarray:

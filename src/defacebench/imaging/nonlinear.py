@@ -10,17 +10,11 @@ own resampling, so no transform-file convention is spelled here. Determinism as 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 
-from defacebench.imaging.registration import ITK_THREADS, LPS, _to_ants, block_downsample
+from defacebench.imaging.registration import LPS, _to_ants, ants_session, block_downsample
 from defacebench.imaging.resample import world_coordinates
-from defacebench.io.errors import StageError
 
 __all__ = ["syn_coordinates"]
 
@@ -70,16 +64,15 @@ def syn_coordinates(
         Moving world mm (RAS) per voxel of the downsampled fixed grid.
     small_affine : ndarray (4, 4)
         Voxel -> world of that downsampled grid.
+
+    Raises
+    ------
+    StageError
+        ANTs failed (:func:`~defacebench.imaging.registration.ants_session`).
     """
     import ants
 
-    old_threads = os.environ.get(ITK_THREADS)
-    os.environ[ITK_THREADS] = "1"
-    old_seed = ants.config._random_seed
-    workdir = Path(tempfile.mkdtemp(prefix="defacebench-syn-"))
-    levels = len(iterations)
-    shrink = tuple(2**i for i in reversed(range(levels)))
-    try:
+    with ants_session(seed, "defacebench-syn-") as workdir:
         fixed_small = block_downsample(fixed, resolution_mm)
         fixed_ants = _to_ants(fixed_small)
         moving_ants = _to_ants(block_downsample(moving, resolution_mm))
@@ -87,7 +80,6 @@ def syn_coordinates(
         if fixed_mask is not None:
             small = block_downsample(fixed, resolution_mm, np.asarray(fixed_mask, dtype=np.float32))
             masks["mask"] = _to_ants(small, (np.asarray(small.dataobj) >= 0.5).astype(np.float32))
-        ants.config._random_seed = int(seed) + 1
         lps = LPS @ np.linalg.inv(initial) @ LPS  # ANTs maps fixed LPS points to moving LPS points
         tx = ants.create_ants_transform(transform_type="AffineTransform", dimension=3, matrix=lps[:3, :3], offset=lps[:3, 3])
         start = str(workdir / "initial.mat")
@@ -105,15 +97,6 @@ def syn_coordinates(
             out = ants.apply_transforms(fixed=fixed_ants, moving=image, transformlist=result["fwdtransforms"], interpolator="linear",
                                         defaultvalue=OUTSIDE_MM)
             warped.append(out.numpy().astype(np.float32))
-    except Exception as exc:
-        raise StageError(f"nonlinear registration failed ({type(exc).__name__}: {exc})") from exc
-    finally:
-        ants.config._random_seed = old_seed
-        if old_threads is None:
-            os.environ.pop(ITK_THREADS, None)
-        else:
-            os.environ[ITK_THREADS] = old_threads
-        shutil.rmtree(workdir, ignore_errors=True)
     mapped = np.stack(warped)
     # beyond the padded box (the far corners of a large field of view) the warp is the affine start
     outside = ~np.all(np.abs(mapped) < OUTSIDE_MM / 2, axis=0)
