@@ -42,8 +42,9 @@ PRESETS: dict[str, StudyConfig] = {
     "paper": StudyConfig(),
     "demo": StudyConfig(
         name="demo",
-        # the five defacers; a refacer costs 1-4 s a 3 mm scan (docs/defacing.md, "Refacing"):
-        # add one with methods = [..., "afnireface"] in a TOML file
+        # the five defacers; a refacer adds 0.1 s (AFNI's two) to ~3 s (mrireface's SyN) of
+        # defacing per 3 mm scan plus its trained conditions: add one in a TOML file
+        # (docs/defacing.md, "Conditions and the geometry control")
         methods=DEFACERS,
         conditions=condition_names(DEFACERS),
         grid="mni4mm",
