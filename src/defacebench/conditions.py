@@ -19,7 +19,8 @@ Five kinds exist:
     0.5), moved by the same transform as the face-only image. It carries where the subject's
     face sits after the brain registration and where the method cuts, and neither the
     subject's face shape nor its intensities: a face-only model that does no better than
-    this one reads geometry, not the face (docs/analysis.md).
+    this one reads geometry, not the face (docs/analysis.md). A refacer's control is that of
+    its ``face-<m>`` image (the replaced region), not of its refaced head.
 
 A defaced image is the head minus the method's face-only image, so for every defacer
 ``defaced-<m> + face-<m> == raw`` voxel for voxel; for a refacer
