@@ -18,7 +18,7 @@ from defacebench.deface.refacing import (AFNI_SHELL_SCALE, afni_fill, own_face_e
                                          region_correlations)
 from defacebench.imaging.shell import SHELL_WM_INTENSITY, blur_in_mask, build_shell
 from defacebench.io.nifti import save_image
-from deface_helpers import robex_head
+from deface_helpers import robex_scan
 
 AFFINE = np.array([[2.0, 0.1, 0, -8], [0, -2.2, 0.1, 9], [0.05, 0, 1.8, -7], [0, 0, 0, 1]])
 
@@ -122,13 +122,8 @@ def test_own_face_measurement_tells_a_copied_face_from_a_template() -> None:
 def robex_refaced(tmp_path_factory):
     """ROBEX head refaced by afnireface and afnirefaceplus with its atlas brain mask (no deepbet)."""
     out = tmp_path_factory.mktemp("study")
-    head, brain = robex_head()
-    path = save_image(head, out / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz", dtype=np.int16)
-    subject = Subject(subject="01", age_years=60.0, path=path)
     methods = ["afni", "afnireface", "afnirefaceplus"]
-    paths = layout.scan_files(out, subject, methods)
-    saved = nib.load(str(path))
-    save_image(brain.astype(np.uint8), paths["brain_mask"], affine=saved.affine, dtype=np.uint8)
+    subject, saved, brain = robex_scan(out, methods)
     return deface_subject(subject, out, methods), saved, brain
 
 

@@ -6,23 +6,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from defacebench import layout
-from defacebench.cohort import Subject, read_cohort
+from defacebench.cohort import read_cohort
 from defacebench.deface import deface_cohort, deface_subject
 from defacebench.deface.reface_check import own_face_control, own_face_correlations
-from defacebench.io.nifti import save_image
-from deface_helpers import robex_head
+from deface_helpers import robex_scan
 
 pytestmark = pytest.mark.slow
 
 
 def test_mrireface_keeps_the_brain_and_everything_outside_its_region(tmp_path) -> None:
-    head, brain = robex_head()
-    path = save_image(head, tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz", dtype=np.int16)
-    subject = Subject(subject="01", age_years=60.0, path=path)
-    paths = layout.scan_files(tmp_path / "out", subject, ["mrireface"])
-    saved = nib.load(str(path))
-    save_image(brain.astype(np.uint8), paths["brain_mask"], affine=saved.affine, dtype=np.uint8)
+    subject, saved, brain = robex_scan(tmp_path / "out", ["mrireface"])
     result = deface_subject(subject, tmp_path / "out", ["mrireface"])
     original = np.asarray(saved.dataobj)
     refaced, face, mask = (np.asarray(nib.load(str(result["paths"][f"mrireface_{k}"])).dataobj) for k in ("defaced", "face", "mask"))
