@@ -180,3 +180,13 @@ def test_preprocessing_composes_the_refaced_head_from_its_replacement(tmp_path) 
     bound = 2.0**-10 * (np.abs(refaced) + np.abs(raw) + np.abs(own)) + 1e-6
     assert np.all(np.abs(added[own == 0]) <= bound[own == 0])
     assert np.all(added >= -bound) and added.max() > 1.0
+
+
+def test_report_names_a_refaced_head_as_refaced() -> None:
+    from defacebench.report.findings import conclusions
+
+    rows = [("raw", 6.0), ("defaced-afni", 7.0), ("defaced-afnireface", 6.5)]
+    table1 = pd.DataFrame({"condition": [c for c, _ in rows], "mae_mean": [m for _, m in rows], "null_mae": 9.0, "n_test": 20})
+    null = pd.DataFrame({"condition": [c for c, _ in rows], "beats_null": True, "wilcoxon_p_holm": 0.01})
+    text = " ".join(conclusions(table1, None, null))
+    assert "Of the defacers and refacers, <b>AFNI reface</b> costs the least accuracy: refaced MAE 6.50" in text
