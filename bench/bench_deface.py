@@ -33,7 +33,8 @@ def head_path(voxel_mm: float, workdir: Path) -> Path:
 
 def main() -> None:
     from defacebench.cohort import Subject
-    from defacebench.deface import METHODS, deface_subject
+    from defacebench.conditions import DEFACERS as METHODS
+    from defacebench.deface import deface_subject
     from defacebench.imaging.templates import mni_head, mni_head_brain_mask, pydeface_to_mni
 
     parser = argparse.ArgumentParser()

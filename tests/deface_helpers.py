@@ -27,3 +27,18 @@ def reoriented(img: nib.Nifti1Image, codes: str) -> tuple[nib.Nifti1Image, np.nd
     data = nib.orientations.apply_orientation(np.asarray(img.dataobj), to)
     affine = img.affine @ nib.orientations.inv_ornt_aff(to, img.shape)
     return nib.Nifti1Image(data, affine), nib.orientations.ornt_transform(tgt, src)
+
+
+def robex_scan(study, methods):
+    """The ROBEX head saved as sub-01's int16 T1w under ``study/bids`` with its atlas brain mask
+    already in the deface layout (so no deepbet runs): (subject, the saved image, brain mask)."""
+    from defacebench import layout
+    from defacebench.cohort import Subject
+    from defacebench.io.nifti import save_image
+
+    head, brain = robex_head()
+    path = save_image(head, study / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz", dtype=np.int16)
+    subject = Subject(subject="01", age_years=60.0, path=path)
+    saved = nib.load(str(path))
+    save_image(brain.astype(np.uint8), layout.scan_files(study, subject, methods)["brain_mask"], affine=saved.affine, dtype=np.uint8)
+    return subject, saved, brain

@@ -8,9 +8,9 @@ from defacebench.config import condition_names, get_preset, load_config
 from defacebench.io.errors import InputError
 
 
-def test_paper_preset_has_the_ten_conditions_and_four_geometry_controls() -> None:
+def test_paper_preset_has_the_ten_conditions_four_geometry_controls_and_three_refaced_heads() -> None:
     config = get_preset("paper")
-    assert len(config.conditions) == 14
+    assert len(config.conditions) == 17 and config.conditions[-3:] == ("defaced-afnireface", "defaced-afnirefaceplus", "defaced-mrireface")
     assert config.conditions[:2] == ("raw", "skullstripped")
     assert "face-pydeface" in config.conditions and "defaced-spm" in config.conditions
 

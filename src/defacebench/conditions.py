@@ -8,7 +8,8 @@ Five kinds exist:
 ``skullstripped``
     The brain only (head x brain mask), no defacing.
 ``defaced-<method>``
-    The defaced head, skull kept: head x (1 - removal mask of the method).
+    The defaced head, skull kept: head x (1 - removal mask of the method). For a refacer
+    (:data:`REFACERS`) the refaced head: head - face-only + the method's replacement.
 ``face-<method>``
     Only the tissue the method removed: head x removal mask.
 ``facemask-<method>``
@@ -18,10 +19,13 @@ Five kinds exist:
     0.5), moved by the same transform as the face-only image. It carries where the subject's
     face sits after the brain registration and where the method cuts, and neither the
     subject's face shape nor its intensities: a face-only model that does no better than
-    this one reads geometry, not the face (docs/analysis.md).
+    this one reads geometry, not the face (docs/analysis.md). A refacer's control is that of
+    its ``face-<m>`` image (the replaced region), not of its refaced head.
 
-A defaced image is the head minus the method's face-only image, so for every method
-``defaced-<m> + face-<m> == raw`` voxel for voxel. Every condition is built from the
+A defaced image is the head minus the method's face-only image, so for every defacer
+``defaced-<m> + face-<m> == raw`` voxel for voxel; for a refacer
+``defaced-<m> + face-<m> - replacement-<m> == raw``, the replacement being zero outside
+the replaced region. Every condition is built from the
 same bias-corrected head, moved by the same transform and divided by the same number,
 so this identity survives preprocessing (see :mod:`defacebench.preprocess.scan`).
 """
@@ -36,17 +40,24 @@ import numpy as np
 from defacebench.io.errors import InputError
 
 __all__ = [
-    "Condition", "FACE_PLACEMENTS", "KINDS", "METHODS", "METHOD_NAMES", "PAPER_METHODS", "PREDICTION_COLUMNS", "SCAN_KEY",
+    "Condition", "DEFACERS", "FACE_PLACEMENTS", "KINDS", "METHODS", "REFACERS", "METHOD_NAMES", "PAPER_METHODS", "PREDICTION_COLUMNS",
+    "SCAN_KEY",
     "build_all", "condition_kind", "condition_label", "condition_method", "condition_names", "condition_title",
-    "methods_of", "order_conditions", "parse_condition", "parse_methods", "resolve_conditions",
+    "is_refacer", "methods_of", "order_conditions", "parse_condition", "parse_methods", "refacer_methods", "resolve_conditions",
 ]
 
 #: The four defacers of the paper, in its Table 1 order.
 PAPER_METHODS: tuple[str, ...] = ("afni", "fsl", "pydeface", "spm")
-#: Every defacing method defacebench implements, in display order (the paper's, then ours).
-METHODS: tuple[str, ...] = (*PAPER_METHODS, "quickshear")
+#: The methods that remove the face (the paper's four, then ours).
+DEFACERS: tuple[str, ...] = (*PAPER_METHODS, "quickshear")
+#: The methods that replace the face with an average one (issue 18): the refaced head takes
+#: the ``defaced-<m>`` place, the person's own replaced tissue stays ``face-<m>``.
+REFACERS: tuple[str, ...] = ("afnireface", "afnirefaceplus", "mrireface")
+#: Every method defacebench implements, in display order (defacers, then refacers).
+METHODS: tuple[str, ...] = (*DEFACERS, *REFACERS)
 #: Display names of the methods.
-METHOD_NAMES: dict[str, str] = {"afni": "AFNI", "fsl": "FSL", "pydeface": "pydeface", "spm": "SPM", "quickshear": "quickshear"}
+METHOD_NAMES: dict[str, str] = {"afni": "AFNI", "fsl": "FSL", "pydeface": "pydeface", "spm": "SPM", "quickshear": "quickshear",
+                                "afnireface": "AFNI reface", "afnirefaceplus": "AFNI reface+", "mrireface": "mri_reface"}
 
 KINDS: tuple[str, ...] = ("raw", "skullstripped", "defaced", "face", "facemask")
 _METHOD_KINDS = ("defaced", "face", "facemask")
@@ -98,7 +109,7 @@ class Condition:
         return self.kind in ("raw", "face")
 
     def build(self, head: np.ndarray, brain_mask: np.ndarray | None = None, face: np.ndarray | None = None,
-              removed: np.ndarray | None = None) -> np.ndarray:
+              removed: np.ndarray | None = None, fill: np.ndarray | None = None) -> np.ndarray:
         """The condition's image from the head, the brain mask and the method's face-only image.
 
         Parameters
@@ -113,6 +124,9 @@ class Condition:
         removed : ndarray, optional
             The geometry control's image, 0..1: the average face within the method's
             removal region (``facemask-<m>``).
+        fill : ndarray, optional
+            A refacer's replacement, in the head's units, zero outside its region: added to
+            ``defaced-<m>`` (``head - face + fill``).
         """
         if self.kind == "raw":
             return head
@@ -126,7 +140,9 @@ class Condition:
             return removed
         if face is None:
             raise ValueError(f"{self.name} needs the face-only image of {self.method}")
-        return face if self.kind == "face" else head - face
+        if self.kind == "face":
+            return face
+        return head - face if fill is None else head - face + fill
 
 
 def parse_condition(name: str) -> Condition:
@@ -188,7 +204,7 @@ def condition_label(condition: str) -> str:
     if kind == "skullstripped":
         return "ss"
     if kind in _METHOD_KINDS:
-        return f"{method_name(method)} {_SHORT[kind]}"
+        return f"{method_name(method)} {'rf' if kind == 'defaced' and is_refacer(method) else _SHORT[kind]}"
     return condition
 
 
@@ -200,7 +216,7 @@ def condition_title(condition: str) -> str:
     if kind == "skullstripped":
         return "skull-stripped"
     if kind in _METHOD_KINDS:
-        return f"{_TITLE[kind]} ({method_name(method)})"
+        return f"{'refaced' if kind == 'defaced' and is_refacer(method) else _TITLE[kind]} ({method_name(method)})"
     return condition
 
 
@@ -263,9 +279,23 @@ def build_all(
     brain_mask: np.ndarray | None,
     faces: Mapping[str, np.ndarray],
     removed: Mapping[str, np.ndarray] | None = None,
+    fills: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every condition's image by name; ``faces`` maps method -> face-only image, ``removed``
-    method -> geometry-control image."""
-    removed = removed or {}
-    return {c.name: c.build(head, brain_mask, faces.get(c.method) if c.method else None, removed.get(c.method) if c.method else None)
+    method -> geometry-control image, ``fills`` refacer -> replacement."""
+    removed, fills = removed or {}, fills or {}
+    return {c.name: c.build(head, brain_mask, faces.get(c.method) if c.method else None, removed.get(c.method) if c.method else None,
+                            fills.get(c.method) if c.method else None)
             for c in conditions}
+
+
+# --------------------------------------------------------------------------- issue 18: refacers
+def is_refacer(method: str | None) -> bool:
+    """Whether ``method`` replaces the face (its ``defaced-<m>`` image is a refaced head)."""
+    return method in REFACERS
+
+
+def refacer_methods(conditions: Iterable[Condition]) -> tuple[str, ...]:
+    """The refacers whose refaced head (``defaced-<m>``) is among ``conditions``: their
+    preprocessing reads the refaced image, not only the face-only one."""
+    return tuple(dict.fromkeys(c.method for c in conditions if c.kind == "defaced" and is_refacer(c.method)))

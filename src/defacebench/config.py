@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from defacebench.conditions import FACE_PLACEMENTS, METHODS, PAPER_METHODS, condition_names
+from defacebench.conditions import DEFACERS, FACE_PLACEMENTS, PAPER_METHODS, REFACERS, condition_names
 from defacebench.io.errors import InputError
 
 
@@ -21,8 +21,9 @@ class StudyConfig:
     """Everything that defines one study run."""
 
     name: str = "paper"
-    methods: tuple[str, ...] = PAPER_METHODS
-    conditions: tuple[str, ...] = field(default_factory=lambda: condition_names(PAPER_METHODS))
+    #: the paper's four defacers, then the refacers (issue 18) for their refaced heads alone
+    methods: tuple[str, ...] = (*PAPER_METHODS, *REFACERS)
+    conditions: tuple[str, ...] = field(default_factory=lambda: (*condition_names(PAPER_METHODS), *(f"defaced-{m}" for m in REFACERS)))
     grid: str = "mni2mm"
     split_fractions: tuple[float, float, float] = (0.70, 0.20, 0.10)
     seed: int = 0
@@ -45,8 +46,11 @@ PRESETS: dict[str, StudyConfig] = {
     "paper": StudyConfig(),
     "demo": StudyConfig(
         name="demo",
-        methods=METHODS,
-        conditions=condition_names(METHODS),
+        # the five defacers; a refacer adds 0.1 s (AFNI's two) to ~3 s (mrireface's SyN) of
+        # defacing per 3 mm scan plus its trained conditions: add one in a TOML file
+        # (docs/defacing.md, "Conditions and the geometry control")
+        methods=DEFACERS,
+        conditions=condition_names(DEFACERS),
         grid="mni4mm",
         # more test scans than the paper's 10 % so a small demo cohort gives clear statistics
         split_fractions=(0.60, 0.15, 0.25),

@@ -20,7 +20,9 @@ both halves: OUT/derivatives/defacebench/sub-X[/ses-Y]/anat/
   <prefix>_desc-deface_qc.png                removed regions in blue, per method
 plus qc.tsv (volume removed, brain/face/nose/ear fractions removed per scan and method),
 qc_summary.tsv (per method over scans) and failures.tsv.
-All images stay on the input's own grid: defaced + face == input. Reruns skip finished scans.
+All images stay on the input's own grid: defaced + face == input. Refacers (afnireface,
+afnirefaceplus, mrireface) write the refaced head in the defaced place: refaced == input
+outside the replaced region (the mask), the brain untouched. Reruns skip finished scans.
 Every image gets a JSON sidecar (Sources, method, backend, version, parameters, space) that
 carries the input's sidecar with identifying fields removed (--sidecar-mode, --sidecar-fields);
 defaced images say so in their header's descrip.
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("deface", DESCRIPTION)
     parser.add_argument("source", type=Path, help="BIDS dataset directory, or a .csv/.tsv manifest")
     parser.add_argument("out", type=Path, help="study directory (outputs go to OUT/derivatives/defacebench)")
-    parser.add_argument("--methods", default="afni,fsl,pydeface,spm,quickshear", help="comma-separated methods (default: all five)")
+    parser.add_argument("--methods", default="afni,fsl,pydeface,spm,quickshear", help="comma-separated methods (default: the five defacers; refacers: afnireface, afnirefaceplus, mrireface)")
     parser.add_argument("--backend", choices=("builtin", "native"), default="builtin", help="built-in reimplementations (default) or the real tools when installed")
     parser.add_argument("--participant-label", nargs="+", default=None, help="only these subjects (with or without 'sub-')")
     parser.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")

@@ -15,8 +15,9 @@ x runs) -> evaluate (every model on every condition, dBrainAGE, face ablation) -
 (Table 1, ANOVA/Tukey and paired tests, Grad-CAM, figures) -> report.
 Every stage resumes what is already done: rerun the same command after a crash.
 
-presets: paper (the paper's ten conditions and four geometry controls, 2 mm MNI grid, 3 runs, paper training
-profile; needs a GPU to finish in hours) and demo (five methods, 4 mm grid, 1 run,
+presets: paper (the paper's ten conditions and four geometry controls, plus the refaced heads of
+afnireface, afnirefaceplus and mrireface; 2 mm MNI grid, 3 runs, paper training profile; needs a GPU to
+finish in hours) and demo (five methods, 4 mm grid, 1 run,
 3 for the face-only conditions and their geometry controls (face_runs), CPU training
 profile). A TOML file given with --config overrides a preset, e.g.
     preset = "paper"

@@ -28,7 +28,9 @@ TOOLS: dict[str, tuple[str, ...]] = {
 
 
 def available(method: str) -> bool:
-    """Whether the real tool of ``method`` is on the PATH."""
+    """Whether the real tool of ``method`` is on the PATH (refacers have no native backend: False)."""
+    if method not in TOOLS:
+        return False
     if method == "spm":
         return shutil.which("matlab") is not None or shutil.which("octave") is not None
     return all(shutil.which(tool) for tool in TOOLS[method])

@@ -21,6 +21,8 @@ BRAIN_REMOVED_WARN = 0.001
 NOSE_TIP_DEPTH_MM = 20.0
 NOSE_TIP_HALF_HEIGHT_MM = 25.0
 EARS_REMOVED_THRESHOLD = 0.5
+#: A refaced voxel counts as head surface above this fraction of the QC's display maximum.
+REFACED_SURFACE_FRACTION = 0.12
 #: Less face-region tissue than this (ml) means no face: already defaced or skull-stripped.
 MIN_FACE_ML = 15.0
 #: Less than this fraction of the nose region holding tissue means no nose (defaced).
@@ -153,11 +155,15 @@ def _surface_view(head: np.ndarray, removed: np.ndarray, axis: int = 0, from_end
     return np.where(hit, shade, np.nan), first
 
 
-def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.ndarray], head: np.ndarray, brain: np.ndarray, title: str = "") -> Path:
+def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.ndarray], head: np.ndarray, brain: np.ndarray, title: str = "",
+                 refaced: dict[str, np.ndarray] | None = None) -> Path:
     """Each method's removed region in blue: mid-sagittal slice, axial slice through the nose, and a 3D surface view.
 
     Images are shown in RAS orientation (nose up in the sagittal view); brain outline in yellow.
+    A refacer's row (``refaced``: method -> refaced image) shows the refaced image, its
+    replaced region outlined in cyan, and the refaced head's surface.
     """
+    refaced = refaced or {}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,16 +191,25 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
         ax.set_facecolor("black")
     for row, (method, removal) in enumerate(removals.items()):
         rem = ras(removal.astype(np.float32)) >= 0.5
+        shown, surface, replaced = data, head_r, method in refaced
+        if replaced:  # a refacer: its own image and head, the replaced region as an outline
+            shown = ras(np.asarray(refaced[method], dtype=np.float32))
+            surface = (head_r & ~rem) | (rem & (shown > REFACED_SURFACE_FRACTION * vmax))
         # blue only on head tissue: removed background (noise) would hide the cut
-        sag = (data[centre[0]].T, (rem & head_r)[centre[0]].T, brain_r[centre[0]].T, zooms[2] / zooms[1])
-        axi = (data[:, :, z_axial].T, (rem & head_r)[:, :, z_axial].T, brain_r[:, :, z_axial].T, zooms[1] / zooms[0])
-        for col, (image, mask, br, aspect) in enumerate((sag, axi)):
+        sag = (shown[centre[0]].T, (rem & head_r)[centre[0]].T, brain_r[centre[0]].T, zooms[2] / zooms[1], rem[centre[0]].T)
+        axi = (shown[:, :, z_axial].T, (rem & head_r)[:, :, z_axial].T, brain_r[:, :, z_axial].T, zooms[1] / zooms[0], rem[:, :, z_axial].T)
+        for col, (image, mask, br, aspect, region) in enumerate((sag, axi)):
             ax = axes[row, col]
             ax.imshow(image, cmap="gray", origin="lower", vmin=0, vmax=vmax, aspect=aspect, interpolation="nearest")
-            ax.imshow(np.ma.masked_where(~mask, mask), cmap=blue, origin="lower", alpha=0.65, aspect=aspect, interpolation="nearest")
+            if replaced and region.any():
+                ax.contour(region, levels=[0.5], colors=["cyan"], linewidths=0.6)
+            elif not replaced:
+                ax.imshow(np.ma.masked_where(~mask, mask), cmap=blue, origin="lower", alpha=0.65, aspect=aspect, interpolation="nearest")
             if br.any():
                 ax.contour(br, levels=[0.5], colors=["yellow"], linewidths=0.6)
-        shade, first = _surface_view(head_r, rem, axis=0, from_end=False)  # seen from the left
+        shade, first = _surface_view(surface, rem, axis=0, from_end=False)  # seen from the left
+        if replaced:
+            first = np.zeros_like(first)
         ax = axes[row, 2]
         ax.imshow(shade.T, cmap="gray", origin="lower", vmin=0, vmax=1, aspect=zooms[2] / zooms[1], interpolation="bilinear")
         ax.imshow(np.ma.masked_where(~first.T, first.T), cmap=blue, origin="lower", alpha=0.75, aspect=zooms[2] / zooms[1], interpolation="nearest")
@@ -208,7 +223,7 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
                 spine.set_visible(False)
     for col, label in enumerate(("sagittal (anterior right)", f"axial, z = slice {z_axial}", "surface, left side")):
         axes[0, col].set_title(label, color="white", fontsize=10)
-    fig.suptitle(f"{title}  removed = blue, brain = yellow", color="white", fontsize=11)
+    fig.suptitle(f"{title}  removed = blue, {'replaced = cyan, ' if refaced else ''}brain = yellow", color="white", fontsize=11)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -1,4 +1,4 @@
-"""The defacing methods by name, in the paper's order (plus quickshear)."""
+"""The methods by name: the paper's defacers, quickshear, then the refacers."""
 
 from __future__ import annotations
 

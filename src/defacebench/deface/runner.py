@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from defacebench import layout
-from defacebench.deface import native, qc
+from defacebench.deface import native, qc, refacing
 from defacebench.deface.context import SubjectContext
 from defacebench.deface.provenance import write_scan_sidecars
 from defacebench.deface.qc import BRAIN_REMOVED_WARN, QC_COLUMNS
@@ -38,7 +38,6 @@ from defacebench.io.nifti import defaced_descrip, load_image, read_header, save_
 from defacebench.io.sidecars import ScrubPolicy
 
 REGISTRATION_MIN_DICE = 0.8
-MNI_METHODS = ("afni", "fsl", "spm")
 #: Threads writing images (gzip releases the GIL) while the main thread draws the QC PNG.
 WRITER_THREADS = 2
 
@@ -76,10 +75,13 @@ def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype) -> tuple
     return defaced, face
 
 
-def _write_method_outputs(data: np.ndarray, removal: np.ndarray, dtype: np.dtype, affine: np.ndarray, paths: dict[str, Path], method: str) -> None:
-    """Write one method's defaced, face-only and removal-mask images (a writer-thread task)."""
+def _write_method_outputs(data: np.ndarray, removal: np.ndarray, dtype: np.dtype, affine: np.ndarray, paths: dict[str, Path], method: str,
+                          fill: np.ndarray | None = None) -> None:
+    """Write one method's defaced (a refacer's: refaced), face-only and removal-mask images (a writer-thread task)."""
     defaced, face = split_image(data, removal, dtype)
-    save_image(defaced, paths[f"{method}_defaced"], affine=affine, dtype=dtype, descrip=defaced_descrip(method))
+    if fill is not None:
+        defaced = refacing.refaced_image(defaced, fill, dtype)
+    save_image(defaced, paths[f"{method}_defaced"], affine=affine, dtype=dtype, descrip=defaced_descrip(method, refaced=fill is not None))
     save_image(face, paths[f"{method}_face"], affine=affine, dtype=dtype)
     binary = bool(np.all((removal == 0) | (removal == 1)))
     mask_dtype = np.uint8 if binary else np.float32
@@ -181,14 +183,17 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     for note in input_notes:
         warnings.warn(f"{subject.key}: {note}", stacklevel=2)
 
-    rows, removals = [], {}
+    rows, removals, fills = [], {}, {}
     for method in methods:
         module = get_method(method)
-        if failure is not None and method in MNI_METHODS + ("pydeface",):
+        if failure is not None and "to_mni" in module.NEEDS:
             continue
         t0 = time.perf_counter()
         registered = sum(v for k, v in ctx.timings.items() if k.startswith("register"))
-        if backend == "native":
+        if hasattr(module, "reface"):  # refacers (issue 18): built-in only, the mask is the replaced region
+            result = module.reface(ctx)
+            removal, fills[method] = result.removal, result.fill
+        elif backend == "native":
             removal = native.removal_mask(method, img, brain if method == "quickshear" else None)
         else:
             removal = module.removal_mask(ctx)
@@ -208,11 +213,12 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     # gzip releases the GIL: two threads write the images while this one draws the QC PNG
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=WRITER_THREADS) as pool:
-        writes = [pool.submit(_write_method_outputs, ctx.data, removal, dtype, img.affine, paths, method)
+        writes = [pool.submit(_write_method_outputs, ctx.data, removal, dtype, img.affine, paths, method, fills.get(method))
                   for method, removal in removals.items()]
         if qc_png and removals:
             t1 = time.perf_counter()
-            qc.write_qc_png(paths["qc_png"], img, removals, head, brain, title=subject.key)
+            qc.write_qc_png(paths["qc_png"], img, removals, head, brain, title=subject.key,
+                            refaced={m: ctx.data * (1 - removals[m]) + fill for m, fill in fills.items()})
             ctx.timings["qc_png"] = time.perf_counter() - t1
         for future in writes:
             future.result()

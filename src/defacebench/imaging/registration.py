@@ -24,9 +24,11 @@ short shrink/smoothing pyramid: ample for a 12-parameter affine, and fast.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -97,6 +99,36 @@ def remove_shear(matrix: np.ndarray) -> np.ndarray:
     return out
 
 
+@contextlib.contextmanager
+def ants_session(seed: int, prefix: str) -> Iterator[Path]:
+    """One deterministic ANTs call: one ITK thread, ANTs's sampler seeded with ``seed + 1``
+    (0 is "unseeded" to ANTs) and a private temporary directory, all restored or removed
+    afterwards; any failure inside becomes a :class:`StageError`.
+
+    Set before any ANTs call: ITK latches its thread count at its first use, maybe here.
+    """
+    import ants
+
+    old_threads = os.environ.get(ITK_THREADS)
+    os.environ[ITK_THREADS] = "1"
+    old_seed = ants.config._random_seed
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        ants.config._random_seed = int(seed) + 1
+        yield workdir
+    except StageError:
+        raise
+    except Exception as exc:
+        raise StageError(f"registration failed ({type(exc).__name__}: {exc})") from exc
+    finally:
+        ants.config._random_seed = old_seed
+        if old_threads is None:
+            os.environ.pop(ITK_THREADS, None)
+        else:
+            os.environ[ITK_THREADS] = old_threads
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def register(
     fixed: nib.Nifti1Image,
     moving: nib.Nifti1Image,
@@ -161,12 +193,7 @@ def register(
     shrink = tuple(2**i for i in reversed(range(levels)))
     sigmas = tuple(float(s // 2) for s in shrink)
 
-    # before any ANTs call: ITK latches its thread count at its first use, maybe here
-    old_threads = os.environ.get(ITK_THREADS)
-    os.environ[ITK_THREADS] = "1"
-    old_seed = ants.config._random_seed
-    workdir = Path(tempfile.mkdtemp(prefix="defacebench-ants-"))
-    try:
+    with ants_session(seed, "defacebench-ants-") as workdir:
         fixed_small = block_downsample(fixed, resolution_mm)
         fixed_ants = _to_ants(fixed_small)
         # integer blocks leave e.g. a 3 mm image at 3 mm: sample the same number of points
@@ -180,7 +207,6 @@ def register(
                 array = np.asarray(mask.dataobj if isinstance(mask, nib.Nifti1Image) else mask) > 0
                 small = block_downsample(ref, resolution_mm, array.astype(np.float32))
                 masks[name] = _to_ants(small, (np.asarray(small.dataobj) >= 0.5).astype(np.float32))
-        ants.config._random_seed = int(seed) + 1
         initial_files = None
         if initial is not None:
             # ANTs maps fixed LPS points to moving LPS points: the inverse, in LPS.
@@ -204,17 +230,6 @@ def register(
         )
         transform = ants.read_transform(result["fwdtransforms"][0])
         fixed_to_moving_lps = _ants_affine_matrix(transform)
-    except StageError:
-        raise
-    except Exception as exc:
-        raise StageError(f"registration failed ({type(exc).__name__}: {exc})") from exc
-    finally:
-        ants.config._random_seed = old_seed
-        if old_threads is None:
-            os.environ.pop(ITK_THREADS, None)
-        else:
-            os.environ[ITK_THREADS] = old_threads
-        shutil.rmtree(workdir, ignore_errors=True)
     fixed_to_moving = LPS @ fixed_to_moving_lps @ LPS
     matrix = np.linalg.inv(fixed_to_moving)
     if kind == "affine9":

@@ -15,7 +15,10 @@
    trilinear interpolation (:class:`defacebench.imaging.resample.LinearResampler`). Interpolation and the
    steps before it are linear, so ``defaced-<m> + face-<m> == raw`` survives to
    float16 precision (``defaced-<m>`` is composed in the grid as raw - face-<m>,
-   which is the same image as resampling it). With ``face_placement="head"`` the
+   which is the same image as resampling it; a refacer's refaced head is composed as
+   raw - face-<m> + its replacement, the replacement being the refaced image minus the
+   defaced one in the native grid, zero outside the replaced region, corrected and moved
+   like the rest). With ``face_placement="head"`` the
    face-only images and their geometry controls go instead through the whole-head
    registration of pydeface's template
    (:func:`defacebench.imaging.placement.head_placement_transform`), which does not follow
@@ -36,7 +39,7 @@ import nibabel as nib
 import numpy as np
 
 from defacebench import layout
-from defacebench.conditions import FACE_PLACEMENTS, build_all, control_methods, methods_of, parse_condition
+from defacebench.conditions import FACE_PLACEMENTS, build_all, control_methods, is_refacer, methods_of, parse_condition, refacer_methods
 from defacebench.imaging.grids import Grid
 from defacebench.imaging.placement import head_placement_transform
 from defacebench.imaging.registration import load_transform, mask_dice
@@ -96,12 +99,14 @@ class PreprocessTask:
 def input_paths(subject, study_dir: str | Path, methods: Sequence[str], mask_methods: Sequence[str] = (),
                 head_registration: bool = False) -> dict[str, Path]:
     """The files a scan's preprocessing reads: T1w, brain mask, transform, face-only images,
-    the removal masks of ``mask_methods`` (the geometry controls), and pydeface's head
-    registration when a geometry control or ``head_registration`` (head placement) needs it."""
+    the refaced images of refacers, the removal masks of ``mask_methods`` (the geometry controls), and
+    pydeface's head registration when a geometry control or ``head_registration`` (head placement) needs it."""
     deface = layout.scan_files(study_dir, subject, tuple(dict.fromkeys([*methods, *mask_methods])))
     paths = {"t1w": Path(subject.path), "brain_mask": deface["brain_mask"], "to_mni": deface["to_mni"]}
     for m in methods:
         paths[f"{m}_face"] = deface[f"{m}_face"]
+        if is_refacer(m):
+            paths[f"{m}_defaced"] = deface[f"{m}_defaced"]
     for m in mask_methods:
         paths[f"{m}_mask"] = deface[f"{m}_mask"]
     if mask_methods or head_registration:  # the average face / head placement use pydeface's head registration
@@ -192,6 +197,8 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     except (OSError, ValueError) as exc:
         raise StageError(f"unreadable MNI transform ({exc})") from None
     faces = {m: _load_on(paths[f"{m}_face"], img, f"{m} face-only image") for m in methods}
+    # a refacer's replacement: refaced - (raw - face), exactly 0 outside its replaced region
+    fills = {m: _load_on(paths[f"{m}_defaced"], img, f"{m} refaced image") - (data - faces[m]) for m in refacer_methods(conditions)}
     removed = {}
     if mask_methods or head_placed:
         try:
@@ -216,6 +223,8 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     head *= inv
     for m in methods:
         faces[m] = faces[m] / bias * inv
+    for m in fills:
+        fills[m] = fills[m] / bias * inv
     lap("normalise")
 
     resampler = LinearResampler(img.affine, data.shape, to_mni, task.grid)
@@ -229,9 +238,10 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     head_grid = resampler(head)
     faces_grid = {m: resampler(faces[m]) for m in methods}
     removed_grid = {m: resampler(removed[m]) for m in mask_methods}
+    fills_grid = {m: resampler(fill) for m, fill in fills.items()}
     brain_only = next((c for c in conditions if c.kind == "skullstripped"), None)
     stripped = {brain_only.name: resampler(brain_only.build(head, brain))} if brain_only else {}
-    grid_images = build_all([c for c in conditions if c.kind != "skullstripped"], head_grid, None, faces_grid, removed_grid)
+    grid_images = build_all([c for c in conditions if c.kind != "skullstripped"], head_grid, None, faces_grid, removed_grid, fills_grid)
     if head_placed:  # face-only images and geometry controls through the head registration
         placed = LinearResampler(img.affine, data.shape, face_to_mni, task.grid)
         face_conditions = [c for c in conditions if c.kind in FACE_KINDS]

@@ -12,7 +12,7 @@ import html
 import numpy as np
 import pandas as pd
 
-from defacebench.conditions import condition_kind, condition_method, condition_title, method_name
+from defacebench.conditions import condition_kind, condition_method, condition_title, is_refacer, method_name
 from defacebench.report.cohort_power import caution
 from defacebench.report.formatting import fmt_p
 
@@ -70,7 +70,9 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
         best = min(defaced, key=lambda c: t.loc[c, "mae_mean"])
         worst = max(defaced, key=lambda c: t.loc[c, "mae_mean"])
         name = method_name(condition_method(best))
-        sentence = f"Of the defacers, <b>{html.escape(name)}</b> costs the least accuracy: defaced MAE {t.loc[best, 'mae_mean']:.2f} years"
+        group = "defacers and refacers" if any(is_refacer(condition_method(c)) for c in defaced) else "defacers"
+        image = "refaced" if is_refacer(condition_method(best)) else "defaced"
+        sentence = f"Of the {group}, <b>{html.escape(name)}</b> costs the least accuracy: {image} MAE {t.loc[best, 'mae_mean']:.2f} years"
         pair = _pair(pairwise, best, "raw")
         if pair is not None:
             diff, low, high, p = pair
