@@ -46,17 +46,21 @@ PRESETS: dict[str, StudyConfig] = {
     "paper": StudyConfig(),
     "demo": StudyConfig(
         name="demo",
-        # the five defacers; a refacer adds 0.1 s (AFNI's two) to ~3 s (mrireface's SyN) of
-        # defacing per 3 mm scan plus its trained conditions: add one in a TOML file
+        # the five defacers and AFNI's refacer (its refaced head alone: its face-only image is
+        # AFNI's). A refacer adds 0.1 s (AFNI's two) to ~3 s (mrireface's SyN) of defacing per
+        # 3 mm scan plus its trained conditions: add more in a TOML file
         # (docs/defacing.md, "Conditions and the geometry control")
-        methods=DEFACERS,
-        conditions=condition_names(DEFACERS),
+        methods=(*DEFACERS, "afnireface"),
+        conditions=(*condition_names(DEFACERS), "defaced-afnireface"),
         grid="mni4mm",
         # more test scans than the paper's 10 % so a small demo cohort gives clear statistics
         split_fractions=(0.60, 0.15, 0.25),
         runs=1,
         face_runs=3,
         profile="cpu",
+        # face-only images placed by the head, whose placement does not follow atrophy: the
+        # face-age claim is then made where the face aged (docs/face-placement.md)
+        face_placement="head",
     ),
 }
 
