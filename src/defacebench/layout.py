@@ -23,6 +23,7 @@ A simulated dataset (``defacebench simulate``) keeps its ground truth beside the
     DATASET/participants.tsv, sub-X/anat/sub-X_T1w.nii.gz
     DATASET/derivatives/simulation/dataset_description.json, dseg.tsv, ground_truth.tsv, preview.png
       sub-X/anat/sub-X_dseg.nii.gz, sub-X_desc-brain_mask.nii.gz, sub-X_simulation.json
+    (with ``--sessions``: sub-X/ses-Y/anat/sub-X_ses-Y_*, and sub-X/sub-X_sessions.tsv)
 
 ``run-<k>`` is a training repetition (the paper's "3 runs"), not a BIDS ``run-`` entity.
 A scan is anything with ``subject``, ``session`` and ``key`` attributes
@@ -354,15 +355,19 @@ def simulation_preview(dataset: PathLike) -> Path:
     return simulation_dir(dataset) / "preview.png"
 
 
-def simulated_t1w(dataset: PathLike, subject: str) -> Path:
-    """``DATASET/sub-X/anat/sub-X_T1w.nii.gz``: a simulated subject's image (one session)."""
-    return anat_dir(dataset, subject) / f"sub-{subject}_T1w.nii.gz"
+def _scan_prefix(subject: str, session: str | None) -> str:
+    return f"sub-{subject}_ses-{session}" if session else f"sub-{subject}"
 
 
-def simulation_files(dataset: PathLike, subject: str) -> dict[str, Path]:
-    """The ground-truth files of one simulated subject, by role: ``dseg`` (labels),
+def simulated_t1w(dataset: PathLike, subject: str, session: str | None = None) -> Path:
+    """``DATASET/sub-X[/ses-Y]/anat/sub-X[_ses-Y]_T1w.nii.gz``: a simulated scan's image."""
+    return anat_dir(dataset, subject, session) / f"{_scan_prefix(subject, session)}_T1w.nii.gz"
+
+
+def simulation_files(dataset: PathLike, subject: str, session: str | None = None) -> dict[str, Path]:
+    """The ground-truth files of one simulated scan, by role: ``dseg`` (labels),
     ``brain_mask`` (intracranial), ``record`` (``_simulation.json``: parameters and measures)."""
-    anat, p = anat_dir(simulation_dir(dataset), subject), f"sub-{subject}"
+    anat, p = anat_dir(simulation_dir(dataset), subject, session), _scan_prefix(subject, session)
     return {"dseg": anat / f"{p}_dseg.nii.gz", "brain_mask": anat / f"{p}_desc-brain_mask.nii.gz",
             "record": anat / f"{p}_simulation.json"}
 
@@ -372,3 +377,9 @@ def simulation_labels(dataset: PathLike, scan: Scan) -> list[Path]:
     root = simulation_dir(dataset)
     return [anat_dir(root, scan.subject, scan.session) / f"{scan.key}_dseg.nii.gz",
             anat_dir(root, scan.subject, None) / f"sub-{scan.subject}_dseg.nii.gz"]
+
+
+# --------------------------------------------------------------------------- issue 17: sessions
+def sessions_table(dataset: PathLike, subject: str) -> Path:
+    """``DATASET/sub-X/sub-X_sessions.tsv``: a person's sessions and their ages (BIDS)."""
+    return Path(dataset) / f"sub-{subject}" / f"sub-{subject}_sessions.tsv"

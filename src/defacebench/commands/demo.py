@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--face-ageing", type=float, default=DEMO_AGEING, help=f"face ageing, x the published rates; 0 = none (default {DEMO_AGEING:g})")
     parser.add_argument("--brain-ageing", type=float, default=DEMO_AGEING, help=f"brain ageing, x the published rates; 0 = none (default {DEMO_AGEING:g})")
     parser.add_argument("--ages", choices=("adni", "uniform"), default=DEMO_AGES, help=f"age distribution (default {DEMO_AGES}; see defacebench simulate --help)")
+    parser.add_argument("--identity-scale", type=float, default=1.0, help="spread of each person's own head and face shape; 0 = everyone has the base head's shape (default 1)")
     parser.add_argument("--voxel-mm", type=float, default=DEMO_VOXEL_MM, help=f"simulated voxel size (default {DEMO_VOXEL_MM:g})")
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -72,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     simulation = {
         "n": args.n, "seed": args.seed, "face_ageing": args.face_ageing, "brain_ageing": args.brain_ageing,
-        "voxel_mm": args.voxel_mm, "base_heads": DEMO_BASE_HEADS, "ages": args.ages,
+        "voxel_mm": args.voxel_mm, "base_heads": DEMO_BASE_HEADS, "ages": args.ages, "identity_scale": args.identity_scale,
     }
     sim_record = layout.demo_simulation_record(out)
     if sim_record.is_file() and json.loads(sim_record.read_text()) != simulation:
@@ -86,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
             Stage("simulate", "simulate", (
                 str(bids), "--n", str(args.n), "--seed", str(args.seed), "--face-ageing", str(args.face_ageing),
                 "--brain-ageing", str(args.brain_ageing), "--voxel-mm", str(args.voxel_mm), "--ages", args.ages,
-                "--base-heads", DEMO_BASE_HEADS, "--jobs", str(jobs), "--preview", "--overwrite",
+                "--base-heads", DEMO_BASE_HEADS, "--identity-scale", str(args.identity_scale), "--jobs", str(jobs), "--preview", "--overwrite",
             ))
         )
     config = dataclasses.replace(get_preset("demo"), seed=args.seed)
