@@ -74,7 +74,8 @@ def identity_columns(identity: dict | None) -> dict[str, float]:
     """Flat ``identity_<name>`` columns of an identity for ground_truth.tsv (empty when none)."""
     if not identity:
         return {}
-    out = {f"identity_{k}": float(v) for k, v in identity["face"].items()}
+    out = {"identity_scale": float(identity["scale"])}
+    out.update({f"identity_{k}": float(v) for k, v in identity["face"].items()})
     out.update({f"identity_skull_log_scale_{a}": float(v) for a, v in zip("xyz", identity["skull_log_scale"])})
     out["identity_brain_shape_mm"] = float(identity["brain_shape_mm"])
     out.update({f"identity_{r}_log_offset": float(v) for r, v in identity["brain_log_offset"].items()})
