@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 
 from defacebench.simulate.fields import smooth_random_field, smoothstep
 
-__all__ = ["BRAIN_OFFSET_SD", "FACE_MODE_SD", "SKULL_LOG_SD", "identity_bases", "identity_columns", "identity_velocity",
+__all__ = ["ANTHROPOMETRIC_CV", "BRAIN_OFFSET_SD", "FACE_MODE_SD", "SKULL_LOG_SD", "identity_bases", "identity_columns", "identity_velocity",
            "sample_identity", "subject_head_scale"]
 
 #: Face and head modes: name -> SD (unit in the name). Spreads of adult craniofacial anthropometry
@@ -42,6 +42,17 @@ FACE_MODE_SD: dict[str, float] = {
     "ear_protrusion_mm": 3.0,
     "soft_tissue_log": 0.12,  # facial fat pads; soft-tissue depths vary 15-25 % between adults
     "scalp_thickness_mm": 1.0,
+}
+#: Published adult within-sex spread of the ground-truth face measures, as coefficients of
+#: variation (SD / mean; lowest and highest over sexes and sources, docs/simulate.md). The
+#: simulated measures are landmark distances on the base head whose means differ from the
+#: anthropometric ones (the base head's "ear" segment is ~22 mm), so spreads are compared
+#: relative to the mean.
+ANTHROPOMETRIC_CV: dict[str, tuple[float, float]] = {
+    "lower_face_height": (0.045, 0.075),  # sn-me 76.4 +- 3.6 (men), 69.5 +- 4.8 (women); sn-gn ~72 +- 4.6
+    "nose_length": (0.04, 0.08),  # n-prn ~50 +- 3.6 (Farkas); n-sn 51.0 +- 1.9 / 47.6 +- 3.1
+    "ear_length": (0.05, 0.08),  # sa-sba ~62 +- 3.5-4 (Farkas)
+    "mandible_length": (0.04, 0.07),  # go-gn ~90 +- 4.5-6 (Farkas); go-go 106.6 +- 5.9 / 96.8 +- 2.9
 }
 #: SD of the volume-preserving skull shape log-scale per axis (cephalic index SD 3-5 %).
 SKULL_LOG_SD = 0.025
