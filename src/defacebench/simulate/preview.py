@@ -105,8 +105,8 @@ def write_preview(root: str | Path, table: pd.DataFrame, path: str | Path) -> Pa
     root = Path(root)
     order = table.sort_values("age", kind="stable")
     picks = [order.iloc[0], order.iloc[-1]]
-    fig = plt.figure(figsize=(12, 12.5))
-    outer = fig.add_gridspec(3, 1, height_ratios=[1, 1, 1.15])
+    fig = plt.figure(figsize=(12, 15))
+    outer = fig.add_gridspec(3, 1, height_ratios=[1, 1, 1.9])
     axes = np.array([[fig.add_subplot(outer[r].subgridspec(1, 3, width_ratios=[1, 1, 1.25])[c]) for c in range(3)] for r in range(2)])
     for row, sub in zip(axes, picks):
         pid = sub["participant_id"]
@@ -130,12 +130,12 @@ def write_preview(root: str | Path, table: pd.DataFrame, path: str | Path) -> Pa
         ax.set_title(f"ground truth, {len(table)} scans: r = {r[0]:.2f} native, {r[1]:.2f} size-normalised", fontsize=8)
         ax.legend(fontsize=7)
     people = table.drop_duplicates("participant_id").head(MOSAIC_PEOPLE)
-    faces = outer[2].subgridspec(1, MOSAIC_PEOPLE)
+    faces = outer[2].subgridspec(2, (MOSAIC_PEOPLE + 1) // 2)
     scale = table["identity_scale"].iloc[0] if "identity_scale" in table else float("nan")
     for k, (_, sub) in enumerate(people.iterrows()):
-        ax = fig.add_subplot(faces[k])
+        ax = fig.add_subplot(faces[k // ((MOSAIC_PEOPLE + 1) // 2), k % ((MOSAIC_PEOPLE + 1) // 2)])
         ax.imshow(face_surface(root, sub["participant_id"], _session(sub)), origin="lower", cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{sub['participant_id']}, {sub['age']:.0f} y, {sub['sex']}", fontsize=7)
+        ax.set_title(f"{sub['participant_id']}, {sub['age']:.0f} y, {sub['sex']}", fontsize=8)
         ax.axis("off")
     fig.suptitle("defacebench simulate: youngest and oldest scan (shown un-posed), ground truth against age;\n"
                  f"bottom: frontal skin surface of {len(people)} simulated people (un-posed; identity scale {scale:g})", fontsize=10)
