@@ -413,6 +413,11 @@ def test_sessions_on_disk_bids_ages_and_grouped_split(tmp_path, head):
     truth = pd.read_csv(layout.simulation_truth_table(root), sep="\t")
     assert {"session_id", "identity_nose_length_mm", "identity_scale"} <= set(truth.columns) and len(truth) == 6
     assert layout.simulation_files(root, "001", "02")["dseg"].is_file()
+    from defacebench.simulate.preview import face_surface, write_preview
+
+    face = face_surface(root, "sub-001", "02")
+    assert face.shape == (181, 161) and 0.3 < (face > 0).mean() < 0.95  # a head seen from the front
+    assert write_preview(root, truth, tmp_path / "preview.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("extra", [["--sessions", "0"], ["--sessions", "3", "--interval-years", "25"], ["--identity-scale", "-1"]])
