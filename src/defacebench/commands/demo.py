@@ -26,7 +26,8 @@ DEMO_AGES = "uniform"
 
 DESCRIPTION = f"""\
 Simulate a cohort of {DEMO_SUBJECTS} T1w head MRIs aged uniformly 56-96 with brain and face ageing
-planted at {DEMO_AGEING:g}x the published rates, so a small CPU study gives clear findings
+planted at {DEMO_AGEING:g}x the published rates, each person with their own face, head and brain
+shape (identity; --identity-scale 0 makes everyone the base head), so a small CPU study gives clear findings
 (`defacebench simulate`), then run the demo study on it (`defacebench run --preset demo`):
 five defacers, ten-plus conditions on the 4 mm MNI grid, a small CPU CNN, statistics,
 saliency and the HTML report. Prints the report's path. Rerunning resumes.
