@@ -23,6 +23,7 @@ A simulated dataset (``defacebench simulate``) keeps its ground truth beside the
     DATASET/participants.tsv, sub-X/anat/sub-X_T1w.nii.gz
     DATASET/derivatives/simulation/dataset_description.json, dseg.tsv, ground_truth.tsv, preview.png
       sub-X/anat/sub-X_dseg.nii.gz, sub-X_desc-brain_mask.nii.gz, sub-X_simulation.json
+    (with ``--sessions``: sub-X/ses-Y/anat/sub-X_ses-Y_*, and sub-X/sub-X_sessions.tsv)
 
 ``run-<k>`` is a training repetition (the paper's "3 runs"), not a BIDS ``run-`` entity.
 A scan is anything with ``subject``, ``session`` and ``key`` attributes
@@ -354,15 +355,19 @@ def simulation_preview(dataset: PathLike) -> Path:
     return simulation_dir(dataset) / "preview.png"
 
 
-def simulated_t1w(dataset: PathLike, subject: str) -> Path:
-    """``DATASET/sub-X/anat/sub-X_T1w.nii.gz``: a simulated subject's image (one session)."""
-    return anat_dir(dataset, subject) / f"sub-{subject}_T1w.nii.gz"
+def _scan_prefix(subject: str, session: str | None) -> str:
+    return f"sub-{subject}_ses-{session}" if session else f"sub-{subject}"
 
 
-def simulation_files(dataset: PathLike, subject: str) -> dict[str, Path]:
-    """The ground-truth files of one simulated subject, by role: ``dseg`` (labels),
+def simulated_t1w(dataset: PathLike, subject: str, session: str | None = None) -> Path:
+    """``DATASET/sub-X[/ses-Y]/anat/sub-X[_ses-Y]_T1w.nii.gz``: a simulated scan's image."""
+    return anat_dir(dataset, subject, session) / f"{_scan_prefix(subject, session)}_T1w.nii.gz"
+
+
+def simulation_files(dataset: PathLike, subject: str, session: str | None = None) -> dict[str, Path]:
+    """The ground-truth files of one simulated scan, by role: ``dseg`` (labels),
     ``brain_mask`` (intracranial), ``record`` (``_simulation.json``: parameters and measures)."""
-    anat, p = anat_dir(simulation_dir(dataset), subject), f"sub-{subject}"
+    anat, p = anat_dir(simulation_dir(dataset), subject, session), _scan_prefix(subject, session)
     return {"dseg": anat / f"{p}_dseg.nii.gz", "brain_mask": anat / f"{p}_desc-brain_mask.nii.gz",
             "record": anat / f"{p}_simulation.json"}
 
@@ -436,3 +441,9 @@ def saliency_summary_map(study: PathLike, grid: str, condition: str, which: str)
 def score_table(study: PathLike, name: str, role: str) -> Path:
     """``results/scores/<name>/<role>.csv``: what ``defacebench score`` wrote for model ``name`` (predictions, metrics, dbrainage)."""
     return results_dir(study) / "scores" / name / f"{role}.csv"
+
+
+# --------------------------------------------------------------------------- issue 17: sessions
+def sessions_table(dataset: PathLike, subject: str) -> Path:
+    """``DATASET/sub-X/sub-X_sessions.tsv``: a person's sessions and their ages (BIDS)."""
+    return Path(dataset) / f"sub-{subject}" / f"sub-{subject}_sessions.tsv"

@@ -21,6 +21,7 @@ from defacebench.imaging.blocks import block_mean
 from defacebench.simulate import ageing
 from defacebench.simulate.fields import smoothstep
 from defacebench.simulate.heads import BaseHead
+from defacebench.simulate.identity import identity_bases
 from defacebench.simulate.labels import COMPARTMENTS, INTRACRANIAL, LABELS
 
 #: Deformation fields live on a grid of this spacing (mm) or the voxel size if coarser.
@@ -131,6 +132,7 @@ class HeadFields:
     brain_basis: dict[str, np.ndarray]
     fat_basis: dict[str, np.ndarray]
     feature_basis: dict[str, np.ndarray]
+    identity_basis: dict[str, np.ndarray]  #: unit fields of the identity modes (:func:`~defacebench.simulate.identity.identity_bases`)
     intracranial: np.ndarray
     wmness: np.ndarray  #: where and how much grey/white contrast loss acts (0 outside the brain)
     lesion_box: tuple[slice, slice, slice]
@@ -170,6 +172,8 @@ def head_fields(head: BaseHead) -> HeadFields:
     feature_basis = {}
     for name in unit:
         feature_basis[name] = ageing.feature_velocity(shape, origin, spacing, head.landmarks, {**unit, name: 1.0}) * w_face
+    out_cavity = ndi.distance_transform_edt(~cavity) * spacing
+    identity_basis = identity_bases(shape, origin, spacing, head.landmarks, w_face, out_cran, out_cavity)
     gm, wm = head.stats["gm_mean"], head.stats["wm_mean"]
     wmness = (np.clip((head.image - gm) / (wm - gm), 0, 1.5) * intracranial).astype(np.float32)
     cand = head.periventricular > 1e-3
@@ -192,7 +196,7 @@ def head_fields(head: BaseHead) -> HeadFields:
     return HeadFields(
         f=f, spacing=spacing, box=box, start=start, origin=origin, shape=shape, G=region_gains(head, shares),
         volumes_ml=source_volumes_ml(head, shares),
-        brain_basis=brain_basis, fat_basis=fat_basis, feature_basis=feature_basis,
+        brain_basis=brain_basis, fat_basis=fat_basis, feature_basis=feature_basis, identity_basis=identity_basis,
         intracranial=intracranial, wmness=wmness, lesion_box=lbox, lesion_candidates=flat,
         lesion_weight=head.periventricular[lbox].ravel()[flat].astype(np.float32), head_box=head_box, image=image,
         vent_box=vbox, vent_flat=vflat[order], vent_dist_mm=vdist.ravel()[vflat][order].astype(np.float32), vent_count=int(vent.sum()),

@@ -9,12 +9,15 @@ design).
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from defacebench.simulate import acquisition
 from defacebench.simulate.ageing import AGE_RANGE
+from defacebench.simulate.identity import sample_identity
 
-__all__ = ["AGE_DISTRIBUTIONS", "AGE_RANGE", "sample_age", "sample_subject"]
+__all__ = ["AGE_DISTRIBUTIONS", "AGE_RANGE", "sample_age", "sample_session", "sample_subject"]
 
 AGE_MEAN, AGE_SD = 74.0, 7.0
 MALE_FRACTION = 0.46
@@ -29,15 +32,20 @@ FAT_OFFSET_SD = 0.015
 AGE_DISTRIBUTIONS = ("adni", "uniform")
 
 
-def sample_age(rng: np.random.Generator, distribution: str = "adni") -> float:
-    """One age in years: ADNI-like normal(74, 7) truncated to 56-96, or uniform 56-96."""
+def sample_age(rng: np.random.Generator, distribution: str = "adni", max_age: float | None = None) -> float:
+    """One age in years: ADNI-like normal(74, 7) truncated to 56-96, or uniform 56-96.
+
+    ``max_age`` lowers the upper end (a person seen again years later must stay within the
+    calibrated range at the last session).
+    """
+    hi = AGE_RANGE[1] if max_age is None else min(AGE_RANGE[1], float(max_age))
     if distribution == "uniform":
-        return round(float(rng.uniform(*AGE_RANGE)), 1)
+        return round(float(rng.uniform(AGE_RANGE[0], hi)), 1)
     if distribution != "adni":
         raise ValueError(f"unknown age distribution {distribution!r}; choose from {', '.join(AGE_DISTRIBUTIONS)}")
     while True:
         age = rng.normal(AGE_MEAN, AGE_SD)
-        if AGE_RANGE[0] <= age <= AGE_RANGE[1]:
+        if AGE_RANGE[0] <= age <= hi:
             return round(float(age), 1)
 
 
@@ -48,6 +56,8 @@ def sample_subject(
     face_ageing: float = 1.0,
     age_years: float | None = None,
     ages: str = "adni",
+    identity_scale: float = 1.0,
+    max_age: float | None = None,
 ) -> dict:
     """Draw every random parameter of one subject.
 
@@ -63,19 +73,25 @@ def sample_subject(
         A fixed age instead of a draw from ``ages``.
     ages : str
         One of :data:`AGE_DISTRIBUTIONS`.
+    identity_scale : float
+        Multiplier of the identity spreads (:mod:`~defacebench.simulate.identity`); 0 = every
+        person has the base head's shape (the simulator before identity, to the byte).
+    max_age : float, optional
+        Upper end of the age draw (default the calibrated 96).
 
     Returns
     -------
     dict
         JSON-ready parameters: ``age_years``, ``sex``, ``base_head``, ``brain_ageing``,
-        ``face_ageing``, ``anatomy``, ``pose``, ``fov``, ``bias``, ``intensity``.
+        ``face_ageing``, ``anatomy``, ``pose``, ``fov``, ``bias``, ``intensity``,
+        ``identity``. The identity is drawn last, so the other draws do not depend on it.
     """
-    age = sample_age(rng, ages) if age_years is None else float(age_years)
+    age = sample_age(rng, ages, max_age) if age_years is None else float(age_years)
     sex = "M" if rng.random() < MALE_FRACTION else "F"
     head = str(base_heads[int(rng.integers(len(base_heads)))])
     icv_log = rng.normal(0, ICV_LOG_SD) + (MALE_ICV_LOG_OFFSET / 2 if sex == "M" else -MALE_ICV_LOG_OFFSET / 2)
     axis_jitter = rng.normal(0, 0.015, 3)
-    return {
+    params = {
         "age_years": age,
         "sex": sex,
         "base_head": head,
@@ -100,3 +116,17 @@ def sample_subject(
         "bias": acquisition.sample_bias(rng),
         "intensity": acquisition.sample_intensity(rng),
     }
+    params["identity"] = sample_identity(rng, identity_scale)
+    return params
+
+
+def sample_session(params: dict, rng: np.random.Generator, age_years: float) -> dict:
+    """The same person seen again at ``age_years``: a copy of ``params`` (identity, ageing
+    rates, anatomy, lesion pattern kept) with new pose, field of view, bias and intensity draws."""
+    out = copy.deepcopy(params)
+    out["age_years"] = round(float(age_years), 1)
+    out["pose"] = acquisition.sample_pose(rng)
+    out["fov"] = acquisition.sample_fov(rng)
+    out["bias"] = acquisition.sample_bias(rng)
+    out["intensity"] = acquisition.sample_intensity(rng)
+    return out

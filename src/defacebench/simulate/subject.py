@@ -21,6 +21,7 @@ from defacebench.simulate.calibration import calibration_gains
 from defacebench.simulate.fields import exp_velocity
 from defacebench.simulate.headfields import head_fields
 from defacebench.simulate.heads import BaseHead
+from defacebench.simulate.identity import subject_head_scale
 from defacebench.simulate.labels import LABELS, WM_INTENSITY
 from defacebench.simulate.measure import landmark_measures, measure
 from defacebench.simulate.template_ageing import anatomy_velocity, grow_ventricles, lesions, ventricle_growth
@@ -74,7 +75,9 @@ def simulate_subject(head: BaseHead, params: dict, check_jacobian: bool = False,
         image[lesion] = np.float32(gm + 0.1 * (wm - gm))
         labels = labels.copy()
         labels[lesion] = LABELS["wm_lesion"]
-    vent_log = ventricle_growth(age, b["strength"], b["rate_multiplier"], gains.get("ventricles", 1.0))
+    identity = params.get("identity") or {}
+    vent_offset = identity["brain_log_offset"]["ventricles"] if identity.get("scale") else 0.0
+    vent_log = ventricle_growth(age, b["strength"], b["rate_multiplier"], gains.get("ventricles", 1.0), vent_offset)
     image, labels, grown = grow_ventricles(hf, image, labels, head.stats["csf_mean"], vent_log)
 
     velocity, applied = anatomy_velocity(hf, params, gains)
@@ -88,7 +91,7 @@ def simulate_subject(head: BaseHead, params: dict, check_jacobian: bool = False,
     out_affine[2, 3] += cut * vox
 
     centre = np.array(head.landmarks["brain_centre"])
-    scale = np.array(params["anatomy"]["head_scale"])
+    scale = subject_head_scale(params)
     to_coarse = output_to_coarse(head, hf, params["pose"]["rotation_deg"], params["pose"]["translation_mm"], scale, out_affine)
     coords = template_coordinates(hf, inverse, to_coarse, out_shape)
     out_image, out_labels = pull(hf, image, labels, coords, out_shape)

@@ -15,6 +15,7 @@ from defacebench.simulate import ageing
 from defacebench.simulate.fields import smooth_random_field
 from defacebench.simulate.headfields import BRAIN_REGIONS, VENTRICLE_GROWTH_MAX_MM, HeadFields
 from defacebench.simulate.heads import BaseHead
+from defacebench.simulate.identity import identity_velocity
 from defacebench.simulate.labels import COMPARTMENTS, LABELS
 
 __all__ = ["VENTRICLE_GROWTH_MAX_MM", "anatomy_velocity", "brain_velocity_mm", "calibrate_brain_changes",
@@ -46,13 +47,18 @@ def brain_velocity_mm(hf: HeadFields, changes: dict[str, float]) -> np.ndarray:
 
 
 def anatomy_velocity(hf: HeadFields, params: dict, gains: dict[str, float]) -> tuple[np.ndarray, dict]:
-    """Velocity (coarse voxels) of ageing + individual anatomy, and the applied changes.
+    """Velocity (coarse voxels) of ageing + individual anatomy + identity, and the applied changes.
 
     ``params`` is a :func:`defacebench.simulate.sampling.sample_subject` dict; ``gains`` the
-    head's calibration gains.
+    head's calibration gains. The identity's regional brain offsets join the ageing targets
+    (constant in age, like the reserve); its shape velocity is added to the ageing velocity.
     """
     b, fa, an = params["brain_ageing"], params["face_ageing"], params["anatomy"]
+    identity = params.get("identity")
     target = ageing.brain_log_changes(params["age_years"], b["strength"], b["rate_multiplier"], b["reserve"])
+    if identity and identity.get("scale"):
+        for r in BRAIN_REGIONS[:3]:
+            target[r] += identity["brain_log_offset"][r]
     changes = calibrate_brain_changes(hf, target, gains)
     face = ageing.face_changes(params["age_years"], fa["strength"], fa["rate_multiplier"], fa["fat_offset"])
     v = brain_velocity_mm(hf, changes)
@@ -64,6 +70,9 @@ def anatomy_velocity(hf: HeadFields, params: dict, gains: dict[str, float]) -> t
             v += np.float32(face[name]) * basis
     if an["deformation_mm"]:
         v += np.float32(an["deformation_mm"]) * smooth_random_field(hf.shape, 6, an["deformation_seed"])
+    own = identity_velocity(identity, hf.identity_basis, hf.feature_basis, hf.fat_basis, hf.shape)
+    if own is not None:
+        v += own
     applied = {"brain_log_volume_change": changes, "brain_target_log_volume_change": target, "face": face}
     return v / np.float32(hf.spacing), applied
 
@@ -88,10 +97,15 @@ def lesions(head: BaseHead, hf: HeadFields, volume_ml: float, seed: int) -> np.n
     return out
 
 
-def ventricle_growth(age_years: float, strength: float, rate_multiplier: float, gain: float = 1.0) -> float:
-    """Log-volume growth of the ventricles relative to the base head, which stands for age 56."""
+def ventricle_growth(age_years: float, strength: float, rate_multiplier: float, gain: float = 1.0, offset: float = 0.0) -> float:
+    """Log-volume growth of the ventricles relative to the base head, which stands for age 56.
+
+    ``offset`` is the person's own log-volume offset (identity, not age); ventricles only grow
+    (by substitution), so the total is clipped at 0: at the base head's age a negative offset
+    leaves the base ventricles.
+    """
     base = ageing.brain_log_change("ventricles", ageing.AGE_RANGE[0])
-    return max(0.0, gain * strength * rate_multiplier * (ageing.brain_log_change("ventricles", age_years) - base))
+    return max(0.0, gain * strength * rate_multiplier * (ageing.brain_log_change("ventricles", age_years) - base) + offset)
 
 
 def grow_ventricles(hf: HeadFields, image: np.ndarray, labels: np.ndarray, csf_intensity: float, log_growth: float) -> tuple[np.ndarray, np.ndarray, dict]:
