@@ -1,7 +1,10 @@
 """Every path inside a study directory, and the simulated dataset's ground-truth files.
 
-This module is the only place a study folder or file name is spelled; every stage asks
-it where to read and write, so stages meet on disk without knowing each other::
+This package is the only place a study folder or file name is spelled; every stage asks
+it where to read and write, so stages meet on disk without knowing each other. Everything is
+imported from ``defacebench.layout``: the study directory's paths live here, the paths
+outside a study (demo directory, simulated dataset, exported dataset) in :mod:`.datasets`,
+what both share in :mod:`.base`::
 
     STUDY/
       study.json                                      the configuration the study was run with
@@ -34,36 +37,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
-from defacebench.io.bids import subject_anat_dir
+from defacebench.layout.base import (HEAD_XFM_SUFFIX, PIPELINE, PYDEFACE_XFM_SUFFIX, SIMULATION_PIPELINE, XFM_SUFFIX, PathLike,
+                                     Scan, anat_dir)
+from defacebench.layout.datasets import (demo_dataset, demo_simulation_record, export_files, participants_table,
+                                         sessions_table, simulated_t1w, simulation_dir, simulation_dseg_table,
+                                         simulation_files, simulation_labels, simulation_preview, simulation_truth_table)
 
-PathLike = str | Path
-
-#: Name of the BIDS derivatives pipeline folder defacebench writes.
-PIPELINE = "defacebench"
-#: Name of the simulator's ground-truth derivatives folder inside a simulated dataset.
-SIMULATION_PIPELINE = "simulation"
-
-XFM_SUFFIX = "from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt"
-HEAD_XFM_SUFFIX = "from-T1w_to-MNI152NLin2009aSym_desc-head9dof_mode-image_xfm.txt"
-PYDEFACE_XFM_SUFFIX = "from-pydeface_to-T1w_mode-image_xfm.txt"
-
-
-class Scan(Protocol):
-    """What layout needs of a scan: BIDS subject and session labels and the scan key."""
-
-    subject: str
-    session: str | None
-
-    @property
-    def key(self) -> str: ...
-
-
-def anat_dir(root: PathLike, subject: str, session: str | None = None) -> Path:
-    """``root/sub-X[/ses-Y]/anat``."""
-    return subject_anat_dir(root, subject, session)
-
+#: Everything here and re-exported from :mod:`.base` and :mod:`.datasets`.
+__all__ = [
+    "EVALUATION_FILES", "FIGURES", "HEAD_XFM_SUFFIX", "PIPELINE", "PYDEFACE_XFM_SUFFIX", "PathLike", "RESULT_FILES",
+    "SIMULATION_PIPELINE", "Scan", "XFM_SUFFIX", "anat_dir", "applied_files", "applyto_qc_table", "checkpoint_file",
+    "cohort_checks_table", "condition_runs_dir", "deface_description", "deface_qc_summary", "deface_qc_table",
+    "demo_dataset", "demo_simulation_record", "derivatives_dir", "evaluation_table", "export_files", "failures_table",
+    "figure_file", "figures_dir", "history_file", "model_file", "model_ts_file", "mosaic_dir", "mosaic_file",
+    "participants_table", "predictions_file", "preprocess_qc_table", "report_file", "result_file", "result_table",
+    "results_dir", "run_dir", "run_dirs", "run_of", "run_record", "runs_root", "saliency_dir", "saliency_map",
+    "saliency_maps", "saliency_summary_map", "scan_dir", "scan_files", "scan_transforms", "score_table",
+    "sessions_table", "simulated_t1w", "simulation_dir", "simulation_dseg_table", "simulation_files",
+    "simulation_labels", "simulation_preview", "simulation_truth_table", "splits_table", "store_array", "store_dir",
+    "store_excluded", "store_grids", "store_index", "store_meta", "store_state", "stored_conditions", "stores_root",
+    "study_config", "trained_models", "work_dir", "work_file",
+]
 
 # --------------------------------------------------------------------------- study level
 def study_config(study: PathLike) -> Path:
@@ -319,66 +314,6 @@ def figure_file(study: PathLike, stem: str) -> Path:
     return figures_dir(study) / f"{stem}.png"
 
 
-# --------------------------------------------------------------------------- demo and simulation
-def demo_dataset(demo: PathLike) -> Path:
-    """The simulated BIDS dataset inside a demo directory."""
-    return Path(demo) / "bids"
-
-
-def demo_simulation_record(demo: PathLike) -> Path:
-    """The simulation settings of a demo directory (a rerun must match them)."""
-    return Path(demo) / "simulation.json"
-
-
-def participants_table(dataset: PathLike) -> Path:
-    """``DATASET/participants.tsv``: one row per participant of a BIDS dataset."""
-    return Path(dataset) / "participants.tsv"
-
-
-def simulation_dir(dataset: PathLike) -> Path:
-    """``DATASET/derivatives/simulation``: the simulator's ground truth."""
-    return Path(dataset) / "derivatives" / SIMULATION_PIPELINE
-
-
-def simulation_dseg_table(dataset: PathLike) -> Path:
-    """``dseg.tsv``: label value -> name of the ground-truth label images."""
-    return simulation_dir(dataset) / "dseg.tsv"
-
-
-def simulation_truth_table(dataset: PathLike) -> Path:
-    """``ground_truth.tsv``: one row of ground-truth measures per simulated subject."""
-    return simulation_dir(dataset) / "ground_truth.tsv"
-
-
-def simulation_preview(dataset: PathLike) -> Path:
-    """``preview.png``: youngest and oldest subject, ground truth against age."""
-    return simulation_dir(dataset) / "preview.png"
-
-
-def _scan_prefix(subject: str, session: str | None) -> str:
-    return f"sub-{subject}_ses-{session}" if session else f"sub-{subject}"
-
-
-def simulated_t1w(dataset: PathLike, subject: str, session: str | None = None) -> Path:
-    """``DATASET/sub-X[/ses-Y]/anat/sub-X[_ses-Y]_T1w.nii.gz``: a simulated scan's image."""
-    return anat_dir(dataset, subject, session) / f"{_scan_prefix(subject, session)}_T1w.nii.gz"
-
-
-def simulation_files(dataset: PathLike, subject: str, session: str | None = None) -> dict[str, Path]:
-    """The ground-truth files of one simulated scan, by role: ``dseg`` (labels),
-    ``brain_mask`` (intracranial), ``record`` (``_simulation.json``: parameters and measures)."""
-    anat, p = anat_dir(simulation_dir(dataset), subject, session), _scan_prefix(subject, session)
-    return {"dseg": anat / f"{p}_dseg.nii.gz", "brain_mask": anat / f"{p}_desc-brain_mask.nii.gz",
-            "record": anat / f"{p}_simulation.json"}
-
-
-def simulation_labels(dataset: PathLike, scan: Scan) -> list[Path]:
-    """Candidate ground-truth label images of a scan (per session, then per subject)."""
-    root = simulation_dir(dataset)
-    return [anat_dir(root, scan.subject, scan.session) / f"{scan.key}_dseg.nii.gz",
-            anat_dir(root, scan.subject, None) / f"sub-{scan.subject}_dseg.nii.gz"]
-
-
 # --------------------------------------------------------------------------- issue 16/23: cohort data checks
 def cohort_checks_table(study: PathLike) -> Path:
     """``STUDY/cohort_checks.tsv``: every rejection, warning (already defaced or skull-stripped
@@ -404,14 +339,6 @@ def applyto_qc_table(study: PathLike) -> Path:
     """``qc_applyto.tsv``: one row per image defaced with its session T1w's removal region."""
     return derivatives_dir(study) / "qc_applyto.tsv"
 
-
-def export_files(out: PathLike) -> dict[str, Path]:
-    """What ``defacebench export`` keeps beside ``OUT`` (in ``OUT_defacebench/``, never shared: it shows faces):
-    ``side`` (that folder), ``record`` (export.json: settings a rerun must match), ``study`` (where it defaces),
-    ``table`` (export.tsv: every exported image), ``report`` (export_qc.html)."""
-    side = Path(out).parent / f"{Path(out).name}_defacebench"
-    return {"side": side, "record": side / "export.json", "study": side / "study", "table": side / "export.tsv",
-            "report": side / "export_qc.html"}
 
 # -- issue 23: what this cohort can show -------------------------------------------------
 #: Detectable MAE difference and scans needed per reported test (:mod:`defacebench.analysis.power`).
@@ -441,9 +368,3 @@ def saliency_summary_map(study: PathLike, grid: str, condition: str, which: str)
 def score_table(study: PathLike, name: str, role: str) -> Path:
     """``results/scores/<name>/<role>.csv``: what ``defacebench score`` wrote for model ``name`` (predictions, metrics, dbrainage)."""
     return results_dir(study) / "scores" / name / f"{role}.csv"
-
-
-# --------------------------------------------------------------------------- issue 17: sessions
-def sessions_table(dataset: PathLike, subject: str) -> Path:
-    """``DATASET/sub-X/sub-X_sessions.tsv``: a person's sessions and their ages (BIDS)."""
-    return Path(dataset) / f"sub-{subject}" / f"sub-{subject}_sessions.tsv"
