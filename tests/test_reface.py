@@ -34,7 +34,9 @@ def test_methods_and_conditions_of_refacers() -> None:
     paper, demo = get_preset("paper"), get_preset("demo")
     assert paper.conditions[:14] == condition_names(("afni", "fsl", "pydeface", "spm"))
     assert set(paper.conditions[14:]) == {f"defaced-{m}" for m in REFACERS} and set(REFACERS) <= set(paper.methods)
-    assert not set(REFACERS) & set(demo.methods)
+    # the demo adds AFNI's refacer for its refaced head alone (its face-only image is AFNI's)
+    assert set(REFACERS) & set(demo.methods) == {"afnireface"}
+    assert [c for c in demo.conditions if "afnireface" in c] == ["defaced-afnireface"]
 
 
 def test_refaced_condition_adds_the_replacement() -> None:

@@ -35,9 +35,10 @@ shape (identity; --identity-scale 0 makes everyone the base head), so a small CP
 five defacers, ten-plus conditions on the 4 mm MNI grid, a small CPU CNN, statistics,
 saliency and the HTML report. Prints the report's path. Rerunning resumes.
 
-The simulated ground truth lets you check the pipeline: with --face-ageing 0 no
-face-only condition should predict age much better than the null baseline (measured over
-three seeds: 2-24 % better, from the brain registration following atrophy; docs/analysis.md).
+The simulated ground truth lets you check the pipeline: with --face-ageing 0 the report
+should make no face-age claim (measured over three seeds: none), although face-only AFNI,
+FSL and SPM still beat the null (up to 32 %): their cuts follow the brain registration, and
+their geometry controls explain it (docs/face-placement.md).
 
 examples:
   defacebench demo
