@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from defacebench import layout
-from defacebench.analysis.model_spec import ModelSpec, prepare, read_spec
+from defacebench.analysis.model_spec import ModelSpec, prepare
 from defacebench.commands.score import main as score_main
 from defacebench.io.store import open_condition, write_condition
 
