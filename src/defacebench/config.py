@@ -58,9 +58,6 @@ PRESETS: dict[str, StudyConfig] = {
         runs=1,
         face_runs=3,
         profile="cpu",
-        # face-only images placed by the head, whose placement does not follow atrophy: the
-        # face-age claim is then made where the face aged (docs/face-placement.md)
-        face_placement="head",
     ),
 }
 

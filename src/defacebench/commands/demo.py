@@ -36,9 +36,9 @@ five defacers, ten-plus conditions on the 4 mm MNI grid, a small CPU CNN, statis
 saliency and the HTML report. Prints the report's path. Rerunning resumes.
 
 The simulated ground truth lets you check the pipeline: with --face-ageing 0 the report
-should make no face-age claim (measured over three seeds: none), although face-only AFNI,
-FSL and SPM still beat the null (up to 32 %): their cuts follow the brain registration, and
-their geometry controls explain it (docs/face-placement.md).
+should make no face-age claim, and no face-only condition should predict age much better
+than the null baseline (measured with identities, seed 0: none, at most 5 % better;
+docs/face-placement.md).
 
 examples:
   defacebench demo
