@@ -40,10 +40,10 @@ import numpy as np
 from defacebench.io.errors import InputError
 
 __all__ = [
-    "Condition", "DEFACERS", "FACE_PLACEMENTS", "KINDS", "METHODS", "REFACERS", "METHOD_NAMES", "PAPER_METHODS", "PREDICTION_COLUMNS",
+    "Condition", "DEFACERS", "FACE_KINDS", "FACE_PLACEMENTS", "KINDS", "METHODS", "REFACERS", "METHOD_NAMES", "PAPER_METHODS", "PREDICTION_COLUMNS",
     "SCAN_KEY",
     "build_all", "condition_kind", "condition_label", "condition_method", "condition_names", "condition_title",
-    "is_refacer", "methods_of", "order_conditions", "parse_condition", "parse_methods", "refacer_methods", "resolve_conditions",
+    "is_refacer", "methods_of", "needs_head_registration", "order_conditions", "parse_condition", "parse_methods", "refacer_methods", "resolve_conditions",
 ]
 
 #: The four defacers of the paper, in its Table 1 order.
@@ -260,6 +260,15 @@ def control_methods(conditions: Iterable[Condition]) -> tuple[str, ...]:
 #: whole-head registration of pydeface's template
 #: (:func:`defacebench.imaging.placement.head_placement_transform`).
 FACE_PLACEMENTS = ("brain", "head")
+#: The condition kinds that ``face_placement`` places: face-only images and their geometry controls.
+FACE_KINDS = ("face", "facemask")
+
+
+def needs_head_registration(conditions: Iterable[Condition | str], face_placement: str) -> bool:
+    """Whether head placement applies: it is asked for and a face-only or geometry-control
+    condition (a :class:`Condition` or a name) is among ``conditions``."""
+    return face_placement == "head" and any(
+        (c if isinstance(c, Condition) else parse_condition(c)).kind in FACE_KINDS for c in conditions)
 
 
 def deface_methods(conditions: Iterable[Condition], methods: Sequence[str] = (), face_placement: str = "brain") -> tuple[str, ...]:
@@ -269,7 +278,7 @@ def deface_methods(conditions: Iterable[Condition], methods: Sequence[str] = (),
     face-only images are placed by the head (``face_placement="head"``, the same registration)."""
     conditions = list(conditions)
     base = tuple(methods) or methods_of(conditions) or ("spm",)
-    head_placed = face_placement == "head" and any(c.kind in ("face", "facemask") for c in conditions)
+    head_placed = needs_head_registration(conditions, face_placement)
     return tuple(dict.fromkeys([*base, *(["pydeface"] if control_methods(conditions) or head_placed else [])]))
 
 

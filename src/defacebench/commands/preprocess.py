@@ -66,12 +66,12 @@ def _items(values: Sequence[str] | None) -> list[str]:
 def _run(args: argparse.Namespace) -> int:
     from defacebench import layout
     from defacebench.cohort import read_cohort, read_splits
-    from defacebench.conditions import METHODS, control_methods, deface_methods, methods_of, resolve_conditions
+    from defacebench.conditions import METHODS, control_methods, deface_methods, methods_of, needs_head_registration, resolve_conditions
     from defacebench.engine import read_failures
     from defacebench.imaging.grids import get_grid
     from defacebench.io.errors import InputError
     from defacebench.io.estimate import print_estimate
-    from defacebench.preprocess.scan import missing_inputs, needs_head_registration
+    from defacebench.preprocess.scan import missing_inputs
     from defacebench.preprocess.stage import preprocess_study
 
     if args.jobs is not None and args.jobs < 1:
@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     failed = read_failures(layout.failures_table(args.out))
     deface_failed = dict(zip(failed.loc[failed["stage"] == "deface", "key"], failed.loc[failed["stage"] == "deface", "reason"]))
     mask_methods = control_methods(conditions)
-    head_placed = needs_head_registration([c.name for c in conditions], args.face_placement)
+    head_placed = needs_head_registration(conditions, args.face_placement)
     undone = [s for s in cohort.subjects if missing_inputs(s, args.out, methods, mask_methods, head_placed)]
     prior = {s.key: f"defacing failed: {deface_failed[s.key]}" for s in undone if s.key in deface_failed}
     never = [s for s in undone if s.key not in deface_failed]

@@ -39,7 +39,8 @@ import nibabel as nib
 import numpy as np
 
 from defacebench import layout
-from defacebench.conditions import FACE_PLACEMENTS, build_all, control_methods, is_refacer, methods_of, parse_condition, refacer_methods
+from defacebench.conditions import (FACE_KINDS, FACE_PLACEMENTS, build_all, control_methods, is_refacer, methods_of,
+                                    needs_head_registration, parse_condition, refacer_methods)
 from defacebench.imaging.grids import Grid
 from defacebench.imaging.placement import head_placement_transform
 from defacebench.imaging.registration import load_transform, mask_dice
@@ -120,15 +121,6 @@ def missing_inputs(subject, study_dir: str | Path, methods: Sequence[str], mask_
     paths = input_paths(subject, study_dir, methods, mask_methods, head_registration)
     return [name for name, path in paths.items() if name != "t1w" and not path.is_file()]
 
-
-def needs_head_registration(conditions: Sequence[str], face_placement: str) -> bool:
-    """Whether head placement applies: it is asked for and a face-only or geometry-control
-    condition (by name) is among ``conditions``."""
-    return face_placement == "head" and any(parse_condition(c).kind in FACE_KINDS for c in conditions)
-
-
-#: The condition kinds that ``face_placement`` places.
-FACE_KINDS = ("face", "facemask")
 
 
 def _load_on(path: Path, like, what: str, dtype=np.float32) -> np.ndarray:
