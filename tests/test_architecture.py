@@ -16,7 +16,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "defacebench"
-STAGES = ("simulate", "deface", "preprocess", "model", "analysis", "report", "export")
+STAGES = ("simulate", "deface", "preprocess", "privacy", "model", "analysis", "report", "export")
 SHARED = ("io", "layout", "conditions", "imaging", "engine", "config")
 #: What a stage may import besides the shared layers and itself.
 EXCEPTIONS = {"analysis": ("model.inference",)}

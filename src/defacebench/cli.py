@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "cohort": "summarise a BIDS dataset or manifest, list rejected scans, write the train/val/test split",
     "simulate": "write a simulated ageing cohort of T1w head MRIs (BIDS, with ground truth)",
     "deface": "deface every scan with AFNI, FSL, pydeface, SPM and quickshear methods (defaced + face-only)",
+    "privacy": "how identifiable is each method's output: face detection and identification on head renders",
     "preprocess": "bias-correct, skull-strip, register to MNI and build the model-ready condition stores",
     "train": "train the brain-age 3D CNN on each condition store and predict held-out ages",
     "analyse": "statistics, saliency and figures from trained runs",

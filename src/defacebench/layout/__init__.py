@@ -43,6 +43,8 @@ from defacebench.layout.base import (HEAD_XFM_SUFFIX, PIPELINE, PYDEFACE_XFM_SUF
 from defacebench.layout.datasets import (demo_dataset, demo_simulation_record, export_files, participants_table,
                                          sessions_table, simulated_t1w, simulation_dir, simulation_dseg_table,
                                          simulation_files, simulation_labels, simulation_preview, simulation_truth_table)
+from defacebench.layout.privacy import (RAW_LABEL, privacy_features, privacy_figure, privacy_render, privacy_residual_table,
+                                        privacy_scan_table, privacy_table)
 
 #: Everything here and re-exported from :mod:`.base` and :mod:`.datasets`.
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "simulation_labels", "simulation_preview", "simulation_truth_table", "splits_table", "store_array", "store_dir",
     "store_excluded", "store_grids", "store_index", "store_meta", "store_state", "stored_conditions", "stores_root",
     "study_config", "trained_models", "work_dir", "work_file",
+    "RAW_LABEL", "privacy_features", "privacy_figure", "privacy_render", "privacy_residual_table", "privacy_scan_table", "privacy_table",
 ]
 
 # --------------------------------------------------------------------------- study level
