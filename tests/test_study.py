@@ -17,7 +17,12 @@ from defacebench.study import Stage, record_config, run_study, study_stages
 def test_stages_follow_the_data_flow_and_carry_the_config(tmp_path: Path) -> None:
     config = get_preset("demo")
     stages = study_stages(tmp_path / "bids", tmp_path / "out", config, jobs=2)
-    assert [s.name for s in stages] == ["cohort", "deface", "preprocess", "train", "train-face", "evaluate", "analyse", "report"]
+    assert [s.name for s in stages] == ["cohort", "deface", "privacy", "preprocess", "train", "train-face", "evaluate", "analyse", "report"]
+    privacy = stages[2].argv
+    assert privacy[privacy.index("--scans") + 1] == "test" and "--source" not in privacy  # the demo measures its test people
+    assert "--source" in study_stages(tmp_path, tmp_path / "out", config)[2].argv  # a BIDS folder: its simulation labels are read
+    assert "privacy" not in [s.name for s in study_stages(tmp_path, tmp_path / "out", dataclasses.replace(config, privacy_scans="none"))]
+    stages = [s for s in stages if s.name != "privacy"]
     preprocess = stages[2].argv
     assert preprocess[preprocess.index("--grid") + 1] == "mni4mm"
     assert set(config.conditions) <= set(preprocess)
@@ -26,7 +31,7 @@ def test_stages_follow_the_data_flow_and_carry_the_config(tmp_path: Path) -> Non
     assert face[face.index("--runs") + 1] == "3" and "face-afni" in face and "facemask-afni" in face and "face-afni" not in train
     assert set(train[train.index("--conditions") + 1:]) | set(face[face.index("--conditions") + 1:]) >= set(config.conditions)
     assert stages[0].argv[stages[0].argv.index("--split") + 1] == "0.6,0.15,0.25"
-    gpu = study_stages(tmp_path / "bids", tmp_path / "out", config, device="cuda")
+    gpu = [s for s in study_stages(tmp_path / "bids", tmp_path / "out", config, device="cuda") if s.name != "privacy"]
     for stage in (gpu[3], gpu[4], gpu[5]):  # training and Grad-CAM run on the device asked for
         assert stage.argv[stage.argv.index("--device") + 1] == "cuda", stage.name
 
@@ -35,7 +40,7 @@ def test_a_study_with_geometry_controls_defaces_with_pydeface_for_their_registra
     config = dataclasses.replace(get_preset("paper"), methods=("afni",), conditions=("raw", "face-afni", "facemask-afni"))
     deface = study_stages(tmp_path / "bids", tmp_path / "out", config)[1].argv
     assert deface[deface.index("--methods") + 1] == "afni,pydeface"
-    preprocess = study_stages(tmp_path / "bids", tmp_path / "out", config)[2].argv
+    preprocess = {s.name: s for s in study_stages(tmp_path / "bids", tmp_path / "out", config)}["preprocess"].argv
     assert preprocess[preprocess.index("--methods") + 1] == "afni"  # only the conditions asked for are built
     config = dataclasses.replace(config, conditions=("raw", "face-afni"))
     deface = study_stages(tmp_path / "bids", tmp_path / "out", config)[1].argv

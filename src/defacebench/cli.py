@@ -32,7 +32,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "score every trained model on every condition: cross-condition MAE, dBrainAGE, face ablation",
     "score": "score an external TorchScript or ONNX brain-age model on the raw and defaced conditions",
     "report": "write the self-contained HTML report",
-    "run": "the whole study: deface -> preprocess -> train -> evaluate -> analyse -> report (resumes)",
+    "run": "the whole study: deface -> privacy -> preprocess -> train -> evaluate -> analyse -> report (resumes)",
     "demo": "simulate a small cohort and run the demo study end to end on a CPU",
     "export": "write the shareable BIDS dataset: defaced images, scrubbed sidecars, chosen table columns",
 }

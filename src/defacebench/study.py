@@ -1,6 +1,6 @@
 """The whole study as one resumable chain of stages that read and write disk.
 
-cohort -> deface -> preprocess -> train -> evaluate -> analyse -> report, each stage a ``defacebench``
+cohort -> deface -> privacy -> preprocess -> train -> evaluate -> analyse -> report, each stage a ``defacebench``
 command run with the study's configuration. Every stage skips what is already done,
 so rerunning the same command after a crash resumes where it stopped.
 """
@@ -68,9 +68,14 @@ def study_stages(
         training = ([train("train", others, config.runs)] if others else []) + [train("train-face", face, face_runs)]
     else:
         training = [train("train", config.conditions, config.runs)]
+    # issue 19: how identifiable each method's output is, right after defacing
+    privacy = [] if config.privacy_scans == "none" else [
+        Stage("privacy", "privacy", (str(out), "--methods", methods, "--scans", config.privacy_scans,
+                                     *(["--source", str(source)] if Path(source).is_dir() else []), *parallel, *quiet))]
     return [
         Stage("cohort", "cohort", (str(source), "--out", str(out), "--split", split, "--seed", str(config.seed), *parallel, *quiet)),
         Stage("deface", "deface", (str(source), str(out), "--methods", defacers, *parallel, *quiet)),
+        *privacy,
         Stage(
             "preprocess",
             "preprocess",

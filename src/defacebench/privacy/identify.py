@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["Gallery", "gallery_for", "descriptor_distances", "true_ranks", "wilson_interval", "rate_summary"]
+__all__ = ["Gallery", "gallery_for", "descriptor_distances", "true_rank", "wilson_interval", "rate_summary"]
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,19 @@ def descriptor_distances(probe: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     return np.linalg.norm(gallery - probe[None], axis=-1).mean(axis=-1)
 
 
-def true_ranks(distances: np.ndarray, own: int) -> int:
-    """Rank of the own person (1 = nearest); ties with others count against the attacker (the worst rank)."""
+def true_rank(distances: np.ndarray, own: int, seed: int = 0) -> int:
+    """Rank of the own person (1 = nearest), ties broken at random (seeded).
+
+    An attacker who cannot tell several people apart guesses among them: a descriptor that
+    is the same for everyone (a head with no face left) then ranks at chance, not at the
+    best or the worst place.
+    """
     distances = np.asarray(distances, dtype=np.float64)
     others = np.delete(distances, own)
-    return int(1 + np.sum(others <= distances[own]))
+    tolerance = 1e-9 * max(1.0, float(np.abs(distances).max()))
+    closer = int(np.sum(others < distances[own] - tolerance))
+    tied = int(np.sum(np.abs(others - distances[own]) <= tolerance))
+    return 1 + closer + (int(np.random.default_rng(seed).integers(0, tied + 1)) if tied else 0)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from defacebench.privacy.identify import descriptor_distances, gallery_for, rate_summary, true_ranks
+from defacebench.privacy.identify import descriptor_distances, gallery_for, rate_summary, true_rank
 
 __all__ = ["ATTACKS", "RANKS", "method_table", "residual_table", "scan_rows"]
 
@@ -44,7 +44,7 @@ def scan_rows(features: dict[str, dict[str, np.ndarray]], persons: dict[str, str
                    "front_found": bool(f["found"][m][0])}
             for attack, array in ATTACKS.items():
                 distances = descriptor_distances(f[array][m], raw[attack][list(gallery.scans)])
-                row[f"{attack}_rank"] = true_ranks(distances, gallery.own)
+                row[f"{attack}_rank"] = true_rank(distances, gallery.own, seed=i)
             rows.append({**row, "gallery_size": len(gallery.scans), "same_scan_gallery": gallery.same_scan})
     return pd.DataFrame(rows)
 

@@ -31,7 +31,7 @@ SIMULATED_REGISTRATION_CAVEAT = ("with no face ageing planted, simulated face-on
 def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.DataFrame, saliency: pd.DataFrame | None = None,
                 alpha: float = 0.05, simulated: bool = False, face_signal: pd.DataFrame | None = None,
                 power: pd.DataFrame | None = None, ablation: pd.DataFrame | None = None,
-                occlusion: pd.DataFrame | None = None) -> list[str]:
+                occlusion: pd.DataFrame | None = None, frontier: str | None = None) -> list[str]:
     """Plain-language findings generated from the result tables (HTML-safe sentences).
 
     Parameters
@@ -50,6 +50,10 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
         cohort it is stated in general terms.
     ablation, occlusion : DataFrame, optional
         ``defacebench evaluate``'s ``face_ablation`` and ``occlusion`` tables (issue 20).
+    frontier : str, optional
+        The two-axis "which method" sentence (:func:`defacebench.report.privacy.frontier_sentence`,
+        issue 19). With it, the accuracy-only sentence says it is about accuracy alone and
+        the verdict follows on both axes.
     """
     t = table1.set_index("condition")
     n = null.set_index("condition")
@@ -72,7 +76,8 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
         name = method_name(condition_method(best))
         group = "defacers and refacers" if any(is_refacer(condition_method(c)) for c in defaced) else "defacers"
         image = "refaced" if is_refacer(condition_method(best)) else "defaced"
-        sentence = f"Of the {group}, <b>{html.escape(name)}</b> costs the least accuracy: {image} MAE {t.loc[best, 'mae_mean']:.2f} years"
+        sentence = (("On accuracy alone, of" if frontier else "Of") +
+                    f" the {group}, <b>{html.escape(name)}</b> costs the least accuracy: {image} MAE {t.loc[best, 'mae_mean']:.2f} years")
         pair = _pair(pairwise, best, "raw")
         if pair is not None:
             diff, low, high, p = pair
@@ -81,6 +86,8 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
         if worst != best:
             sentence += f". The costliest is {html.escape(method_name(condition_method(worst)))} ({t.loc[worst, 'mae_mean']:.2f} years)"
         out.append(sentence + ".")
+    if frontier:
+        out.append(frontier)
 
     face = _face_finding(t, n, null_mae, alpha, simulated, face_signal)
     if face:

@@ -25,6 +25,7 @@ from defacebench.report.embed import figures_html
 from defacebench.report.evaluation import abs_saliency_html, evaluation_section
 from defacebench.report.findings import conclusions
 from defacebench.report.formatting import read_csv
+from defacebench.report.privacy import draw_frontier, frontier_points, frontier_sentence, privacy_section
 from defacebench.report.template import PAGE
 
 
@@ -91,11 +92,15 @@ def write_report(study_dir: str | Path, individual_figures: bool = False, out: s
 
     conditions = list(table1["condition"])
     key_pairs = [(d, ref) for d in conditions if condition_kind(d) == "defaced" for ref in ("raw", "skullstripped") if ref in conditions]
+    privacy = read_csv(layout.privacy_table(study_dir))  # issue 19: the privacy axis
+    points = frontier_points(privacy, table1, pairwise) if privacy is not None and not privacy.empty else None
+    if points is not None and not points.empty:
+        draw_frontier(points, layout.privacy_figure(study_dir))
     signal = read_csv(layout.result_table(study_dir, "face_signal"))
     power = read_csv(layout.result_table(study_dir, "power"))
     findings = conclusions(table1, pairwise, null, saliency, simulated=simulated_cohort(study_dir), face_signal=signal, power=power,
                            ablation=read_csv(layout.evaluation_table(study_dir, "face_ablation")),
-                           occlusion=read_csv(layout.evaluation_table(study_dir, "occlusion")))
+                           occlusion=read_csv(layout.evaluation_table(study_dir, "occlusion")), frontier=frontier_sentence(points))
     page = string.Template(PAGE).substitute(
         title=html.escape(title or f"defacebench report: {study_dir.resolve().name}"),
         subtitle=html.escape(f"How much do MRI defacing algorithms change brain-age predictions of a 3D CNN? Study directory {study_dir.resolve()}"),
@@ -114,6 +119,7 @@ def write_report(study_dir: str | Path, individual_figures: bool = False, out: s
         bias_section=sections.bias_html(bias),
         figures=figures_html(study_dir, abs_saliency_html(saliency) or sections.saliency_html(saliency)),  # issue 20: shares that cannot cancel
         face_use=evaluation_section(study_dir),
+        privacy=privacy_section(study_dir, points),
         qc=sections.qc_html(study_dir),
         version=__version__,
         date=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),

@@ -69,6 +69,9 @@ $pairwise
 </details>
 $bias_section
 
+<h2>Privacy: how identifiable is each output?</h2>
+$privacy
+
 <h2>Figures</h2>
 $figures
 
