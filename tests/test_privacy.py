@@ -91,6 +91,8 @@ def test_the_gallery_uses_another_session_where_there_is_one() -> None:
     assert gallery_for(persons, 1).scans[0] == 0
     g = gallery_for(persons, 2)
     assert g.scans == (0, 2, 3) and g.same_scan  # person 02 has one scan: an upper bound
+    runs = ["01", "01", "01"]  # person 01: two runs of session 1, one of session 2
+    assert gallery_for(runs, 0, sessions=["1", "1", "2"]).scans == (2,)  # another session before another run
 
 
 def _features(descriptors: dict[str, np.ndarray], found: dict[str, bool]) -> dict[str, np.ndarray]:

@@ -34,9 +34,10 @@ class Gallery:
     same_scan: bool
 
 
-def gallery_for(persons: Sequence[str], probe: int) -> Gallery:
+def gallery_for(persons: Sequence[str], probe: int, sessions: Sequence[str | None] | None = None) -> Gallery:
     """The gallery for the scan at index ``probe``: every person's first scan, except the probe's
-    own person, who is shown by another of their scans where there is one.
+    own person, who is shown by another of their scans where there is one (one of another
+    session first: another run of the same session is nearly the same picture).
 
     Parameters
     ----------
@@ -44,11 +45,15 @@ def gallery_for(persons: Sequence[str], probe: int) -> Gallery:
         The person (``subject``) of every scan of the cohort.
     probe : int
         Index of the probe scan in ``persons``.
+    sessions : sequence, optional
+        The session of every scan (same order).
     """
     order = sorted(set(persons))
     first = {p: persons.index(p) for p in order}
     own_person = persons[probe]
     others = [i for i, p in enumerate(persons) if p == own_person and i != probe]
+    if sessions is not None:
+        others.sort(key=lambda i: sessions[i] == sessions[probe])  # stable: other sessions first
     own_scan = others[0] if others else probe
     scans = tuple(own_scan if p == own_person else first[p] for p in order)
     return Gallery(scans, order.index(own_person), not others)

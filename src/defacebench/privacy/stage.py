@@ -59,7 +59,7 @@ def summarise_privacy(study: str | Path, scans: Sequence[PrivacyScan], methods: 
         if f is not None and set(methods) <= set(f["methods"].tolist()):
             features[scan.key] = f
     persons = {s.key: s.subject for s in scans}
-    rows = scan_rows(features, persons)
+    rows = scan_rows(features, persons, {s.key: s.session for s in scans})
     heads = [layout.RAW_LABEL, *methods, "skullstripped"]
     table = method_table(rows, heads)
     residual = residual_table(features)

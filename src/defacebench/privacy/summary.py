@@ -18,7 +18,7 @@ RANKS = (1, 5)
 ATTACKS: dict[str, str] = {"face": "descriptors", "surface": "surfaces"}
 
 
-def scan_rows(features: dict[str, dict[str, np.ndarray]], persons: dict[str, str]) -> pd.DataFrame:
+def scan_rows(features: dict[str, dict[str, np.ndarray]], persons: dict[str, str], sessions: dict[str, str | None] | None = None) -> pd.DataFrame:
     """One row per scan and method: face found (any view, front view), rank of the true person, gallery kind.
 
     Parameters
@@ -27,6 +27,8 @@ def scan_rows(features: dict[str, dict[str, np.ndarray]], persons: dict[str, str
         Scan key -> its features file's arrays (:func:`defacebench.privacy.scan.load_features`).
     persons : dict
         Scan key -> person (BIDS subject label).
+    sessions : dict, optional
+        Scan key -> session label (the gallery prefers another session of the person).
     """
     keys = [k for k in features if k in persons]
     if not keys:
@@ -38,7 +40,7 @@ def scan_rows(features: dict[str, dict[str, np.ndarray]], persons: dict[str, str
     rows = []
     for i, key in enumerate(keys):
         f = features[key]
-        gallery = gallery_for(who, i)
+        gallery = gallery_for(who, i, None if sessions is None else [sessions.get(k) for k in keys])
         for m, method in enumerate(f["methods"].tolist()):
             row = {"scan": key, "person": who[i], "method": method, "face_found": bool(f["found"][m].any()),
                    "front_found": bool(f["found"][m][0])}

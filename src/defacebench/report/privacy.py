@@ -158,6 +158,9 @@ def privacy_section(study_dir: str | Path, points: pd.DataFrame | None = None) -
         parts.append("<p class=\"warn\">This cohort has one session per person, so each person's gallery picture is rendered from the <b>same scan</b>: "
                      "an upper bound on what an attacker with a different picture could do (the raw head then matches itself exactly).</p>")
     parts.append(html_table(shown, {}))
+    parts.append("<p class=\"note\">What this does not measure: defacing does not remove every risk. Brain-age CNNs leak whether a person was in "
+                 "their training set (membership inference succeeds 60-80 %, Gupta et al., MIDL 2021), and skull-stripped T1 images can be linked "
+                 "across databases by plain image similarity. These rates are for a face-recognition attacker only.</p>")
     if points is not None and not points.empty:
         figure = layout.privacy_figure(study_dir)
         if figure.is_file():
