@@ -28,8 +28,8 @@ class View:
     name: str
     yaw_deg: float
     centre_mni: tuple[float, float, float] = (0.0, 10.0, -25.0)
-    pixel_mm: float = 1.0
-    size_px: int = 192
+    pixel_mm: float = 1.2
+    size_px: int = 160
 
 
 #: Front and two three-quarter views, as in Schwarz et al. 2021's renders.

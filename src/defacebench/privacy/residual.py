@@ -81,12 +81,18 @@ def residual_face(raw: np.ndarray, outputs: Mapping[str, np.ndarray], regions: M
     """
     raw = np.asarray(raw, dtype=np.float32)
     tolerance = 1e-4 * float(np.percentile(np.abs(raw[raw != 0]), 99)) if np.any(raw) else 0.0
+    skin = np.zeros(raw.shape, dtype=bool)
+    for mask in regions.values():
+        skin |= mask
+    where = np.nonzero(skin)  # compare only at the regions' skin voxels
+    in_region = {name: np.asarray(mask)[where] for name, mask in regions.items()}
+    raw_values = raw[where]
     rows = []
     for method, out in outputs.items():
-        same = np.abs(np.asarray(out, dtype=np.float32) - raw) <= tolerance
-        for region, mask in regions.items():
-            n = int(mask.sum())
-            left = int((same & mask).sum())
+        same = np.abs(np.asarray(out)[where].astype(np.float32) - raw_values) <= tolerance
+        for region, inside in in_region.items():
+            n = int(inside.sum())
+            left = int((same & inside).sum())
             rows.append({"method": method, "region": region, "skin_mm2": n * voxel_area_mm2, "left_mm2": left * voxel_area_mm2,
                          "left_share": left / n if n else float("nan")})
     return rows
