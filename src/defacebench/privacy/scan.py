@@ -131,6 +131,41 @@ def _raw_image(files: dict[str, Path], methods: tuple[str, ...]) -> nib.Nifti1Im
     raise FileNotFoundError("no defacer's defaced and face-only images (the raw head is rebuilt from them): run defacebench deface with a defacer")
 
 
+def _attack_features(task: PrivacyTask, raw: nib.Nifti1Image, arrays: dict[str, np.ndarray], to_mni: np.ndarray) -> dict[str, np.ndarray]:
+    """Render every head of a scan in one pose and run the attacker's networks on each view.
+
+    The raw head comes first: where the detector finds its face, that box stands in for the
+    other heads' faces where the detector finds none (the pose is canonical, so the attacker
+    knows where the face was). Returns the arrays of the features file by name.
+    """
+    models = face_models()
+    raw_small = _render_image(raw)
+    centre = head_centre(raw_small, head_volume(raw_small))
+    n_heads, n_views = len(arrays), len(VIEWS)
+    fallback = [fallback_box(v) for v in VIEWS]
+    shape_boxes = list(fallback)  # one fixed frame for every head: the pose is canonical
+    out = {"found": np.zeros((n_heads, n_views), bool), "confidence": np.full((n_heads, n_views), np.nan, np.float32),
+           "boxes": np.zeros((n_heads, n_views, 4), np.int32), "descriptors": np.zeros((n_heads, n_views, DESCRIPTOR_SIZE), np.float32),
+           "surfaces": np.zeros((n_heads, n_views, surface_feature(np.zeros((1, 1)), shape_boxes[0]).size), np.float32)}
+    for i, (label, data) in enumerate(arrays.items()):
+        small = raw_small if label == layout.RAW_LABEL else _render_image(nib.Nifti1Image(data, raw.affine))
+        views = render_views(small, to_mni, VIEWS, head_centre_world=centre)
+        for j, view in enumerate(VIEWS):
+            shaded, depth = views[view.name]
+            detection = models.detect(shaded, fallback[j])
+            if label == layout.RAW_LABEL and detection.found:
+                fallback[j] = (detection.left, detection.top, detection.width, detection.height)
+            box = detection if detection.found else Detection(False, float("nan"), *fallback[j])
+            out["found"][i, j], out["confidence"][i, j] = detection.found, detection.confidence
+            out["boxes"][i, j] = (box.left, box.top, box.width, box.height)
+            out["descriptors"][i, j] = models.descriptor(shaded, box)
+            out["surfaces"][i, j] = surface_feature(depth, shape_boxes[j])
+        if task.write_renders:
+            with atomic_path(layout.privacy_render(task.study, task.scan, label)) as tmp:
+                tmp.write_bytes(_png({name: pair[0] for name, pair in views.items()}))
+    return out
+
+
 def privacy_scan(task: PrivacyTask) -> dict:
     """Render, detect, describe and measure one scan; write its features file. Returns a small summary."""
     out = layout.privacy_features(task.study, task.scan)
@@ -148,35 +183,8 @@ def privacy_scan(task: PrivacyTask) -> dict:
     if files["brain_mask"].is_file():  # the skull-stripped head: no face at all, the frontier's other end
         arrays[SKULLSTRIPPED_LABEL] = arrays[layout.RAW_LABEL] * (np.asarray(nib.load(files["brain_mask"]).dataobj) > 0.5)
 
-    models = face_models()
-    raw_small = _render_image(raw)
-    centre = head_centre(raw_small, head_volume(raw_small))
     heads = list(arrays)
-    n_views = len(VIEWS)
-    found = np.zeros((len(heads), n_views), bool)
-    confidence = np.full((len(heads), n_views), np.nan, np.float32)
-    boxes = np.zeros((len(heads), n_views, 4), np.int32)
-    descriptors = np.zeros((len(heads), n_views, DESCRIPTOR_SIZE), np.float32)
-    fallback = [fallback_box(v) for v in VIEWS]
-    shape_boxes = list(fallback)  # one fixed frame for every head: the pose is canonical
-    surfaces = np.zeros((len(heads), n_views, surface_feature(np.zeros((1, 1)), shape_boxes[0]).size), np.float32)
-    for i, label in enumerate(heads):
-        small = raw_small if label == layout.RAW_LABEL else _render_image(nib.Nifti1Image(arrays[label], raw.affine))
-        views = render_views(small, to_mni, VIEWS, head_centre_world=centre)
-        shaded = {name: pair[0] for name, pair in views.items()}
-        for j, view in enumerate(VIEWS):
-            detection = models.detect(shaded[view.name], fallback[j])
-            if label == layout.RAW_LABEL and detection.found:
-                fallback[j] = (detection.left, detection.top, detection.width, detection.height)
-            box = detection if detection.found else Detection(False, float("nan"), *fallback[j])
-            found[i, j], confidence[i, j] = detection.found, detection.confidence
-            boxes[i, j] = (box.left, box.top, box.width, box.height)
-            descriptors[i, j] = models.descriptor(shaded[view.name], box)
-            surfaces[i, j] = surface_feature(views[view.name][1], shape_boxes[j])
-        if task.write_renders:
-            with atomic_path(layout.privacy_render(task.study, task.scan, label)) as tmp:
-                tmp.write_bytes(_png(shaded))
-
+    attack = _attack_features(task, raw, arrays, to_mni)
     label_image = None
     if task.labels is not None and Path(task.labels).is_file():
         candidate = nib.load(task.labels)
@@ -189,7 +197,6 @@ def privacy_scan(task: PrivacyTask) -> dict:
     skin = np.array([r["skin_mm2"] for r in rows if r["method"] == heads[0]], np.float32)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, methods=np.array(heads), views=np.array([v.name for v in VIEWS]), found=found, confidence=confidence,
-                     boxes=boxes, descriptors=descriptors, surfaces=surfaces, regions=np.array(region_names), skin_mm2=skin, left_mm2=left,
-                     ground_truth_labels=np.array(label_image is not None))
-    return {"scan": task.scan.key, "skipped": False, "raw_found": bool(found[0].any())}
+            np.savez(handle, methods=np.array(heads), views=np.array([v.name for v in VIEWS]), **attack, regions=np.array(region_names),
+                     skin_mm2=skin, left_mm2=left, ground_truth_labels=np.array(label_image is not None))
+    return {"scan": task.scan.key, "skipped": False, "raw_found": bool(attack["found"][0].any())}
