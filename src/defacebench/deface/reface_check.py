@@ -2,10 +2,17 @@
 
 Every person's refaced image and raw head are moved to MNI space (their brain
 registration, 2 mm head grid); refaced image i is correlated with every person j's own
-head over region i (:func:`defacebench.deface.refacing.region_correlations`). A refacer that
-leaves nothing of the face correlates with its own person's face no better than with
-another's (excess ~0, rank-1 at chance, 1 / N). The measurement needs people whose faces
-differ: on a cohort drawn from one base head it can only show that the pipeline runs.
+head over region i (:func:`defacebench.deface.refacing.region_correlations`), on the voxels
+inside every person's field of view. A refacer that leaves nothing of the face correlates with
+its own person's face no better than with another's (excess ~0, rank-1 at chance, 1 / N). The
+measurement needs people whose faces differ: on a cohort drawn from one base head it can only
+show that the pipeline runs.
+
+The comparison frame is each person's brain registration, so a replacement placed through
+that registration (the same MNI image for everyone) is, by construction, no more like its own
+person than anyone else; what a refacer's placement takes from the person's head beyond the
+brain (which every refacer keeps) shows as excess (docs/defacing.md, "Where the own-face
+correlation came from").
 """
 
 from __future__ import annotations
@@ -35,13 +42,28 @@ def to_mni_grid(img: nib.Nifti1Image, to_mni: np.ndarray, resolution_mm: int = 2
     return resample_to(img, to_mni, target.affine, target.shape, order=1)
 
 
-def _scan_in_mni(study: str | Path, subject, method: str, resolution_mm: int) -> tuple[nib.Nifti1Image, np.ndarray, np.ndarray]:
-    """(raw image, its brain registration, the method's region in the MNI head grid) of one scan."""
+def _scan_in_mni(study: str | Path, subject, method: str, resolution_mm: int) -> tuple[nib.Nifti1Image, np.ndarray, np.ndarray, np.ndarray]:
+    """(raw image, its brain registration, the method's region, the scan's field of view) of one
+    scan, the last two in the MNI head grid."""
     files = layout.scan_files(study, subject, [method])
     to_mni = load_transform(files["to_mni"])
     # wholly inside the region: a voxel interpolated across its edge mixes in the kept own tissue
     region = to_mni_grid(nib.load(str(files[f"{method}_mask"])), to_mni, resolution_mm) >= INSIDE_REGION
-    return load_image(subject.path, reorient=False), to_mni, region
+    img = load_image(subject.path, reorient=False)
+    field_of_view = to_mni_grid(nib.Nifti1Image(np.ones(img.shape[:3], dtype=np.float32), img.affine), to_mni, resolution_mm) >= INSIDE_REGION
+    return img, to_mni, region, field_of_view
+
+
+def seen_by_everyone(regions: list[np.ndarray], fields_of_view: list[np.ndarray]) -> list[np.ndarray]:
+    """Each region cut to the voxels inside every scan's field of view.
+
+    Beyond a scan's field of view its head is 0 in MNI space: a region that reaches past
+    another person's field of view would be compared with that person's zeros there and with
+    its own person's tissue, which raised the own-face correlation (measured:
+    docs/defacing.md) without any face in it.
+    """
+    common = np.logical_and.reduce(fields_of_view)
+    return [region & common for region in regions]
 
 
 def own_face_control(study: str | Path, subjects: Sequence, method: str, noise_fraction: float = 0.05, seed: int = 0,
@@ -51,15 +73,16 @@ def own_face_control(study: str | Path, subjects: Sequence, method: str, noise_f
     method's regions: the same face, so it shows how far own-face correlation can stand
     above other-face correlation in this cohort."""
     rng = np.random.default_rng(seed)
-    noisy, own, regions = [], [], []
+    noisy, own, regions, views = [], [], [], []
     for subject in subjects:
-        img, to_mni, region = _scan_in_mni(study, subject, method, resolution_mm)
+        img, to_mni, region, view = _scan_in_mni(study, subject, method, resolution_mm)
+        views.append(view)
         data = np.asarray(img.dataobj, dtype=np.float32)
         sigma = noise_fraction * float(np.percentile(data, 99))
         own.append(to_mni_grid(img, to_mni, resolution_mm))
         noisy.append(to_mni_grid(nib.Nifti1Image(data + rng.normal(0, sigma, data.shape).astype(np.float32), img.affine), to_mni, resolution_mm))
         regions.append(region)
-    correlations = region_correlations(noisy, own, regions)
+    correlations = region_correlations(noisy, own, seen_by_everyone(regions, views))
     return {"correlations": correlations, **own_face_excess(correlations), "chance": 1.0 / max(1, len(subjects))}
 
 
@@ -73,11 +96,12 @@ def own_face_correlations(study: str | Path, subjects: Sequence, method: str, re
         region i), ``own``, ``other``, ``excess`` (own - other), ``rank1`` (share of refaced
         images most like their own person; 1 / N is chance) and ``chance``.
     """
-    refaced, own, regions = [], [], []
+    refaced, own, regions, views = [], [], [], []
     for subject in subjects:
-        img, to_mni, region = _scan_in_mni(study, subject, method, resolution_mm)
+        img, to_mni, region, view = _scan_in_mni(study, subject, method, resolution_mm)
+        views.append(view)
         own.append(to_mni_grid(img, to_mni, resolution_mm))
         refaced.append(to_mni_grid(nib.load(str(layout.scan_files(study, subject, [method])[f"{method}_defaced"])), to_mni, resolution_mm))
         regions.append(region)
-    correlations = region_correlations(refaced, own, regions)
+    correlations = region_correlations(refaced, own, seen_by_everyone(regions, views))
     return {"correlations": correlations, **own_face_excess(correlations), "chance": 1.0 / max(1, len(subjects))}
