@@ -6,7 +6,8 @@ then prints, per method, the mean correlation of each refaced region with its ow
 raw head and with the others', the excess (own - other) and the rank-1 share (chance 1/N).
 A positive control is printed too: each person's raw head re-noised (the same face, other
 noise), which a leaky refacer would resemble. p: permutation p-value of the excess (people
-relabelled at random, 2000 times). Meaningful only when the people's faces
+relabelled at random, 2000 times; it is sensitive to excesses of a few thousandths, below the
+resampling floor described in docs/defacing.md). Meaningful only when the people's faces
 differ (simulated identities); on one base head every face is nearly the same.
 """
 
@@ -31,15 +32,19 @@ def main() -> None:
     cohort = read_cohort(args.bids)
     warnings.simplefilter("ignore")
     deface_cohort(cohort, args.study, methods, jobs=1, bids_root=args.bids, progress=False)
+
+    def p_text(p: float) -> str:
+        return "p < 0.001" if p < 0.001 else f"p {p:.3f}"
+
     print(f"{len(cohort.subjects)} people; chance rank-1 {1 / len(cohort.subjects):.2f}")
     print(f"{'method':28s} {'own r':>7s} {'other r':>8s} {'excess':>7s} {'rank-1':>7s}")
     for method in methods:
         result = own_face_correlations(args.study, cohort.subjects, method)
-        print(f"{method:28s} {result['own']:7.3f} {result['other']:8.3f} {result['excess']:7.3f} {result['rank1']:7.2f}"
-              f" (p {result['p_permutation']:.3f})")
+        print(f"{method:28s} {result['own']:7.3f} {result['other']:8.3f} {result['excess']:7.4f} {result['rank1']:7.2f}"
+              f" ({p_text(result['p_permutation'])})")
     control = own_face_control(args.study, cohort.subjects, methods[0])
-    print(f"{'control: own head re-noised':28s} {control['own']:7.3f} {control['other']:8.3f} {control['excess']:7.3f} {control['rank1']:7.2f}"
-          f" (p {control['p_permutation']:.3f})")
+    print(f"{'control: own head re-noised':28s} {control['own']:7.3f} {control['other']:8.3f} {control['excess']:7.4f} {control['rank1']:7.2f}"
+          f" ({p_text(control['p_permutation'])})")
 
 
 if __name__ == "__main__":

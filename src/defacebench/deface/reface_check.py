@@ -93,7 +93,7 @@ def own_face_correlations(study: str | Path, subjects: Sequence, method: str, re
     -------
     dict
         ``correlations`` (N x N, row i: refaced image i against every person's own head over
-        region i), ``own``, ``other``, ``excess`` (own - other), ``rank1`` (share of refaced
+        region i within every scan's field of view), ``own``, ``other``, ``excess`` (own - other), ``rank1`` (share of refaced
         images most like their own person; 1 / N is chance) and ``chance``.
     """
     refaced, own, regions, views = [], [], [], []
