@@ -7,7 +7,9 @@ raw head and with the others', the excess (own - other) and the rank-1 share (ch
 A positive control is printed too: each person's raw head re-noised (the same face, other
 noise), which a leaky refacer would resemble. p: permutation p-value of the excess (people
 relabelled at random, 2000 times; it is sensitive to excesses of a few thousandths, below the
-resampling floor described in docs/defacing.md). Meaningful only when the people's faces
+resampling floor described in docs/defacing.md). The floor, per method: its regions filled
+with the shell through each scan's brain registration (the same MNI image for everyone);
+"above the floor" is the method's excess minus the floor's, with a sign-flip p over people. Meaningful only when the people's faces
 differ (simulated identities); on one base head every face is nearly the same.
 """
 
@@ -21,7 +23,8 @@ def main() -> None:
     from defacebench.cohort import read_cohort
     from defacebench.conditions import REFACERS
     from defacebench.deface import deface_cohort
-    from defacebench.deface.reface_check import own_face_control, own_face_correlations
+    from defacebench.deface.reface_check import own_face_control, own_face_correlations, own_face_floor
+    from defacebench.deface.refacing import excess_above_floor
 
     parser = argparse.ArgumentParser()
     parser.add_argument("bids")
@@ -36,15 +39,19 @@ def main() -> None:
     def p_text(p: float) -> str:
         return "p < 0.001" if p < 0.001 else f"p {p:.3f}"
 
+    def row(name: str, result: dict, extra: str = "") -> None:
+        print(f"{name:32s} {result['own']:7.3f} {result['other']:8.3f} {result['excess']:7.4f} {result['rank1']:7.2f}"
+              f" ({p_text(result['p_permutation'])}){extra}")
+
     print(f"{len(cohort.subjects)} people; chance rank-1 {1 / len(cohort.subjects):.2f}")
-    print(f"{'method':28s} {'own r':>7s} {'other r':>8s} {'excess':>7s} {'rank-1':>7s}")
+    print(f"{'method':32s} {'own r':>7s} {'other r':>8s} {'excess':>7s} {'rank-1':>7s}")
     for method in methods:
         result = own_face_correlations(args.study, cohort.subjects, method)
-        print(f"{method:28s} {result['own']:7.3f} {result['other']:8.3f} {result['excess']:7.4f} {result['rank1']:7.2f}"
-              f" ({p_text(result['p_permutation'])})")
-    control = own_face_control(args.study, cohort.subjects, methods[0])
-    print(f"{'control: own head re-noised':28s} {control['own']:7.3f} {control['other']:8.3f} {control['excess']:7.4f} {control['rank1']:7.2f}"
-          f" ({p_text(control['p_permutation'])})")
+        floor = own_face_floor(args.study, cohort.subjects, method)
+        above = excess_above_floor(result["correlations"], floor["correlations"])
+        row(method, result, f"; above the floor {above['above_floor']:.4f} (sign-flip {p_text(above['p_above_floor'])})")
+        row("  floor: shell via the brain", floor)
+    row("control: own head re-noised", own_face_control(args.study, cohort.subjects, methods[0]))
 
 
 if __name__ == "__main__":

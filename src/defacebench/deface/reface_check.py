@@ -17,16 +17,16 @@ correlation came from").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from defacebench import layout
-from defacebench.deface.refacing import own_face_excess, region_correlations
+from defacebench.deface.refacing import afni_fill, own_face_excess, region_correlations, shell_on_subject
 from defacebench.imaging.registration import load_transform
-from defacebench.imaging.resample import resample_to
+from defacebench.imaging.resample import resample_to, world_coordinates
 from defacebench.imaging.templates import mni_head
 from defacebench.io.nifti import load_image
 
@@ -42,16 +42,17 @@ def to_mni_grid(img: nib.Nifti1Image, to_mni: np.ndarray, resolution_mm: int = 2
     return resample_to(img, to_mni, target.affine, target.shape, order=1)
 
 
-def _scan_in_mni(study: str | Path, subject, method: str, resolution_mm: int) -> tuple[nib.Nifti1Image, np.ndarray, np.ndarray, np.ndarray]:
-    """(raw image, its brain registration, the method's region, the scan's field of view) of one
-    scan, the last two in the MNI head grid."""
+def _scan_in_mni(study: str | Path, subject, method: str, resolution_mm: int) -> tuple[nib.Nifti1Image, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(raw image, its brain registration, the method's region on the scan's grid, that region
+    and the scan's field of view in the MNI head grid) of one scan."""
     files = layout.scan_files(study, subject, [method])
     to_mni = load_transform(files["to_mni"])
+    mask = nib.load(str(files[f"{method}_mask"]))
     # wholly inside the region: a voxel interpolated across its edge mixes in the kept own tissue
-    region = to_mni_grid(nib.load(str(files[f"{method}_mask"])), to_mni, resolution_mm) >= INSIDE_REGION
+    region = to_mni_grid(mask, to_mni, resolution_mm) >= INSIDE_REGION
     img = load_image(subject.path, reorient=False)
     field_of_view = to_mni_grid(nib.Nifti1Image(np.ones(img.shape[:3], dtype=np.float32), img.affine), to_mni, resolution_mm) >= INSIDE_REGION
-    return img, to_mni, region, field_of_view
+    return img, to_mni, np.asarray(mask.dataobj) > 0, region, field_of_view
 
 
 def seen_by_everyone(regions: list[np.ndarray], fields_of_view: list[np.ndarray]) -> list[np.ndarray]:
@@ -66,6 +67,21 @@ def seen_by_everyone(regions: list[np.ndarray], fields_of_view: list[np.ndarray]
     return [region & common for region in regions]
 
 
+def _correlate(study: str | Path, subjects: Sequence, method: str, image: Callable[[nib.Nifti1Image, object, np.ndarray], np.ndarray],
+               resolution_mm: int) -> dict[str, object]:
+    """Row i: ``image(raw, subject, region)`` of scan i (on its own grid) against every person's
+    raw head over region i (within every field of view), all in the MNI head grid."""
+    compared, own, regions, views = [], [], [], []
+    for subject in subjects:
+        img, to_mni, mask, region, view = _scan_in_mni(study, subject, method, resolution_mm)
+        own.append(to_mni_grid(img, to_mni, resolution_mm))
+        compared.append(to_mni_grid(nib.Nifti1Image(image(img, subject, mask).astype(np.float32), img.affine), to_mni, resolution_mm))
+        regions.append(region)
+        views.append(view)
+    correlations = region_correlations(compared, own, seen_by_everyone(regions, views))
+    return {"correlations": correlations, **own_face_excess(correlations), "chance": 1.0 / max(1, len(subjects))}
+
+
 def own_face_control(study: str | Path, subjects: Sequence, method: str, noise_fraction: float = 0.05, seed: int = 0,
                      resolution_mm: int = 2) -> dict[str, object]:
     """The positive control of :func:`own_face_correlations`: each raw head with fresh noise
@@ -73,17 +89,30 @@ def own_face_control(study: str | Path, subjects: Sequence, method: str, noise_f
     method's regions: the same face, so it shows how far own-face correlation can stand
     above other-face correlation in this cohort."""
     rng = np.random.default_rng(seed)
-    noisy, own, regions, views = [], [], [], []
-    for subject in subjects:
-        img, to_mni, region, view = _scan_in_mni(study, subject, method, resolution_mm)
-        views.append(view)
+
+    def noisy(img: nib.Nifti1Image, subject, region: np.ndarray) -> np.ndarray:
         data = np.asarray(img.dataobj, dtype=np.float32)
-        sigma = noise_fraction * float(np.percentile(data, 99))
-        own.append(to_mni_grid(img, to_mni, resolution_mm))
-        noisy.append(to_mni_grid(nib.Nifti1Image(data + rng.normal(0, sigma, data.shape).astype(np.float32), img.affine), to_mni, resolution_mm))
-        regions.append(region)
-    correlations = region_correlations(noisy, own, seen_by_everyone(regions, views))
-    return {"correlations": correlations, **own_face_excess(correlations), "chance": 1.0 / max(1, len(subjects))}
+        return data + rng.normal(0, noise_fraction * float(np.percentile(data, 99)), data.shape).astype(np.float32)
+
+    return _correlate(study, subjects, method, noisy, resolution_mm)
+
+
+def own_face_floor(study: str | Path, subjects: Sequence, method: str, resolution_mm: int = 2) -> dict[str, object]:
+    """The negative control of :func:`own_face_correlations`: over each of ``method``'s regions,
+    the average face shell placed through the scan's brain registration (AFNI's fill,
+    :func:`~defacebench.deface.refacing.afni_fill`), the same MNI image for everyone, so it
+    carries nothing of anyone's face. Its excess is the measurement's floor: what sampling
+    each scan on its own grid adds (a few ten-thousandths, docs/defacing.md)."""
+    def shell(img: nib.Nifti1Image, subject, region: np.ndarray) -> np.ndarray:
+        files = layout.scan_files(study, subject, [method])
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        brain = np.asarray(nib.load(str(files["brain_mask"])).dataobj) > 0
+        coords = world_coordinates(img.affine, data.shape, load_transform(files["to_mni"]))
+        voxel_mm = tuple(float(v) for v in np.linalg.norm(img.affine[:3, :3], axis=0))
+        fill = afni_fill(data, region, shell_on_subject(coords, region), voxel_mm, brain).fill  # type: ignore[arg-type]
+        return np.where(region, fill, data)
+
+    return _correlate(study, subjects, method, shell, resolution_mm)
 
 
 def own_face_correlations(study: str | Path, subjects: Sequence, method: str, resolution_mm: int = 2) -> dict[str, object]:
@@ -93,15 +122,11 @@ def own_face_correlations(study: str | Path, subjects: Sequence, method: str, re
     -------
     dict
         ``correlations`` (N x N, row i: refaced image i against every person's own head over
-        region i within every scan's field of view), ``own``, ``other``, ``excess`` (own - other), ``rank1`` (share of refaced
-        images most like their own person; 1 / N is chance) and ``chance``.
+        region i within every scan's field of view), ``own``, ``other``, ``excess`` (own -
+        other), ``rank1`` (share of refaced images most like their own person; 1 / N is
+        chance) and ``chance``.
     """
-    refaced, own, regions, views = [], [], [], []
-    for subject in subjects:
-        img, to_mni, region, view = _scan_in_mni(study, subject, method, resolution_mm)
-        views.append(view)
-        own.append(to_mni_grid(img, to_mni, resolution_mm))
-        refaced.append(to_mni_grid(nib.load(str(layout.scan_files(study, subject, [method])[f"{method}_defaced"])), to_mni, resolution_mm))
-        regions.append(region)
-    correlations = region_correlations(refaced, own, seen_by_everyone(regions, views))
-    return {"correlations": correlations, **own_face_excess(correlations), "chance": 1.0 / max(1, len(subjects))}
+    def refaced(img: nib.Nifti1Image, subject, region: np.ndarray) -> np.ndarray:
+        return np.asarray(nib.load(str(layout.scan_files(study, subject, [method])[f"{method}_defaced"])).dataobj, dtype=np.float32)
+
+    return _correlate(study, subjects, method, refaced, resolution_mm)
