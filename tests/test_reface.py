@@ -251,3 +251,16 @@ def test_afni_refacers_place_the_shell_through_the_full_brain_registration() -> 
         replaced = result.removal > 0
         assert replaced.any()
         np.testing.assert_array_equal(result.fill > 0, replaced & full)
+
+
+def test_excess_above_the_floor_is_tested_person_by_person() -> None:
+    from defacebench.deface.refacing import excess_above_floor
+
+    rng = np.random.default_rng(6)
+    floor = 0.8 + 0.01 * rng.normal(size=(10, 10))
+    assert excess_above_floor(floor, floor) == {"above_floor": 0.0, "p_above_floor": 1.0}
+    leaky = floor + 0.02 * np.eye(10)  # every person's own face 0.02 closer than the floor's
+    result = excess_above_floor(leaky, floor)
+    assert result["above_floor"] == pytest.approx(0.02)
+    assert result["p_above_floor"] == pytest.approx(1 / 2**10)  # only the observed signs reach it
+    assert excess_above_floor(floor - 0.02 * np.eye(10), floor)["p_above_floor"] == 1.0
