@@ -6,11 +6,12 @@ then prints, per method, the mean correlation of each refaced region with its ow
 raw head and with the others', the excess (own - other) and the rank-1 share (chance 1/N).
 A positive control is printed too: each person's raw head re-noised (the same face, other
 noise), which a leaky refacer would resemble. p: permutation p-value of the excess (people
-relabelled at random, 2000 times; it is sensitive to excesses of a few thousandths, below the
-resampling floor described in docs/defacing.md). The floor, per method: its regions filled
+relabelled at random, 2000 times; it calls even the measurement's own floor of a few
+ten-thousandths significant, docs/defacing.md). The floor, per method: its regions filled
 with the shell through each scan's brain registration (the same MNI image for everyone);
-"above the floor" is the method's excess minus the floor's, with a sign-flip p over people. Meaningful only when the people's faces
-differ (simulated identities); on one base head every face is nearly the same.
+"above the floor" is the method's excess minus the floor's, with a sign-flip p over people.
+Meaningful only when the people's faces differ (simulated identities); on one base head
+every face is nearly the same.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Everywhere the shell is non-zero (outside the 10 mm-dilated MNI brain mask and AFNI's neck
 column, within the shell's grid) the input becomes the scaled, blurred shell, as in
 :mod:`defacebench.deface.afnireface`; the shell's air (-1) becomes 0, so the person's
-own head outline goes too. The shell is placed through the 12-DOF brain registration
-(:data:`~defacebench.deface.refacing.SHELL_PLACEMENT`). Differs from AFNI as afnireface does.
+own head outline goes too. The shell is placed through the 12-DOF brain registration (why:
+:func:`defacebench.deface.afnireface.reface`). Differs from AFNI as afnireface does.
 """
 
 from __future__ import annotations

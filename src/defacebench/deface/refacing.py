@@ -23,13 +23,7 @@ AFNI_SHELL_SCALE = 1.222
 AFNI_REFACE_FWHM_MM = 2.666
 #: Shell values at or above this count as tissue in AFNI's means (``step(a-99)``).
 AFNI_SHELL_TISSUE_MIN = 100.0
-#: How the AFNI refacers place the shell: through the scan's full 12-DOF brain registration,
-#: so the replacement is the same MNI image for every person (AFNI uses its 9-DOF head fit).
-#: Through the registration's 9-parameter part (the ``afni`` method's region) the shell
-#: followed the person's head where it departs from the brain's shear, and its region
-#: correlated more with its own person's face (excess 0.008 against 0.0004 on 12 simulated
-#: people, docs/defacing.md); the brain, which every refacer keeps, carries the 12 parameters anyway.
-SHELL_PLACEMENT = "brain 12 DOF"
+
 
 
 @dataclass
