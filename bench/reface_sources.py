@@ -87,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("bids")
     parser.add_argument("study")
-        parser.add_argument("variants", nargs="*", help=f"any of {', '.join(variants)} (default: all)")
+    parser.add_argument("variants", nargs="*", help=f"any of {', '.join(variants)} (default: all)")
     args = parser.parse_args()
     unknown = sorted(set(args.variants) - set(variants))
     if unknown:
