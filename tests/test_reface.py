@@ -192,3 +192,75 @@ def test_report_names_a_refaced_head_as_refaced() -> None:
     null = pd.DataFrame({"condition": [c for c, _ in rows], "beats_null": True, "wilcoxon_p_holm": 0.01})
     text = " ".join(conclusions(table1, None, null))
     assert "Of the defacers and refacers, <b>AFNI reface</b> costs the least accuracy: refaced MAE 6.50" in text
+
+
+def test_own_face_measurement_keeps_to_voxels_every_scan_sees() -> None:
+    """Beyond another person's field of view their head is 0: compared there, the own face
+    wins without any face in the replacement; cut to the common view it does not."""
+    from defacebench.deface.reface_check import seen_by_everyone
+
+    rng = np.random.default_rng(4)
+    face = np.abs(rng.normal(size=(7, 8, 9))).astype(np.float32) + 1.0  # the same face everyone has
+    views = []
+    for i in range(4):
+        view = np.zeros((7, 8, 9), dtype=bool)
+        view[:, :, i: 6 + i] = True  # each scan sees another slab
+        views.append(view)
+    own = [np.where(v, face + 0.2 * rng.normal(size=face.shape), 0).astype(np.float32) for v in views]
+    refaced = [np.where(v, face, 0).astype(np.float32) for v in views]  # the shared face: nothing of anyone
+    uncut = own_face_excess(region_correlations(refaced, own, views))
+    cut = own_face_excess(region_correlations(refaced, own, seen_by_everyone(views, views)))
+    assert uncut["excess"] > 0.1
+    assert abs(cut["excess"]) < 0.05
+
+
+def test_mrireface_warp_fades_to_the_brain_affine_inside_the_face() -> None:
+    from defacebench.deface.mrireface import FACE_BOX, fade_into_labels
+
+    y = np.arange(0.0, 62.0, 2.0, dtype=np.float32)  # MNI y across the face box's back edge (20 mm)
+    affine_coords = np.stack(np.broadcast_arrays(np.zeros((3, 31, 4)), y[None, :, None], np.full((3, 31, 4), -20.0))).astype(np.float32)
+    warp = affine_coords + np.array([1.0, 3.0, -2.0], dtype=np.float32)[:, None, None, None]
+    faded = fade_into_labels(warp, affine_coords, (2.0, 2.0, 2.0), fade_mm=10.0)
+    outside, deep = y < FACE_BOX[1][0], y >= FACE_BOX[1][0] + 10.0
+    np.testing.assert_array_equal(faded[:, :, outside], warp[:, :, outside])  # the head around the face: warped
+    np.testing.assert_array_equal(faded[:, :, deep], affine_coords[:, :, deep])  # inside: the brain's placement
+    shift = faded[1, 1, :, 1] - affine_coords[1, 1, :, 1]
+    assert np.all(np.diff(shift) <= 0) and 0 < shift[~outside & ~deep].max() < 3.0
+    np.testing.assert_array_equal(fade_into_labels(warp, affine_coords, (2.0, 2.0, 2.0), fade_mm=np.inf), warp)
+
+
+def test_afni_refacers_place_the_shell_through_the_full_brain_registration() -> None:
+    """The replacement is the same MNI image for everyone: the shell goes through the 12-DOF
+    brain registration, not its 9-parameter part (which follows the person's head shear)."""
+    from defacebench.deface import afnireface, afnirefaceplus
+    from defacebench.deface.context import SubjectContext
+    from defacebench.deface.refacing import shell_on_subject
+    from defacebench.imaging.resample import world_coordinates
+
+    affine = np.diag([6.0, 6.5, 7.0, 1.0])
+    affine[:3, 3] = (-100.0, -130.0, -150.0)
+    shape = (34, 40, 36)
+    to_mni = np.array([[1.0, 0.12, 0.0, 2.0], [0.0, 1.05, 0.1, -3.0], [0.08, 0.0, 0.95, 4.0], [0, 0, 0, 1]])
+    ctx = SubjectContext(nib.Nifti1Image(np.full(shape, 300.0, dtype=np.float32), affine),
+                         brain_mask=np.zeros(shape, dtype=bool), to_mni=to_mni)
+    full = shell_on_subject(world_coordinates(affine, shape, to_mni)) > 0
+    nine = shell_on_subject(world_coordinates(affine, shape, ctx.subject_head_to_mni())) > 0
+    assert (full != nine).sum() > 100  # the shear moves the shell by many voxels
+    for module in (afnireface, afnirefaceplus):
+        result = module.reface(ctx)
+        replaced = result.removal > 0
+        assert replaced.any()
+        np.testing.assert_array_equal(result.fill > 0, replaced & full)
+
+
+def test_excess_above_the_floor_is_tested_person_by_person() -> None:
+    from defacebench.deface.refacing import excess_above_floor
+
+    rng = np.random.default_rng(6)
+    floor = 0.8 + 0.01 * rng.normal(size=(10, 10))
+    assert excess_above_floor(floor, floor) == {"above_floor": 0.0, "p_above_floor": 1.0}
+    leaky = floor + 0.02 * np.eye(10)  # every person's own face 0.02 closer than the floor's
+    result = excess_above_floor(leaky, floor)
+    assert result["above_floor"] == pytest.approx(0.02)
+    assert result["p_above_floor"] == pytest.approx(1 / 2**10)  # only the observed signs reach it
+    assert excess_above_floor(floor - 0.02 * np.eye(10), floor)["p_above_floor"] == 1.0

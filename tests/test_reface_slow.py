@@ -31,8 +31,9 @@ def test_mrireface_keeps_the_brain_and_everything_outside_its_region(tmp_path) -
 
 
 def test_refaced_regions_are_no_more_like_their_own_face_than_the_same_face_re_noised(tmp_path) -> None:
-    """Meaningful once simulated people have identities of their own: today's are one base
-    head, so the control (the own head re-noised) stands only ~0.1 above other people."""
+    """Simulated people with identities: the own head re-noised stands ~0.12 above other
+    people; a refaced region at most a twentieth of that (the AFNI refacers' shell through the
+    brain registration, mrireface's warp faded inside the face: docs/defacing.md)."""
     from defacebench.simulate import simulate_cohort
 
     simulate_cohort(tmp_path / "bids", 6, seed=5, voxel_mm=3.0)
@@ -44,4 +45,5 @@ def test_refaced_regions_are_no_more_like_their_own_face_than_the_same_face_re_n
     for method in methods:
         result = own_face_correlations(tmp_path / "out", cohort.subjects, method)
         print(method, {k: round(v, 3) for k, v in result.items() if k != "correlations"}, "control", round(control["excess"], 3))
-        assert result["excess"] < 0.25 * control["excess"]
+        assert result["excess"] < 0.05 * control["excess"]
+        assert result["rank1"] <= 2 * result["chance"]

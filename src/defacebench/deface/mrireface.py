@@ -8,7 +8,9 @@ Steps (Schwarz et al. 2021's mri_reface, reimplemented with open parts):
 2. nonlinear: ANTs SyN (at :data:`SYN_RESOLUTION_MM`) of the MNI head onto the subject, its
    metric restricted to the subject's head outside the brain and outside the face and ear
    labels, so the average face follows the head around it without copying the person's
-   face (:func:`defacebench.imaging.nonlinear.syn_coordinates`);
+   face (:func:`defacebench.imaging.nonlinear.syn_coordinates`); inside the labels the warp
+   fades to the brain affine over :data:`SYN_FADE_MM` (:func:`fade_into_labels`), so the
+   face meets the person's head at the region's edge but its inside is placed by the brain alone;
 3. the face (:data:`FACE_BOX`) and ears (:data:`EAR_BOX`) of the average face shell
    (:func:`defacebench.imaging.shell.reface_shell`, MNI mm) are carried to the subject
    through that warp; a tolerance band of :data:`TOLERANCE_MM` around the subject's brain
@@ -21,7 +23,8 @@ Steps (Schwarz et al. 2021's mri_reface, reimplemented with open parts):
 Differs from mri_reface: its MATLAB runtime, templates (face, air-behind-head and ear
 labels) and parameters are not used; the air behind the head is not replaced; the face and
 ear labels are MNI boxes on defacebench's shell; the affine is the brain's, not the head's,
-and the face itself does not steer the warp; the registrations are ANTs (Mattes MI);
+the face itself does not steer the warp and the warp fades out inside the face and ears;
+the registrations are ANTs (Mattes MI);
 the noise model is simpler (mri_reface matches local noise).
 """
 
@@ -55,6 +58,11 @@ SYN_ITERATIONS = (40, 20)
 SYN_MASK_DILATION_MM = 8.0
 #: Labels are looked for this far around their affine position (the warp moves them less).
 SYN_MAX_SHIFT_MM = 25.0
+#: Inside the face and ear labels the warp fades linearly to the brain affine over this depth.
+#: The full warp carried the shape of the person's head around the face into the average face
+#: (own-face excess 0.012, rank-1 0.25 on 12 simulated people; 0.004 and chance at 10 mm;
+#: docs/defacing.md). ``np.inf`` keeps the full warp (mri_reface's fit).
+SYN_FADE_MM = 10.0
 
 
 def replaced_labels(coords: np.ndarray) -> np.ndarray:
@@ -83,6 +91,24 @@ def _grown(mask: np.ndarray, mm: float, voxel_mm: float) -> np.ndarray:
     return full | mask
 
 
+def fade_into_labels(coords: np.ndarray, affine_coords: np.ndarray, voxel_mm: tuple[float, float, float],
+                     fade_mm: float = SYN_FADE_MM) -> np.ndarray:
+    """A warp's MNI coordinates blended into the affine's inside the face and ear labels.
+
+    ``coords`` (the warp) and ``affine_coords`` (the brain affine), both (3, *shape) MNI mm on
+    one grid of ``voxel_mm``: the warp is kept outside the labels (placed by the affine) and
+    at their edge, and fades linearly to the affine with depth inside them, reaching it at
+    ``fade_mm``. The average face then meets the person's head at the region's edge while
+    its inside is a function of the brain registration alone.
+    """
+    if not np.isfinite(fade_mm):
+        return coords
+    labels = replaced_labels(affine_coords)
+    depth = ndimage.distance_transform_edt(labels, sampling=voxel_mm)
+    weight = np.clip(1.0 - depth / fade_mm, 0.0, 1.0).astype(np.float32) if fade_mm > 0 else (~labels).astype(np.float32)
+    return (affine_coords + weight * (coords - affine_coords)).astype(np.float32)
+
+
 def mni_coordinates(ctx: SubjectContext) -> np.ndarray:
     """MNI mm of the subject voxels through the brain affine and the SyN warp, (3, *shape);
     NaN beyond :data:`SYN_MAX_SHIFT_MM` of the labels' affine position (the warp moves less)."""
@@ -95,6 +121,8 @@ def mni_coordinates(ctx: SubjectContext) -> np.ndarray:
     coords_small, small_affine = ctx._timed(
         "register_syn_head", lambda: syn_coordinates(ctx.img, mni_head(2), affine_start, grown & ~ctx.brain() & ~labels,
                                                        resolution_mm=SYN_RESOLUTION_MM, iterations=SYN_ITERATIONS))
+    small_mm = tuple(float(v) for v in np.linalg.norm(small_affine[:3, :3], axis=0))
+    coords_small = fade_into_labels(coords_small, world_coordinates(small_affine, coords_small.shape[1:], ctx.subject_to_mni()), small_mm)
     if not labels.any():
         return np.full((3, *ctx.shape), np.nan, dtype=np.float32)
     pad = [int(np.ceil(SYN_MAX_SHIFT_MM / v)) for v in voxel_mm]
