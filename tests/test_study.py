@@ -19,8 +19,10 @@ def test_stages_follow_the_data_flow_and_carry_the_config(tmp_path: Path) -> Non
     stages = study_stages(tmp_path / "bids", tmp_path / "out", config, jobs=2)
     assert [s.name for s in stages] == ["cohort", "deface", "privacy", "preprocess", "train", "train-face", "evaluate", "analyse", "report"]
     privacy = stages[2].argv
-    assert privacy[privacy.index("--scans") + 1] == "test" and "--source" not in privacy  # the demo measures its test people
-    assert "--source" in study_stages(tmp_path, tmp_path / "out", config)[2].argv  # a BIDS folder: its simulation labels are read
+    assert privacy[privacy.index("--scans") + 1] == "test"  # the demo measures its test people
+    # a BIDS folder, even one not simulated yet (the demo's): its simulation labels are read; a manifest has none
+    assert privacy[privacy.index("--source") + 1] == str(tmp_path / "bids")
+    assert "--source" not in study_stages(tmp_path / "cohort.csv", tmp_path / "out", config)[2].argv
     assert "privacy" not in [s.name for s in study_stages(tmp_path, tmp_path / "out", dataclasses.replace(config, privacy_scans="none"))]
     stages = [s for s in stages if s.name != "privacy"]
     preprocess = stages[2].argv

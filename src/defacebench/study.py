@@ -71,7 +71,9 @@ def study_stages(
     # issue 19: how identifiable each method's output is, right after defacing
     privacy = [] if config.privacy_scans == "none" else [
         Stage("privacy", "privacy", (str(out), "--methods", methods, "--scans", config.privacy_scans,
-                                     *(["--source", str(source)] if Path(source).is_dir() else []), *parallel, *quiet))]
+                                     # a BIDS folder (the demo's is simulated after the stages are planned), not a manifest
+                                     *(["--source", str(source)] if Path(source).suffix.lower() not in (".csv", ".tsv") else []),
+                                     *parallel, *quiet))]
     return [
         Stage("cohort", "cohort", (str(source), "--out", str(out), "--split", split, "--seed", str(config.seed), *parallel, *quiet)),
         Stage("deface", "deface", (str(source), str(out), "--methods", defacers, *parallel, *quiet)),

@@ -100,13 +100,14 @@ def draw_frontier(points: pd.DataFrame, path: str | Path) -> Path:
     chance = float(points["chance"].max())
     ax.axhline(chance, color="#999", linestyle=":", linewidth=1)
     ax.axvline(0.0, color="#ccc", linewidth=0.8)
-    for p in points.itertuples(index=False):
+    for k, p in enumerate(points.sort_values("cost_years").itertuples(index=False)):
         colour = "#d62728" if p.method == "raw" else "#2ca02c" if p.method == "skullstripped" else "#9467bd" if is_refacer(p.method) else "#1f77b4"
         xerr = [[max(0.0, p.cost_years - p.cost_ci_low)], [max(0.0, p.cost_ci_high - p.cost_years)]] if np.isfinite(p.cost_ci_low) else None
         yerr = [[max(0.0, p.rank1 - p.rank1_ci_low)], [max(0.0, p.rank1_ci_high - p.rank1)]]
         ax.errorbar(p.cost_years, p.rank1, xerr=xerr, yerr=yerr, fmt="o", color=colour, ecolor=colour, alpha=0.85, capsize=3,
                     markersize=9 if p.pareto else 6, markeredgecolor="black" if p.pareto else colour, markeredgewidth=1.5 if p.pareto else 0)
-        ax.annotate(p.label + (" *" if p.pareto else ""), (p.cost_years, p.rank1), textcoords="offset points", xytext=(6, 5), fontsize=8)
+        ax.annotate(p.label + (" *" if p.pareto else ""), (p.cost_years, p.rank1), textcoords="offset points",
+                    xytext=(6, 5 if k % 2 == 0 else -12), fontsize=8)  # alternate above and below: close points stay legible
     front = points[points["pareto"]].sort_values("cost_years")
     ax.plot(front["cost_years"], front["rank1"], color="black", linewidth=0.8, linestyle="--", alpha=0.6)
     ax.set_xlabel("accuracy cost: MAE minus raw-head MAE (years, paired 95 % CI)")
@@ -197,4 +198,8 @@ def frontier_sentence(points: pd.DataFrame | None) -> str | None:
     dominated = [html.escape(p.label) for p in methods[~methods["pareto"]].itertuples(index=False)]
     if dominated:
         text += f" Dominated (another is both cheaper and harder to identify): {', '.join(dominated)}."
+    spans = [p for p in best.itertuples(index=False) if np.isfinite(p.cost_ci_low) and p.cost_ci_low <= 0 <= p.cost_ci_high]
+    if spans:
+        text += (" The accuracy cost's CI spans zero for " + ", ".join(html.escape(p.label) for p in spans) +
+                 f": on accuracy this cohort cannot tell {'them' if len(spans) > 1 else 'it'} from the raw head, so the ranking rests on the privacy axis.")
     return text
