@@ -134,25 +134,37 @@ def input_warnings(head: np.ndarray, brain: np.ndarray, regions: dict[str, np.nd
 # --------------------------------------------------------------------------- picture
 
 
-def _surface_view(head: np.ndarray, removed: np.ndarray, axis: int = 0, from_end: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """A shaded surface rendering of the head seen along ``axis`` and where its surface was removed."""
+def _surface_depth(head: np.ndarray, axis: int = 0, from_end: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A shaded surface rendering of the head seen along ``axis``: (shade, depth index of the surface, hit)."""
     h = np.moveaxis(head, axis, 0)
-    r = np.moveaxis(removed, axis, 0)
     if from_end:
-        h, r = h[::-1], r[::-1]
+        h = h[::-1]
     from scipy import ndimage
 
     hit = h.any(axis=0)
     depth = np.where(hit, h.argmax(axis=0), h.shape[0]).astype(np.float32)
     if hit.any():  # smooth the depth a little: voxel steps would shade as stripes
         depth = np.where(hit, ndimage.gaussian_filter(np.where(hit, depth, depth[hit].max()), 1.0), depth)
-    first = np.take_along_axis(r, np.minimum(depth.astype(int), h.shape[0] - 1)[None], axis=0)[0] & hit
     gy, gx = np.gradient(np.where(hit, depth, depth[hit].max() if hit.any() else 0))
     normal = np.stack([-gx, -gy, np.ones_like(gx)])
     normal /= np.linalg.norm(normal, axis=0)
     light = np.array([0.4, 0.5, 0.77])
     shade = np.clip(np.tensordot(light, normal, axes=1), 0, 1) * (1.0 - 0.4 * (depth - depth[hit].min()) / max(1.0, np.ptp(depth[hit]))) if hit.any() else depth * 0
-    return np.where(hit, shade, np.nan), first
+    return np.where(hit, shade, np.nan), np.minimum(depth.astype(int), h.shape[0] - 1), hit
+
+
+def _first_hit(removed: np.ndarray, index: np.ndarray, hit: np.ndarray, axis: int = 0, from_end: bool = False) -> np.ndarray:
+    """Where the surface found by :func:`_surface_depth` lies in ``removed`` (>= 0.5; read at the surface voxels only)."""
+    r = np.moveaxis(removed, axis, 0)
+    if from_end:
+        r = r[::-1]
+    return (np.take_along_axis(r, index[None], axis=0)[0] >= 0.5) & hit
+
+
+def _surface_view(head: np.ndarray, removed: np.ndarray, axis: int = 0, from_end: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A shaded surface rendering of the head seen along ``axis`` and where its surface was removed."""
+    shade, index, hit = _surface_depth(head, axis, from_end)
+    return shade, _first_hit(removed, index, hit, axis, from_end)
 
 
 def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.ndarray], head: np.ndarray, brain: np.ndarray, title: str = "",
@@ -189,15 +201,21 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
     fig, axes = plt.subplots(n, 3, figsize=(9.5, 3.2 * n), squeeze=False, facecolor="black")
     for ax in axes.ravel():
         ax.set_facecolor("black")
+    head_view = None  # the unrefaced head's surface, the same for every defacer: rendered once
     for row, (method, removal) in enumerate(removals.items()):
-        rem = ras(removal.astype(np.float32)) >= 0.5
-        shown, surface, replaced = data, head_r, method in refaced
+        rem = ras(removal)  # a view: only the two slices and the surface voxels are compared with 0.5
+        shown, replaced = data, method in refaced
         if replaced:  # a refacer: its own image and head, the replaced region as an outline
+            rem = rem >= 0.5
             shown = ras(np.asarray(refaced[method], dtype=np.float32))
-            surface = (head_r & ~rem) | (rem & (shown > REFACED_SURFACE_FRACTION * vmax))
+            view = _surface_depth((head_r & ~rem) | (rem & (shown > REFACED_SURFACE_FRACTION * vmax)), axis=0)
+        else:
+            head_view = head_view or _surface_depth(head_r, axis=0)  # seen from the left
+            view = head_view
+        sag_rem, axi_rem = rem[centre[0]] >= 0.5, rem[:, :, z_axial] >= 0.5
         # blue only on head tissue: removed background (noise) would hide the cut
-        sag = (shown[centre[0]].T, (rem & head_r)[centre[0]].T, brain_r[centre[0]].T, zooms[2] / zooms[1], rem[centre[0]].T)
-        axi = (shown[:, :, z_axial].T, (rem & head_r)[:, :, z_axial].T, brain_r[:, :, z_axial].T, zooms[1] / zooms[0], rem[:, :, z_axial].T)
+        sag = (shown[centre[0]].T, (sag_rem & head_r[centre[0]]).T, brain_r[centre[0]].T, zooms[2] / zooms[1], sag_rem.T)
+        axi = (shown[:, :, z_axial].T, (axi_rem & head_r[:, :, z_axial]).T, brain_r[:, :, z_axial].T, zooms[1] / zooms[0], axi_rem.T)
         for col, (image, mask, br, aspect, region) in enumerate((sag, axi)):
             ax = axes[row, col]
             ax.imshow(image, cmap="gray", origin="lower", vmin=0, vmax=vmax, aspect=aspect, interpolation="nearest")
@@ -207,9 +225,8 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
                 ax.imshow(np.ma.masked_where(~mask, mask), cmap=blue, origin="lower", alpha=0.65, aspect=aspect, interpolation="nearest")
             if br.any():
                 ax.contour(br, levels=[0.5], colors=["yellow"], linewidths=0.6)
-        shade, first = _surface_view(surface, rem, axis=0, from_end=False)  # seen from the left
-        if replaced:
-            first = np.zeros_like(first)
+        shade, index, hit = view
+        first = np.zeros_like(hit) if replaced else _first_hit(rem, index, hit, axis=0)
         ax = axes[row, 2]
         ax.imshow(shade.T, cmap="gray", origin="lower", vmin=0, vmax=1, aspect=zooms[2] / zooms[1], interpolation="bilinear")
         ax.imshow(np.ma.masked_where(~first.T, first.T), cmap=blue, origin="lower", alpha=0.75, aspect=zooms[2] / zooms[1], interpolation="nearest")
