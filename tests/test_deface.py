@@ -9,7 +9,7 @@ import pytest
 
 from defacebench.cohort import Subject
 from defacebench import layout
-from defacebench.deface import deface_subject, split_image
+from defacebench.deface import deface_subject, qc, split_image
 from defacebench.deface.mni_regions import afni_box, fsl_boxes, spm_plane
 from defacebench.deface.quickshear import shear_removal
 from defacebench.io.nifti import save_image
@@ -262,3 +262,19 @@ def test_summarize_qc_per_method():
     assert summary.loc["afni", "ears_removed_fraction"] == 1.0 and summary.loc["spm", "ears_removed_fraction"] == 0.0
     assert summary.loc["spm", "scans"] == 2 and summary.loc["spm", "nose_removed_median"] == 0.95
 
+
+
+def test_removal_metrics_from_flat_indices_equal_the_masks():
+    """The runner passes each scan's regions once as flat indices: the same numbers as boolean masks."""
+    rng = np.random.default_rng(4)
+    shape = (7, 8, 9)
+    brain = rng.random(shape) < 0.3
+    head = brain | (rng.random(shape) < 0.4)
+    regions = {"face": rng.random(shape) < 0.2, "nose": rng.random(shape) < 0.05, "ears": np.zeros(shape, dtype=bool)}
+    flat = qc.flat_regions({"brain": brain, "head": head, **regions})
+    for removal in (rng.random(shape).astype(np.float32), (rng.random(shape) < 0.5).astype(np.float32)):
+        by_mask = qc.removal_metrics(removal, brain, head, regions, 0.8)
+        by_index = qc.removal_metrics(removal, flat["brain"], flat["head"], flat, 0.8)
+        assert np.isnan(by_index.pop("ears_removed_fraction")) and np.isnan(by_mask.pop("ears_removed_fraction"))
+        assert by_index == by_mask
+        assert by_mask["face_removed_fraction"] == float(removal[regions["face"]].sum() / int(regions["face"].sum()))  # the formula before

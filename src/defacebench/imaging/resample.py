@@ -64,6 +64,10 @@ def resample_to(
     return ndimage.affine_transform(data, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(target_shape[:3]), order=order, mode="constant", cval=cval, prefilter=order > 1)
 
 
+#: Values per slab of :func:`world_coordinates`'s float64 temporaries (~32 MB).
+SLAB_VALUES = 1 << 22
+
+
 def world_coordinates(affine: np.ndarray, shape: tuple[int, ...], matrix: np.ndarray | None = None, dtype: type = np.float32) -> np.ndarray:
     """World mm of every voxel of a grid, optionally mapped through ``matrix``; shape (3, *shape)."""
     full = affine if matrix is None else matrix @ affine
@@ -73,7 +77,7 @@ def world_coordinates(affine: np.ndarray, shape: tuple[int, ...], matrix: np.nda
     # ((i + j) + k) + t and rounded to ``dtype`` once: the same numbers as evaluating every
     # term on full index arrays, without the three index arrays (4x faster on a 1 mm head)
     axes = [np.arange(n, dtype=np.float64) for n in shape]
-    slab = max(1, (1 << 22) // max(1, shape[1] * shape[2]))  # ~32 MB of float64 at a time
+    slab = max(1, SLAB_VALUES // max(1, shape[1] * shape[2]))
     for row in range(3):
         i, j, k = (full[row, axis] * axes[axis] for axis in range(3))
         ij = i[:, None] + j[None, :]
