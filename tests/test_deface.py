@@ -65,6 +65,19 @@ def test_split_image_sums_to_input(dtype):
     assert defaced.dtype == dtype
 
 
+def test_split_image_binary_fast_path_equals_the_general_formula():
+    """A 0/1 removal takes a shortcut for integer images: the same integers as rint(x * (1 - removal))."""
+    rng = np.random.default_rng(1)
+    data = np.rint(rng.normal(300, 400, (7, 8, 9))).astype(np.float32)  # negative values too
+    removal = (rng.random((7, 8, 9)) < 0.4).astype(np.float32)
+    defaced, face = split_image(data, removal, np.dtype(np.int16))
+    original = np.rint(data).astype(np.int64)
+    expected = np.rint(original * (1.0 - removal)).astype(np.int64)
+    np.testing.assert_array_equal(defaced, expected.astype(np.int16))
+    np.testing.assert_array_equal(face, (original - expected).astype(np.int16))
+    assert defaced.dtype == face.dtype == np.int16
+
+
 @pytest.fixture(scope="module")
 def robex_defaced(tmp_path_factory):
     """ROBEX head defaced by fsl, spm, quickshear, pydeface with its atlas brain mask (no deepbet)."""

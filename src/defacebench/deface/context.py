@@ -51,6 +51,7 @@ class SubjectContext:
     cpu_timings: dict[str, float] = field(default_factory=dict)
     _head: np.ndarray | None = None
     _data: np.ndarray | None = None
+    _coordinates: dict[bytes, np.ndarray] = field(default_factory=dict)
 
     @property
     def data(self) -> np.ndarray:
@@ -150,5 +151,20 @@ class SubjectContext:
         return self.template_to_subject  # type: ignore[return-value]
 
     def mni_coordinates(self, matrix: np.ndarray | None = None) -> np.ndarray:
-        """MNI mm of every voxel, shape (3, *shape), through ``matrix`` (default brain to_mni)."""
-        return world_coordinates(self.affine, self.shape, self.subject_to_mni() if matrix is None else matrix)
+        """MNI mm of every voxel, shape (3, *shape), through ``matrix`` (default brain to_mni).
+
+        Read-only and kept for the last two matrices (the brain's and AFNI's 9-DOF one: FSL,
+        SPM and the QC regions share the first, AFNI and its refacers the second) until
+        :meth:`forget_coordinates`; 190 MB each on a 1 mm head.
+        """
+        matrix = self.subject_to_mni() if matrix is None else np.asarray(matrix, dtype=float)
+        key = matrix.tobytes()
+        if key not in self._coordinates:
+            coords = world_coordinates(self.affine, self.shape, matrix)
+            coords.setflags(write=False)
+            self._coordinates = {**dict(list(self._coordinates.items())[-1:]), key: coords}
+        return self._coordinates[key]
+
+    def forget_coordinates(self) -> None:
+        """Free the cached voxel coordinates (once every method has run)."""
+        self._coordinates = {}

