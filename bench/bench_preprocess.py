@@ -180,7 +180,7 @@ def compare(args: argparse.Namespace) -> int:
         cpu = {s: statistics.median(run["process_cpu_s"] for run in runs) for s, runs in sides.items()}
         print(f"CPU seconds of a whole run (interpreter, imports, warm-up, {args.scans} scans): A {cpu['this']:.1f}, B {cpu['other']:.1f}")
         tables = {s: step_medians([row for run in runs for row in run["rows"]]) for s, runs in sides.items()}
-        names = list(dict.fromkeys([*tables["other"], *tables["this"]]))
+        names = list(dict.fromkeys([*tables["this"], *tables["other"]]))
         print(f"\nseconds per step, median over {args.pairs} x {args.scans} scans:")
         print(f"  {'step':34s} {'B wall':>7s} {'B cpu':>7s} {'A wall':>7s} {'A cpu':>7s}")
         for name in names:

@@ -291,3 +291,22 @@ def test_removal_metrics_from_flat_indices_equal_the_masks():
         assert np.isnan(by_index.pop("ears_removed_fraction")) and np.isnan(by_mask.pop("ears_removed_fraction"))
         assert by_index == by_mask
         assert by_mask["face_removed_fraction"] == float(removal[regions["face"]].sum() / int(regions["face"].sum()))  # the formula before
+
+
+@pytest.mark.parametrize("slab_voxels", [1 << 16, 72, 100])  # one slab; one x-row per slab; uneven slabs
+def test_mni_regions_slab_by_slab_equal_whole_grid(slab_voxels, monkeypatch):
+    """The MNI regions are evaluated slab by slab for speed: the same voxels as on the whole grid at once."""
+    from defacebench.deface import mni_regions
+    from defacebench.imaging.resample import world_coordinates
+
+    monkeypatch.setattr(mni_regions, "SLAB_VOXELS", slab_voxels)
+    affine = np.array([[25.0, 1.0, 0, -90], [0, 28.0, 2.0, -110], [1.0, 0, 30.0, -160], [0, 0, 0, 1]])
+    coords = world_coordinates(affine, (7, 8, 9))
+    ax, y, z = np.abs(coords[0]), coords[1], coords[2]
+    fsl = np.zeros((7, 8, 9), dtype=bool)
+    for (a0, a1), (y0, y1), (z0, z1) in mni_regions.FSL_BIGFOV_BOXES.values():
+        fsl |= (ax >= a0) & (ax <= a1) & (y >= y0) & (y <= y1) & (z >= z0) & (z <= z1)
+    assert fsl.any() and not fsl.all()
+    np.testing.assert_array_equal(fsl_boxes(coords), fsl)
+    np.testing.assert_array_equal(spm_plane(coords), -1.1 * y + 0.98 * z + 100.0 < 0)
+    np.testing.assert_array_equal(afni_box(coords), (z > -142.0) & (z < -30.0) & (y > -59.0))

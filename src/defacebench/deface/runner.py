@@ -68,10 +68,10 @@ def is_binary(removal: np.ndarray) -> bool:
 def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Defaced and face-only arrays with ``defaced + face == data`` exactly (in ``dtype``)."""
     if np.issubdtype(dtype, np.integer):
+        if is_binary(removal):  # x * 1.0 and x * 0.0 are exact: the same integers without int64/float64 copies
+            kept, rounded = removal == 0, np.rint(data)  # data hold integers of ``dtype``'s range (unscaled input)
+            return np.where(kept, rounded, 0).astype(dtype), np.where(kept, 0, rounded).astype(dtype)
         original = np.rint(data).astype(np.int64)
-        if is_binary(removal):  # x * 1.0 and x * 0.0 are exact: the same integers, 5x faster
-            kept = removal == 0
-            return np.where(kept, original, 0).astype(dtype), np.where(kept, 0, original).astype(dtype)
         defaced = np.rint(original * (1.0 - removal)).astype(np.int64)
         return defaced.astype(dtype), (original - defaced).astype(dtype)
     # Dekker: with |x * m| <= |x|, d = fl(x - x*m) makes x - d exactly representable,
