@@ -62,7 +62,7 @@ def _run_model(bet, x: np.ndarray, small_shape=(128, 128, 128), shape=(256, 256,
     from deepbet.utils import keep_largest_connected_component, normalize
 
     device = next(bet.model.parameters()).device
-    x = torch.nan_to_num(torch.from_numpy(x).to(device))
+    x = torch.nan_to_num(torch.from_numpy(np.ascontiguousarray(x)).to(device))  # a reoriented image may be a flipped view
     mask = torch.zeros_like(x)
     x_small = F.interpolate(x[None, None], small_shape, mode="nearest-exact")[0, 0]
     low, high = quantile(x_small, 0.005), quantile(x_small, 0.995)
