@@ -184,12 +184,6 @@ def _first_hit(removed: np.ndarray, index: np.ndarray, hit: np.ndarray, axis: in
     return (np.take_along_axis(r, index[None], axis=0)[0] >= 0.5) & hit
 
 
-def _surface_view(head: np.ndarray, removed: np.ndarray, axis: int = 0, from_end: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """A shaded surface rendering of the head seen along ``axis`` and where its surface was removed."""
-    shade, index, hit = _surface_depth(head, axis, from_end)
-    return shade, _first_hit(removed, index, hit, axis, from_end)
-
-
 def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.ndarray], head: np.ndarray, brain: np.ndarray, title: str = "",
                  refaced: dict[str, np.ndarray] | None = None) -> Path:
     """Each method's removed region in blue: mid-sagittal slice, axial slice through the nose, and a 3D surface view.

@@ -58,6 +58,15 @@ def read_header(path: str | Path) -> nib.Nifti1Image:
     return img
 
 
+def _igzip():
+    """ISA-L's gzip module, or None without ``isal`` (nibabel's zlib path is used then)."""
+    try:
+        from isal import igzip
+    except ImportError:  # pragma: no cover - isal is a dependency
+        return None
+    return igzip
+
+
 def read_image(path: str | Path) -> nib.Nifti1Image:
     """``nib.load``, with a ``.nii.gz`` file decompressed in one call by ISA-L when it is installed.
 
@@ -65,11 +74,7 @@ def read_image(path: str | Path) -> nib.Nifti1Image:
     :mod:`gzip` in small chunks, 1.7x the CPU time of one ISA-L call on a 1 mm head. The
     voxels are read from memory when ``dataobj`` is used (not kept compressed on disk).
     """
-    path = Path(path)
-    try:
-        from isal import igzip
-    except ImportError:  # pragma: no cover - isal is a dependency
-        igzip = None
+    path, igzip = Path(path), _igzip()
     if igzip is None or not path.name.endswith(".gz"):
         return nib.load(str(path))
     raw = igzip.decompress(path.read_bytes())
@@ -194,10 +199,7 @@ def _write_nifti(img: nib.Nifti1Image, path: Path) -> None:
     per scan (docs/preprocessing.md, "Per-scan time"). Like nibabel, the gzip header holds
     no file name and modification time 0, so the same image gives the same bytes.
     """
-    try:
-        from isal import igzip
-    except ImportError:  # pragma: no cover - isal is a dependency; nibabel's zlib still works
-        igzip = None
+    igzip = _igzip()
     if igzip is None or not path.name.endswith(".gz"):
         nib.save(img, str(path))
         return
