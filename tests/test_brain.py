@@ -23,3 +23,18 @@ def test_extract_brain_matches_atlas_mask_and_orientation():
     pir, back = reoriented(head, "PIR")
     again = nib.orientations.apply_orientation(np.asarray(extract_brain(pir).dataobj), back)
     assert mask_dice(again, data) > 0.99
+
+
+def test_quantile_equals_torch_quantile():
+    """deepbet's intensity window uses brain.quantile (selection) instead of torch.quantile (a full sort): same bits."""
+    import torch
+
+    from defacebench.imaging.brain import quantile
+
+    generator = torch.Generator().manual_seed(5)
+    for n in (2, 3, 7 * 8 * 9, 12_345):
+        for x in ((torch.rand(n, generator=generator) * 900).round(), torch.randn(n, generator=generator) * 300):
+            for q in (0.0, 0.005, 0.5, 0.995, 1.0):
+                assert torch.equal(quantile(x, q), x.quantile(q)), (n, q)
+    cube = torch.rand(7, 8, 9, generator=generator)
+    assert torch.equal(quantile(cube, 0.995), cube.quantile(0.995))

@@ -9,7 +9,7 @@ import pytest
 
 from defacebench.cohort import Subject
 from defacebench import layout
-from defacebench.deface import deface_subject, split_image
+from defacebench.deface import deface_subject, qc, split_image
 from defacebench.deface.mni_regions import afni_box, fsl_boxes, spm_plane
 from defacebench.deface.quickshear import shear_removal
 from defacebench.io.nifti import save_image
@@ -63,6 +63,19 @@ def test_split_image_sums_to_input(dtype):
     total = defaced.astype(np.int64) + face if np.issubdtype(dtype, np.integer) else defaced + face
     np.testing.assert_array_equal(total, data.astype(total.dtype))
     assert defaced.dtype == dtype
+
+
+def test_split_image_binary_fast_path_equals_the_general_formula():
+    """A 0/1 removal takes a shortcut for integer images: the same integers as rint(x * (1 - removal))."""
+    rng = np.random.default_rng(1)
+    data = np.rint(rng.normal(300, 400, (7, 8, 9))).astype(np.float32)  # negative values too
+    removal = (rng.random((7, 8, 9)) < 0.4).astype(np.float32)
+    defaced, face = split_image(data, removal, np.dtype(np.int16))
+    original = np.rint(data).astype(np.int64)
+    expected = np.rint(original * (1.0 - removal)).astype(np.int64)
+    np.testing.assert_array_equal(defaced, expected.astype(np.int16))
+    np.testing.assert_array_equal(face, (original - expected).astype(np.int16))
+    assert defaced.dtype == face.dtype == np.int16
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +275,38 @@ def test_summarize_qc_per_method():
     assert summary.loc["afni", "ears_removed_fraction"] == 1.0 and summary.loc["spm", "ears_removed_fraction"] == 0.0
     assert summary.loc["spm", "scans"] == 2 and summary.loc["spm", "nose_removed_median"] == 0.95
 
+
+
+def test_removal_metrics_from_flat_indices_equal_the_masks():
+    """The runner passes each scan's regions once as flat indices: the same numbers as boolean masks."""
+    rng = np.random.default_rng(4)
+    shape = (7, 8, 9)
+    brain = rng.random(shape) < 0.3
+    head = brain | (rng.random(shape) < 0.4)
+    regions = {"face": rng.random(shape) < 0.2, "nose": rng.random(shape) < 0.05, "ears": np.zeros(shape, dtype=bool)}
+    flat = qc.flat_regions({"brain": brain, "head": head, **regions})
+    for removal in (rng.random(shape).astype(np.float32), (rng.random(shape) < 0.5).astype(np.float32)):
+        by_mask = qc.removal_metrics(removal, brain, head, regions, 0.8)
+        by_index = qc.removal_metrics(removal, flat["brain"], flat["head"], flat, 0.8)
+        assert np.isnan(by_index.pop("ears_removed_fraction")) and np.isnan(by_mask.pop("ears_removed_fraction"))
+        assert by_index == by_mask
+        assert by_mask["face_removed_fraction"] == float(removal[regions["face"]].sum() / int(regions["face"].sum()))  # the formula before
+
+
+@pytest.mark.parametrize("slab_voxels", [1 << 16, 72, 100])  # one slab; one x-row per slab; uneven slabs
+def test_mni_regions_slab_by_slab_equal_whole_grid(slab_voxels, monkeypatch):
+    """The MNI regions are evaluated slab by slab for speed: the same voxels as on the whole grid at once."""
+    from defacebench.deface import mni_regions
+    from defacebench.imaging.resample import world_coordinates
+
+    monkeypatch.setattr(mni_regions, "SLAB_VOXELS", slab_voxels)
+    affine = np.array([[25.0, 1.0, 0, -90], [0, 28.0, 2.0, -110], [1.0, 0, 30.0, -160], [0, 0, 0, 1]])
+    coords = world_coordinates(affine, (7, 8, 9))
+    ax, y, z = np.abs(coords[0]), coords[1], coords[2]
+    fsl = np.zeros((7, 8, 9), dtype=bool)
+    for (a0, a1), (y0, y1), (z0, z1) in mni_regions.FSL_BIGFOV_BOXES.values():
+        fsl |= (ax >= a0) & (ax <= a1) & (y >= y0) & (y <= y1) & (z >= z0) & (z <= z1)
+    assert fsl.any() and not fsl.all()
+    np.testing.assert_array_equal(fsl_boxes(coords), fsl)
+    np.testing.assert_array_equal(spm_plane(coords), -1.1 * y + 0.98 * z + 100.0 < 0)
+    np.testing.assert_array_equal(afni_box(coords), (z > -142.0) & (z < -30.0) & (y > -59.0))

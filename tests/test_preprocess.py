@@ -294,18 +294,18 @@ def die_while_writing(task):
     from defacebench.preprocess import work
 
     if task.key == "sub-03":
-        original = np.savez_compressed
+        original = np.lib.format.write_array
 
-        def half_then_die(fh, **arrays):
-            fh.write(b"PK\x03\x04 half a zip file")
+        def half_then_die(fh, array, **kwargs):  # inside the zip member of the first array
+            fh.write(b"\x93NUMPY half an array")
             fh.flush()
             os.kill(os.getpid(), signal.SIGKILL)
 
-        work.np.savez_compressed = half_then_die
+        work.np.lib.format.write_array = half_then_die
         try:
             return pipeline.preprocess_subject(task)
         finally:
-            work.np.savez_compressed = original
+            work.np.lib.format.write_array = original
     return pipeline.preprocess_subject(task)
 
 

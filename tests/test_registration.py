@@ -112,3 +112,22 @@ def test_world_coordinates_oblique():
     affine = np.array([[0.0, 0, -1.5, 40], [1.2, 0, 0, -30], [0, 1.1, 0.1, 12], [0, 0, 0, 1]])
     coords = world_coordinates(affine, (7, 8, 9))
     np.testing.assert_allclose(coords[:, 3, 4, 5], (affine @ [3, 4, 5, 1])[:3], atol=1e-5)
+
+
+@pytest.mark.parametrize("slab_values", [1 << 22, 100])  # one slab; one x-row per slab
+def test_world_coordinates_equal_the_index_array_formula(slab_values, monkeypatch):
+    """Bit for bit the numbers of evaluating every term on full index arrays (as before the speed-up)."""
+    from defacebench.imaging import resample
+
+    monkeypatch.setattr(resample, "SLAB_VALUES", slab_values)
+    affine = np.array([[0.93, 0.02, -0.1, 95.3], [0.05, -1.07, 0.01, 130.7], [0.0, 0.03, 1.21, -70.2], [0, 0, 0, 1]])
+    matrix = np.array([[1.04, 0.03, -0.02, 3.1], [-0.01, 0.97, 0.05, -8.6], [0.02, -0.04, 1.1, 5.3], [0, 0, 0, 1]])
+    for grid_matrix, dtype in ((None, np.float32), (matrix, np.float32), (matrix, np.float64)):
+        full = affine if grid_matrix is None else grid_matrix @ affine
+        ijk = np.indices((7, 8, 9), dtype=dtype)
+        expected = np.empty((3, 7, 8, 9), dtype=dtype)
+        for row in range(3):
+            expected[row] = full[row, 0] * ijk[0] + full[row, 1] * ijk[1] + full[row, 2] * ijk[2] + full[row, 3]
+        got = world_coordinates(affine, (7, 8, 9), grid_matrix, dtype=dtype)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)

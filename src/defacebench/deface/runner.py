@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -34,7 +33,7 @@ from defacebench.imaging.templates import mni_head_brain_mask
 from defacebench.io.atomic import write_table_atomic
 from defacebench.io.bids import write_dataset_description
 from defacebench.io.errors import InputError, StageError
-from defacebench.io.nifti import defaced_descrip, load_image, read_header, save_image
+from defacebench.io.nifti import defaced_descrip, load_image, read_header, read_image, save_image
 from defacebench.io.sidecars import ScrubPolicy
 
 REGISTRATION_MIN_DICE = 0.8
@@ -61,9 +60,17 @@ def _output_dtype(path: Path) -> np.dtype:
     return np.dtype(dtype) if np.issubdtype(dtype, np.integer) and not scaled else np.dtype(np.float32)
 
 
+def is_binary(removal: np.ndarray) -> bool:
+    """Whether a removal mask holds only 0 and 1 (written as uint8 then)."""
+    return bool(np.all((removal == 0) | (removal == 1)))
+
+
 def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Defaced and face-only arrays with ``defaced + face == data`` exactly (in ``dtype``)."""
     if np.issubdtype(dtype, np.integer):
+        if is_binary(removal):  # x * 1.0 and x * 0.0 are exact: the same integers without int64/float64 copies
+            kept, rounded = removal == 0, np.rint(data)  # data hold integers of ``dtype``'s range (unscaled input)
+            return np.where(kept, rounded, 0).astype(dtype), np.where(kept, 0, rounded).astype(dtype)
         original = np.rint(data).astype(np.int64)
         defaced = np.rint(original * (1.0 - removal)).astype(np.int64)
         return defaced.astype(dtype), (original - defaced).astype(dtype)
@@ -83,14 +90,13 @@ def _write_method_outputs(data: np.ndarray, removal: np.ndarray, dtype: np.dtype
         defaced = refacing.refaced_image(defaced, fill, dtype)
     save_image(defaced, paths[f"{method}_defaced"], affine=affine, dtype=dtype, descrip=defaced_descrip(method, refaced=fill is not None))
     save_image(face, paths[f"{method}_face"], affine=affine, dtype=dtype)
-    binary = bool(np.all((removal == 0) | (removal == 1)))
-    mask_dtype = np.uint8 if binary else np.float32
+    mask_dtype = np.uint8 if is_binary(removal) else np.float32
     save_image(removal.astype(mask_dtype), paths[f"{method}_mask"], affine=affine, dtype=mask_dtype)
 
 
 def _load_cached(ctx: SubjectContext, paths: dict[str, Path], transforms: dict[str, Path]) -> None:
     if paths["brain_mask"].is_file():
-        mask = nib.load(str(paths["brain_mask"]))
+        mask = read_image(paths["brain_mask"])
         if mask.shape[:3] == ctx.shape and np.allclose(mask.affine, ctx.affine, atol=1e-4):
             ctx.brain_mask = np.asarray(mask.dataobj) > 0
     # AFNI's 9-DOF matrix is derived from to_mni, never read back (an older version's own fit may be on disk)
@@ -133,7 +139,8 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     Returns
     -------
     dict
-        ``{"key", "skipped", "qc": list of row dicts, "timings": {step: seconds}, "paths"}``.
+        ``{"key", "skipped", "qc": list of row dicts, "timings": {step: wall seconds},
+        "cpu_timings": {step: CPU seconds of the process, all threads}, "paths"}``.
 
     Raises
     ------
@@ -149,15 +156,16 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     done = _complete(paths, methods, backend)
     if done is not None:
         write_scan_sidecars(subject, paths, methods, backend, bids_root, sidecar_policy, only_missing=True)
-        return {"key": subject.key, "skipped": True, "qc": done.to_dict("records"), "timings": {}, "paths": paths}
-    start = time.perf_counter()
+        return {"key": subject.key, "skipped": True, "qc": done.to_dict("records"), "timings": {}, "cpu_timings": {}, "paths": paths}
+    start, start_cpu = time.perf_counter(), time.process_time()
     img = load_image(subject.path, reorient=False)
     dtype = _output_dtype(Path(subject.path))
     ctx = SubjectContext(img)
-    ctx.timings["load"] = time.perf_counter() - start
+    ctx.timings["load"], ctx.cpu_timings["load"] = time.perf_counter() - start, time.process_time() - start_cpu
     _load_cached(ctx, paths, transforms)
     brain = ctx.brain()
-    save_image(brain.astype(np.uint8), paths["brain_mask"], affine=img.affine, dtype=np.uint8)
+    with ctx.step("write_brain_mask"):
+        save_image(brain.astype(np.uint8), paths["brain_mask"], affine=img.affine, dtype=np.uint8)
     head = ctx.head()
 
     failure: str | None = None
@@ -165,41 +173,47 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     try:
         to_mni = ctx.subject_to_mni()
         save_transform(to_mni, paths["to_mni"])
-        dice = registration_dice(ctx)
+        with ctx.step("registration_dice"):
+            dice = registration_dice(ctx)
         if dice < REGISTRATION_MIN_DICE:
             failure = f"registration to MNI failed (brain Dice {dice:.2f} < {REGISTRATION_MIN_DICE})"
     except StageError as exc:
         failure = str(exc)
 
-    truth = qc.find_ground_truth(bids_root, subject, ctx.shape, ctx.affine)
-    if truth is not None:
-        regions, source = truth, "ground_truth"
-    elif failure is None:
-        regions, source = qc.standard_regions(ctx.mni_coordinates(), head), "mni_boxes"
-    else:
-        empty = np.zeros(ctx.shape, dtype=bool)
-        regions, source = {"face": empty, "nose": empty, "ears": empty}, "none"
-    input_notes = qc.input_warnings(head, brain, regions, ctx.voxel_ml) if source != "none" else []
+    with ctx.step("qc_regions"):
+        truth = qc.find_ground_truth(bids_root, subject, ctx.shape, ctx.affine)
+        if truth is not None:
+            regions, source = truth, "ground_truth"
+        elif failure is None:
+            regions, source = qc.standard_regions(ctx.mni_coordinates(), head), "mni_boxes"
+        else:
+            empty = np.zeros(ctx.shape, dtype=bool)
+            regions, source = {"face": empty, "nose": empty, "ears": empty}, "none"
+        input_notes = qc.input_warnings(head, brain, regions, ctx.voxel_ml) if source != "none" else []
     for note in input_notes:
         warnings.warn(f"{subject.key}: {note}", stacklevel=2)
 
     rows, removals, fills = [], {}, {}
+    with ctx.step("qc_metrics"):
+        flat = qc.flat_regions({"brain": brain, "head": head, **regions})  # once for every method
     for method in methods:
         module = get_method(method)
         if failure is not None and "to_mni" in module.NEEDS:
             continue
-        t0 = time.perf_counter()
-        registered = sum(v for k, v in ctx.timings.items() if k.startswith("register"))
-        if hasattr(module, "reface"):  # refacers (issue 18): built-in only, the mask is the replaced region
-            result = module.reface(ctx)
-            removal, fills[method] = result.removal, result.fill
-        elif backend == "native":
-            removal = native.removal_mask(method, img, brain if method == "quickshear" else None)
-        else:
-            removal = module.removal_mask(ctx)
-        registered = sum(v for k, v in ctx.timings.items() if k.startswith("register")) - registered
-        ctx.timings[f"method_{method}"] = time.perf_counter() - t0 - registered
-        metrics = qc.removal_metrics(removal, brain, head, regions, ctx.voxel_ml)
+        registered = ctx.registration_seconds()
+        with ctx.step(f"method_{method}"):
+            if hasattr(module, "reface"):  # refacers (issue 18): built-in only, the mask is the replaced region
+                result = module.reface(ctx)
+                removal, fills[method] = result.removal, result.fill
+            elif backend == "native":
+                removal = native.removal_mask(method, img, brain if method == "quickshear" else None)
+            else:
+                removal = module.removal_mask(ctx)
+        # a registration the method triggered is its own step, not the method's time
+        for times, before, now in zip((ctx.timings, ctx.cpu_timings), registered, ctx.registration_seconds()):
+            times[f"method_{method}"] -= now - before
+        with ctx.step("qc_metrics"):
+            metrics = qc.removal_metrics(removal, flat["brain"], flat["head"], flat, ctx.voxel_ml)
         notes = list(input_notes)
         if metrics["brain_removed_fraction"] > BRAIN_REMOVED_WARN:
             notes.append(f"removed {100 * metrics['brain_removed_fraction']:.2f}% of the brain")
@@ -207,29 +221,28 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
         rows.append({"key": subject.key, "method": method, "backend": backend, **metrics, "region_source": source,
                      "registration_dice": round(dice, 4), "warnings": "; ".join(notes)})
         removals[method] = removal
+    ctx.forget_coordinates()
     for attr in ("head_to_mni", "template_to_subject"):
         if getattr(ctx, attr) is not None:
             save_transform(getattr(ctx, attr), transforms[attr])
     # gzip releases the GIL: two threads write the images while this one draws the QC PNG
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=WRITER_THREADS) as pool:
+    with ctx.step("write_and_qc_png"), ThreadPoolExecutor(max_workers=WRITER_THREADS) as pool:
         writes = [pool.submit(_write_method_outputs, ctx.data, removal, dtype, img.affine, paths, method, fills.get(method))
                   for method, removal in removals.items()]
         if qc_png and removals:
-            t1 = time.perf_counter()
-            qc.write_qc_png(paths["qc_png"], img, removals, head, brain, title=subject.key,
-                            refaced={m: ctx.data * (1 - removals[m]) + fill for m, fill in fills.items()})
-            ctx.timings["qc_png"] = time.perf_counter() - t1
+            with ctx.step("qc_png"):  # its CPU seconds include the writer threads'
+                qc.write_qc_png(paths["qc_png"], img, removals, head, brain, title=subject.key,
+                                refaced={m: ctx.data * (1 - removals[m]) + fill for m, fill in fills.items()})
         for future in writes:
             future.result()
-    ctx.timings["write_and_qc_png"] = time.perf_counter() - t0
-    write_scan_sidecars(subject, paths, list(removals), backend, bids_root, sidecar_policy)
+    with ctx.step("sidecars"):
+        write_scan_sidecars(subject, paths, list(removals), backend, bids_root, sidecar_policy)
     if failure is not None:
         raise StageError(f"{failure}; wrote {', '.join(removals) or 'no method'}")
     table = pd.DataFrame(rows, columns=list(QC_COLUMNS))
     write_table_atomic(paths["qc_tsv"], table)
-    ctx.timings["total"] = time.perf_counter() - start
-    return {"key": subject.key, "skipped": False, "qc": rows, "timings": dict(ctx.timings), "paths": paths}
+    ctx.timings["total"], ctx.cpu_timings["total"] = time.perf_counter() - start, time.process_time() - start_cpu
+    return {"key": subject.key, "skipped": False, "qc": rows, "timings": dict(ctx.timings), "cpu_timings": dict(ctx.cpu_timings), "paths": paths}
 
 
 def _deface_task(subject, out_dir: str, methods: tuple[str, ...], backend: str, bids_root: str | None, sidecar_policy: ScrubPolicy | None = None) -> dict:

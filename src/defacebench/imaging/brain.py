@@ -38,6 +38,44 @@ def _brain_extraction():
 MODEL_SHAPE = 192
 
 
+def quantile(x, q: float):
+    """``torch.quantile(x, q)`` (all elements, linear interpolation), bit for bit, by selection.
+
+    The same rank arithmetic as torch's (``q * (n - 1)`` in the tensor's dtype, floor and
+    ceiling, ``lerp``) on the two order statistics from ``kthvalue`` instead of a full sort:
+    0.09 vs 0.41 s CPU for deepbet's two quantiles of a 128^3 image.
+    """
+    import torch
+
+    flat = x.reshape(-1)
+    ranks = torch.tensor(q, dtype=x.dtype, device=x.device) * (flat.numel() - 1)
+    below, above = int(ranks.long()), int(ranks.ceil().long())
+    low = torch.kthvalue(flat, below + 1).values
+    high = low if above == below else torch.kthvalue(flat, above + 1).values
+    return torch.lerp(low, high, ranks - below)
+
+
+def _run_model(bet, x: np.ndarray, small_shape=(128, 128, 128), shape=(256, 256, 256), bbox_margin: float = 0.1) -> np.ndarray:
+    """deepbet's ``BrainExtraction.run_model`` (1.0.2), with :func:`quantile` for ``torch.quantile``; same output."""
+    import torch
+    import torch.nn.functional as F
+    from deepbet.utils import keep_largest_connected_component, normalize
+
+    device = next(bet.model.parameters()).device
+    x = torch.nan_to_num(torch.from_numpy(np.ascontiguousarray(x)).to(device))  # a reoriented image may be a flipped view
+    mask = torch.zeros_like(x)
+    x_small = F.interpolate(x[None, None], small_shape, mode="nearest-exact")[0, 0]
+    low, high = quantile(x_small, 0.005), quantile(x_small, 0.995)
+    mask_small = bet.bbox_model(normalize(x_small, low, high)[None, None])[0, 1]
+    mask_small = keep_largest_connected_component((mask_small > 0.5).float().cpu().numpy())
+    mask_small = torch.from_numpy(mask_small).to(device)
+    bet.bbox = bet.get_bbox_with_margin(mask_small, mask.shape, bbox_margin)
+    x = F.interpolate(x[bet.bbox][None, None], shape, mode="nearest-exact")[0, 0]
+    mask_bbox = bet.model(normalize(x, low, high)[None, None])[0, 1]
+    mask[bet.bbox] = F.interpolate(mask_bbox[None, None], mask[bet.bbox].shape, mode="nearest-exact")[0, 0]
+    return mask.cpu().numpy()
+
+
 def extract_brain(img: nib.Nifti1Image, threshold: float = 0.5, n_dilate: int = 0, model_shape: int = MODEL_SHAPE) -> nib.Nifti1Image:
     """Binary brain mask of a T1w head image, on the image's own grid.
 
@@ -79,7 +117,7 @@ def extract_brain(img: nib.Nifti1Image, threshold: float = 0.5, n_dilate: int = 
         # deepbet's BrainExtraction.run, with the UNet's input size as a parameter
         x = nib.as_closest_canonical(source).get_fdata(dtype=np.float32)
         with torch.inference_mode():
-            prob = bet.run_model(x.copy(), shape=(model_shape,) * 3)
+            prob = _run_model(bet, x, shape=(model_shape,) * 3)
         canonical_mask = bet.postprocess(prob > threshold, n_dilate)
         mask_img = reoriented_nifti(canonical_mask.astype(np.uint8), source.affine, source.header)
     except Exception as exc:

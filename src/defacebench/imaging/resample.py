@@ -64,13 +64,27 @@ def resample_to(
     return ndimage.affine_transform(data, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(target_shape[:3]), order=order, mode="constant", cval=cval, prefilter=order > 1)
 
 
+#: Values per slab of :func:`world_coordinates`'s float64 temporaries (~32 MB).
+SLAB_VALUES = 1 << 22
+
+
 def world_coordinates(affine: np.ndarray, shape: tuple[int, ...], matrix: np.ndarray | None = None, dtype: type = np.float32) -> np.ndarray:
     """World mm of every voxel of a grid, optionally mapped through ``matrix``; shape (3, *shape)."""
     full = affine if matrix is None else matrix @ affine
-    ijk = np.indices(tuple(shape[:3]), dtype=dtype)
-    out = np.empty((3, *shape[:3]), dtype=dtype)
+    shape = tuple(int(n) for n in shape[:3])
+    out = np.empty((3, *shape), dtype=dtype)
+    # per axis one vector of float64 products, summed by broadcasting in the order
+    # ((i + j) + k) + t and rounded to ``dtype`` once: the same numbers as evaluating every
+    # term on full index arrays, without the three index arrays (4x faster on a 1 mm head)
+    axes = [np.arange(n, dtype=np.float64) for n in shape]
+    slab = max(1, SLAB_VALUES // max(1, shape[1] * shape[2]))
     for row in range(3):
-        out[row] = full[row, 0] * ijk[0] + full[row, 1] * ijk[1] + full[row, 2] * ijk[2] + full[row, 3]
+        i, j, k = (full[row, axis] * axes[axis] for axis in range(3))
+        ij = i[:, None] + j[None, :]
+        for start in range(0, shape[0], slab):
+            part = ij[start:start + slab, :, None] + k[None, None, :]
+            part += full[row, 3]
+            out[row, start:start + slab] = part
     return out
 
 

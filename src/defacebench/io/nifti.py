@@ -20,6 +20,8 @@ from defacebench.io.errors import ImageError
 SCRUBBED_FIELDS: tuple[str, ...] = ("descrip", "aux_file", "db_name", "intent_name")
 MIN_VOXELS_PER_AXIS = 16
 VOXEL_MM_RANGE = (0.2, 5.0)
+#: gzip level of every ``.nii.gz`` written (nibabel's own default is 1 too).
+GZIP_LEVEL = 1
 
 
 def read_header(path: str | Path) -> nib.Nifti1Image:
@@ -56,6 +58,32 @@ def read_header(path: str | Path) -> nib.Nifti1Image:
     return img
 
 
+def _igzip():
+    """ISA-L's gzip module, or None without ``isal`` (nibabel's zlib path is used then)."""
+    try:
+        from isal import igzip
+    except ImportError:  # pragma: no cover - isal is a dependency
+        return None
+    return igzip
+
+
+def read_image(path: str | Path) -> nib.Nifti1Image:
+    """``nib.load``, with a ``.nii.gz`` file decompressed in one call by ISA-L when it is installed.
+
+    The same header and voxels as ``nib.load``; nibabel's own reader inflates through
+    :mod:`gzip` in small chunks, 1.7x the CPU time of one ISA-L call on a 1 mm head. The
+    voxels are read from memory when ``dataobj`` is used (not kept compressed on disk).
+    """
+    path, igzip = Path(path), _igzip()
+    if igzip is None or not path.name.endswith(".gz"):
+        return nib.load(str(path))
+    raw = igzip.decompress(path.read_bytes())
+    size = int.from_bytes(raw[:4], "little") if len(raw) >= 4 else 0
+    if size not in (348, 348 << 24):  # NIfTI-2 or not NIfTI-1 at all: nibabel decides
+        return nib.load(str(path))
+    return nib.Nifti1Image.from_bytes(raw)
+
+
 def load_image(path: str | Path, reorient: bool = True, dtype: type = np.float32) -> nib.Nifti1Image:
     """Load a T1w image, validate it, squeeze a singleton 4th axis, optionally reorient to RAS+.
 
@@ -81,7 +109,7 @@ def load_image(path: str | Path, reorient: bool = True, dtype: type = np.float32
     """
     header_img = read_header(path)
     try:
-        data = np.asanyarray(header_img.dataobj).astype(dtype, copy=False)
+        data = np.asanyarray(read_image(path).dataobj).astype(dtype, copy=False)
     except Exception as exc:
         raise ImageError(f"unreadable voxel data ({type(exc).__name__}: {exc})", path) from None
     if data.ndim == 4:
@@ -158,8 +186,24 @@ def save_image(
     if descrip:
         img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
     with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
+        _write_nifti(img, tmp)
     return Path(path)
+
+
+def _write_nifti(img: nib.Nifti1Image, path: Path) -> None:
+    """``nib.save``, with ``.nii.gz`` compressed by ISA-L (``isal``) when it is installed.
+
+    The NIfTI bytes are nibabel's own (``to_bytes``); only the gzip stream differs: at the
+    same level 1, ISA-L's deflate ran 6x faster than zlib's on a 1 mm head (0.07 vs 0.38 s
+    CPU for 31 MB of int16) at the same size, and the deface stage writes 15 such images
+    per scan (docs/preprocessing.md, "Per-scan time"). Like nibabel, the gzip header holds
+    no file name and modification time 0, so the same image gives the same bytes.
+    """
+    igzip = _igzip()
+    if igzip is None or not path.name.endswith(".gz"):
+        nib.save(img, str(path))
+        return
+    path.write_bytes(igzip.compress(img.to_bytes(), compresslevel=GZIP_LEVEL, mtime=0))
 
 
 def defaced_descrip(method: str, refaced: bool = False) -> str:

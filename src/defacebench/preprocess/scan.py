@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from defacebench import layout
@@ -47,7 +46,7 @@ from defacebench.imaging.registration import load_transform, mask_dice
 from defacebench.imaging.resample import LinearResampler, resample_to
 from defacebench.imaging.templates import average_face_outline, brain_mask_on_grid
 from defacebench.io.errors import StageError
-from defacebench.io.nifti import load_image, reorient_ras
+from defacebench.io.nifti import load_image, read_image, reorient_ras
 from defacebench.preprocess import work
 from defacebench.preprocess.bias import BIAS_RESOLUTION_MM, compartment_bias_field
 
@@ -126,7 +125,7 @@ def missing_inputs(subject, study_dir: str | Path, methods: Sequence[str], mask_
 def _load_on(path: Path, like, what: str, dtype=np.float32) -> np.ndarray:
     """Load a derivative image reoriented like the T1w; it must lie on the same grid."""
     try:
-        img = reorient_ras(nib.load(str(path)))
+        img = reorient_ras(read_image(path))
         data = np.asarray(img.dataobj, dtype=dtype)
     except Exception as exc:
         raise StageError(f"unreadable {what} {path.name} ({type(exc).__name__}: {exc})") from None
@@ -171,13 +170,15 @@ def preprocess_subject(task: PreprocessTask) -> dict:
         return {**done, "skipped": True}
 
     seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
+    cpu_seconds: dict[str, float] = {}  # the process's CPU seconds, all threads
+    t0, c0 = time.perf_counter(), time.process_time()
 
     def lap(step: str) -> None:
-        nonlocal t0
-        now = time.perf_counter()
+        nonlocal t0, c0
+        now, cpu = time.perf_counter(), time.process_time()
         seconds[step] = round(seconds.get(step, 0.0) + now - t0, 4)
-        t0 = now
+        cpu_seconds[step] = round(cpu_seconds.get(step, 0.0) + cpu - c0, 4)
+        t0, c0 = now, cpu
 
     img = load_image(subject.path, reorient=True)
     data = np.asarray(img.dataobj, dtype=np.float32)
@@ -253,8 +254,9 @@ def preprocess_subject(task: PreprocessTask) -> dict:
         "bias_min": float(bias[brain].min()),
         "bias_max": float(bias[brain].max()),
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
     }
     work.write_work(out, images, meta)
     lap("write")
-    meta["seconds"] = seconds
+    meta["seconds"], meta["cpu_seconds"] = seconds, cpu_seconds
     return {**meta, "skipped": False}

