@@ -19,6 +19,7 @@ from defacebench import layout
 from defacebench.conditions import is_refacer
 from defacebench.imaging.registration import load_transform
 from defacebench.io.atomic import atomic_path
+from defacebench.io.nifti import read_image
 from defacebench.privacy.faces import DESCRIPTOR_SIZE, Detection, face_models
 from defacebench.privacy.render import VIEWS, View, head_centre, head_volume, render_views
 from defacebench.privacy.residual import FACE_REGIONS, region_masks, residual_face, skin_surface, voxel_area_mm2
@@ -125,7 +126,7 @@ def load_features(path: Path) -> dict[str, np.ndarray] | None:
 def _raw_image(files: dict[str, Path], methods: tuple[str, ...]) -> nib.Nifti1Image:
     for m in methods:
         if not is_refacer(m) and files[f"{m}_defaced"].is_file() and files[f"{m}_face"].is_file():
-            defaced, face = nib.load(files[f"{m}_defaced"]), nib.load(files[f"{m}_face"])
+            defaced, face = read_image(files[f"{m}_defaced"]), read_image(files[f"{m}_face"])
             data = np.asarray(defaced.dataobj, dtype=np.float32) + np.asarray(face.dataobj, dtype=np.float32)
             return nib.Nifti1Image(data, defaced.affine)
     raise FileNotFoundError("no defacer's defaced and face-only images (the raw head is rebuilt from them): run defacebench deface with a defacer")
@@ -178,16 +179,16 @@ def privacy_scan(task: PrivacyTask) -> dict:
             raise FileNotFoundError(f"deface output missing: {files[role].name}")
     to_mni = load_transform(files["to_mni"])
     raw = _raw_image(files, task.methods)
-    images = {layout.RAW_LABEL: raw, **{m: nib.load(files[f"{m}_defaced"]) for m in task.methods}}
+    images = {layout.RAW_LABEL: raw, **{m: read_image(files[f"{m}_defaced"]) for m in task.methods}}
     arrays = {label: np.asarray(img.dataobj, dtype=np.float32) for label, img in images.items()}
     if files["brain_mask"].is_file():  # the skull-stripped head: no face at all, the frontier's other end
-        arrays[SKULLSTRIPPED_LABEL] = arrays[layout.RAW_LABEL] * (np.asarray(nib.load(files["brain_mask"]).dataobj) > 0.5)
+        arrays[SKULLSTRIPPED_LABEL] = arrays[layout.RAW_LABEL] * (np.asarray(read_image(files["brain_mask"]).dataobj) > 0.5)
 
     heads = list(arrays)
     attack = _attack_features(task, raw, arrays, to_mni)
     label_image = None
     if task.labels is not None and Path(task.labels).is_file():
-        candidate = nib.load(task.labels)
+        candidate = read_image(task.labels)
         if candidate.shape[:3] == raw.shape[:3] and np.allclose(candidate.affine, raw.affine, atol=1e-3):
             label_image = np.asarray(candidate.dataobj)
     regions = region_masks(skin_surface(arrays[layout.RAW_LABEL]), raw.affine, to_mni, label_image)
