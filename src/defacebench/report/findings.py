@@ -25,7 +25,7 @@ MARGIN_CAVEAT = (" The control is an average face placed by an affine head regis
 #: A geometry control whose MAE is within this share of the null's learned nothing (issue 22).
 BLANK_CONTROL = 0.01
 #: The same caveat with what the simulation measured; only for the simulated cohort.
-SIMULATED_REGISTRATION_CAVEAT = ("with no face ageing planted, simulated face-only images still beat the null (by 2-24 % in the demo, three seeds), because the brain "
+SIMULATED_REGISTRATION_CAVEAT = ("with no face ageing planted, simulated face-only images still come out below the null (by up to 2-15 % in the demo, three seeds), because the brain "
                                  "registration that places every image in MNI space follows atrophy: it moves the face and changes what lies next to the "
                                  "defacers' brain margins with brain age; the geometry controls reproduce it.")
 
