@@ -61,7 +61,8 @@ PRESETS: dict[str, StudyConfig] = {
         face_runs=3,
         profile="cpu",
         # issue 22: with "brain" no face-age claim where the face aged, with "head" a false
-        # one where it did not; "cut" meets both bars (docs/face-placement.md)
+        # one where it did not; "cut" claims none without face ageing (three seeds) and
+        # pydeface's with it (docs/face-placement.md)
         face_placement="cut",
     ),
 }

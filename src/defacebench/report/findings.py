@@ -27,7 +27,7 @@ BLANK_CONTROL = 0.01
 #: The same caveat with what the simulation measured; only for the simulated cohort.
 SIMULATED_REGISTRATION_CAVEAT = ("with no face ageing planted, simulated face-only images still come out below the null (by up to 2-15 % in the demo, three seeds), because the brain "
                                  "registration that places every image in MNI space follows atrophy: it moves the face and changes what lies next to the "
-                                 "defacers' brain margins with brain age; the geometry controls reproduce it.")
+                                 "defacers' brain margins with brain age; the geometry controls reproduce much of it.")
 
 
 def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.DataFrame, saliency: pd.DataFrame | None = None,
