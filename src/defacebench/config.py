@@ -62,7 +62,7 @@ PRESETS: dict[str, StudyConfig] = {
         profile="cpu",
         # issue 22: with "brain" no face-age claim where the face aged, with "head" a false
         # one where it did not; "cut" claims none without face ageing (three seeds) and
-        # pydeface's with it (docs/face-placement.md)
+        # pydeface's with it in seed 0, none in seed 1 (docs/face-placement.md)
         face_placement="cut",
     ),
 }
