@@ -488,3 +488,26 @@ def test_head_placement_needs_and_asks_for_pydeface(tmp_path: Path) -> None:
     assert missing_inputs(subject, study, ("spm",), head_registration=True) == ["template_to_subject"]
     with pytest.raises(ValueError, match="face_placement"):
         PreprocessTask(subject, str(study), TEST_GRID, ("raw",), face_placement="skull")
+
+
+def test_cut_placement_moves_only_the_methods_cut_by_the_head_registration(tmp_path: Path, monkeypatch) -> None:
+    """face_placement="cut" (issue 22): a method whose cut the head registration placed has its
+    face-only image and control placed by the head, every other method's stay as the brain
+    placement's (byte-identical). The fixture has no pydeface: fsl stands in for it."""
+    from defacebench import conditions as conditions_module
+    from defacebench.conditions import head_placed
+
+    assert head_placed("face-pydeface", "cut") and head_placed("facemask-pydeface", "cut")
+    assert not head_placed("face-spm", "cut") and not head_placed("defaced-pydeface", "cut") and head_placed("face-spm", "head")
+    monkeypatch.setattr(conditions_module, "HEAD_REGISTERED_CUTS", ("fsl",))
+    conditions = ("raw", "face-spm", "facemask-spm", "face-fsl", "facemask-fsl")
+    stores = {}
+    for name, placement in (("brain", "brain"), ("cut", "cut")):
+        bids, study = make_study(tmp_path / name, n=2)
+        _head_registration_as(study, bids, 12.0)
+        run_study(bids, study, conditions=conditions, mosaics=False, face_placement=placement)
+        stores[name] = {c: open_condition(study, "test8mm", c).images.astype(np.float32) for c in conditions}
+    for c in ("raw", "face-spm", "facemask-spm"):
+        np.testing.assert_array_equal(stores["cut"][c], stores["brain"][c])
+    for c in ("face-fsl", "facemask-fsl"):
+        assert np.abs(stores["cut"][c] - stores["brain"][c]).sum() > 0.2 * np.abs(stores["brain"][c]).sum(), c

@@ -112,6 +112,10 @@ def test_face_only_beating_the_null_is_no_claim_without_beating_its_control(tmp_
     text = " ".join(conclusions(table1, pairwise, null, face_signal=signal))
     assert "The removed face carries age information beyond where it sits: for AFNI," in text and MARGIN_CAVEAT in text
     assert "For FSL, face-only beats the null but not its geometry control, which reaches this share of the face-only gain: FSL 95 % (face-only" in text
+    assert "learned nothing" not in text
+    signal.loc[0, "facemask_mae"] = signal.loc[0, "null_mae"]  # a control at the null: the claim says what it rests on
+    text = " ".join(conclusions(table1, pairwise, null, face_signal=signal))
+    assert "The geometry control of AFNI learned nothing (MAE within 1 % of the null)" in text and "carries age information" in text
     signal["tissue_signal"] = [False, False]
     text = " ".join(conclusions(table1, pairwise, null, face_signal=signal))
     assert "carries age" not in text and "none beats its own geometry control" in text

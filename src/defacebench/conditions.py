@@ -43,7 +43,7 @@ __all__ = [
     "Condition", "DEFACERS", "FACE_KINDS", "FACE_PLACEMENTS", "KINDS", "METHODS", "REFACERS", "METHOD_NAMES", "PAPER_METHODS", "PREDICTION_COLUMNS",
     "SCAN_KEY",
     "build_all", "condition_kind", "condition_label", "condition_method", "condition_names", "condition_title",
-    "is_refacer", "methods_of", "needs_head_registration", "order_conditions", "parse_condition", "parse_methods", "refacer_methods", "resolve_conditions",
+    "HEAD_REGISTERED_CUTS", "head_placed", "is_refacer", "methods_of", "needs_head_registration", "order_conditions", "parse_condition", "parse_methods", "refacer_methods", "resolve_conditions",
 ]
 
 #: The four defacers of the paper, in its Table 1 order.
@@ -258,17 +258,30 @@ def control_methods(conditions: Iterable[Condition]) -> tuple[str, ...]:
 #: How face-only images (and their geometry controls) go to MNI space: ``brain`` with the
 #: scan's brain registration (as every other image, and as the paper), ``head`` with the
 #: whole-head registration of pydeface's template
-#: (:func:`defacebench.imaging.placement.head_placement_transform`).
-FACE_PLACEMENTS = ("brain", "head")
+#: (:func:`defacebench.imaging.placement.head_placement_transform`), ``cut`` (issue 22)
+#: each method's with the registration that placed its cut: the head registration for the
+#: methods of :data:`HEAD_REGISTERED_CUTS`, the brain registration for the others.
+FACE_PLACEMENTS = ("brain", "head", "cut")
+#: Methods whose removal region is placed on the scan by pydeface's head registration
+#: (template -> subject) rather than through the brain registration to MNI.
+HEAD_REGISTERED_CUTS = ("pydeface",)
 #: The condition kinds that ``face_placement`` places: face-only images and their geometry controls.
 FACE_KINDS = ("face", "facemask")
 
 
+def head_placed(condition: Condition | str, face_placement: str) -> bool:
+    """Whether ``face_placement`` takes this condition (a :class:`Condition` or a name) to the
+    grid by the head registration: a face-only image or geometry control, under ``head``, or
+    under ``cut`` when its method's cut is placed by the head registration."""
+    condition = condition if isinstance(condition, Condition) else parse_condition(condition)
+    if condition.kind not in FACE_KINDS:
+        return False
+    return face_placement == "head" or (face_placement == "cut" and condition.method in HEAD_REGISTERED_CUTS)
+
+
 def needs_head_registration(conditions: Iterable[Condition | str], face_placement: str) -> bool:
-    """Whether head placement applies: it is asked for and a face-only or geometry-control
-    condition (a :class:`Condition` or a name) is among ``conditions``."""
-    return face_placement == "head" and any(
-        (c if isinstance(c, Condition) else parse_condition(c)).kind in FACE_KINDS for c in conditions)
+    """Whether head placement applies to any of ``conditions`` (:func:`head_placed`)."""
+    return any(head_placed(c, face_placement) for c in conditions)
 
 
 def deface_methods(conditions: Iterable[Condition], methods: Sequence[str] = (), face_placement: str = "brain") -> tuple[str, ...]:

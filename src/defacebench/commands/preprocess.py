@@ -50,9 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="defacing methods (space- or comma-separated; default: the paper's afni,fsl,pydeface,spm)")
     parser.add_argument("--jobs", type=int, default=None, help="local worker processes (default: number of cores)")
     parser.add_argument("--scheduler", default=None, help="tcp://host:port or scheduler file of a Dask cluster")
-    parser.add_argument("--face-placement", choices=("brain", "head"), default="brain",
+    parser.add_argument("--face-placement", choices=("brain", "head", "cut"), default="brain",
                         help="how face-only images and geometry controls go to the grid: brain = the scan's brain registration "
-                             "(default, as the paper), head = pydeface's whole-head registration, which does not follow brain atrophy")
+                             "(default, as the paper), head = pydeface's whole-head registration, which does not follow brain atrophy, "
+                             "cut = each method's by the registration that placed its cut (pydeface's by the head, the others' by "
+                             "the brain; the demo's; docs/face-placement.md)")
     parser.add_argument("--no-mosaics", action="store_true", help="skip the QC mosaics")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--quiet", action="store_true", help="the time estimate in one line, without the faster options")

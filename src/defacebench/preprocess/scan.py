@@ -22,7 +22,9 @@
    face-only images and their geometry controls go instead through the whole-head
    registration of pydeface's template
    (:func:`defacebench.imaging.placement.head_placement_transform`), which does not follow
-   brain atrophy; the sum rule then no longer holds between the two placements;
+   brain atrophy; the sum rule then no longer holds between the two placements. With
+   ``face_placement="cut"`` only the methods whose cut the head registration placed
+   (:data:`defacebench.conditions.HEAD_REGISTERED_CUTS`: pydeface) go that way;
 6. write the grid images of every condition as one compressed ``.npz`` per scan,
    atomically, under ``STUDY/work/<grid>/`` (:mod:`.work`; with the brain Dice against the
    template mask, the normalisation scale and the seconds per step).
@@ -38,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from defacebench import layout
-from defacebench.conditions import (FACE_KINDS, FACE_PLACEMENTS, build_all, control_methods, is_refacer, methods_of,
+from defacebench.conditions import (FACE_PLACEMENTS, build_all, control_methods, head_placed, is_refacer, methods_of,
                                     needs_head_registration, parse_condition, refacer_methods)
 from defacebench.imaging.grids import Grid
 from defacebench.imaging.placement import head_placement_transform
@@ -158,12 +160,12 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     subject = task.subject
     out = layout.work_file(task.study_dir, task.grid.name, task.key)
     mask_methods = control_methods(conditions)
-    head_placed = needs_head_registration(task.conditions, task.face_placement)
-    paths = input_paths(subject, task.study_dir, methods, mask_methods, head_placed)
+    head_registered = needs_head_registration(task.conditions, task.face_placement)
+    paths = input_paths(subject, task.study_dir, methods, mask_methods, head_registered)
     missing = [n for n, p in paths.items() if not p.is_file()]
     if missing:
         raise StageError(f"missing deface output(s) {', '.join(missing)} (run defacebench deface; see failures.tsv)")
-    settings = {"face_placement": task.face_placement} if head_placed else None
+    settings = {"face_placement": task.face_placement} if head_registered else None
     fingerprint = work.fingerprint(task.grid, task.bias_resolution_mm, paths, settings)
     done = work.read_work_meta(out)
     if done is not None and done.get("fingerprint") == fingerprint and set(task.conditions) <= set(done.get("conditions", [])):
@@ -193,10 +195,10 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     # a refacer's replacement: refaced - (raw - face), exactly 0 outside its replaced region
     fills = {m: _load_on(paths[f"{m}_defaced"], img, f"{m} refaced image") - (data - faces[m]) for m in refacer_methods(conditions)}
     removed = {}
-    if mask_methods or head_placed:
+    if mask_methods or head_registered:
         try:
             template_to_subject = load_transform(paths["template_to_subject"])
-            face_to_mni = head_placement_transform(template_to_subject) if head_placed else to_mni
+            face_to_mni = head_placement_transform(template_to_subject) if head_registered else to_mni
         except (OSError, ValueError) as exc:
             raise StageError(f"unreadable head registration of pydeface's template ({exc})") from None
     if mask_methods:
@@ -235,9 +237,9 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     brain_only = next((c for c in conditions if c.kind == "skullstripped"), None)
     stripped = {brain_only.name: resampler(brain_only.build(head, brain))} if brain_only else {}
     grid_images = build_all([c for c in conditions if c.kind != "skullstripped"], head_grid, None, faces_grid, removed_grid, fills_grid)
-    if head_placed:  # face-only images and geometry controls through the head registration
+    if head_registered:  # face-only images and geometry controls through the head registration
         placed = LinearResampler(img.affine, data.shape, face_to_mni, task.grid)
-        face_conditions = [c for c in conditions if c.kind in FACE_KINDS]
+        face_conditions = [c for c in conditions if head_placed(c, task.face_placement)]
         grid_images.update(build_all(face_conditions, head_grid, None, {m: placed(faces[m]) for m in methods_of(face_conditions)},
                                      {m: placed(removed[m]) for m in mask_methods}))
     images = {c.name: (stripped.get(c.name, grid_images.get(c.name))).astype(np.float16) for c in conditions}
