@@ -105,11 +105,10 @@ def _march(volume: np.ndarray, vox_origins: np.ndarray, vox_step: np.ndarray, fi
         values = ndimage.map_coordinates(volume, points.reshape(-1, 3).T, order=1, cval=0.0).reshape(alive.size, k.size)
         full = np.concatenate([previous[alive, None], values], axis=1)
         inside = full[:, 1:] >= 1.0
-        if c0 == 0:
-            inside[:, 0] &= True
         hit = inside.any(axis=1)
         first = inside.argmax(axis=1)[hit]
         before, after = full[hit, first], full[hit, first + 1]
+        # a ray that starts inside the head (first sample) has no crossing to interpolate
         fraction = np.where(first + c0 == 0, 0.0, np.clip((1.0 - before) / np.maximum(after - before, 1e-6), 0.0, 1.0))
         depth[alive[hit]] = (steps[hit, first] - 1.0 + fraction) * step_mm
         previous[alive] = values[:, -1]
