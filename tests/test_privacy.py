@@ -207,6 +207,10 @@ def test_the_stage_on_a_tiny_study_records_a_broken_scan_and_resumes(tmp_path: P
     assert main([str(study), "--methods", "pydeface,quickshear", "--no-progress"]) == 0  # a rerun skips finished scans
     assert layout.privacy_features(study, PrivacyScan("01")).stat().st_mtime_ns == stamp
     assert "rank-1" in capsys.readouterr().out
+    from defacebench.report.privacy import privacy_section
+
+    section = privacy_section(study)  # one session each: the report warns of the upper bound
+    assert "same scan" in section and "Face skin left per region" in section and "<img" not in section
 
 
 def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, capsys) -> None:

@@ -26,6 +26,9 @@ __all__ = ["ATTACK_NAMES", "frontier_points", "pareto_optimal", "draw_frontier",
 
 #: The attacks of ``privacy.csv`` (column prefix -> words).
 ATTACK_NAMES: dict[str, str] = {"face": "face network", "surface": "surface shape"}
+#: Facial regions of ``privacy_residual.csv`` in words, in report order.
+REGION_NAMES: dict[str, str] = {"eyes_brow": "eyes and brow", "nose": "nose", "mouth_lips": "mouth and lips", "chin": "chin",
+                                "cheeks": "cheeks", "ears": "ears"}
 #: The two ends of the frontier besides the methods.
 ENDS = ("raw", "skullstripped")
 
@@ -159,6 +162,15 @@ def privacy_section(study_dir: str | Path, points: pd.DataFrame | None = None) -
         parts.append("<p class=\"warn\">This cohort has one session per person, so each person's gallery picture is rendered from the <b>same scan</b>: "
                      "an upper bound on what an attacker with a different picture could do (the raw head then matches itself exactly).</p>")
     parts.append(html_table(shown, {}))
+    residual = read_csv(layout.privacy_residual_table(study_dir))
+    if residual is not None and not residual.empty:
+        wide = residual.pivot_table(index="method", columns="region", values="left_share", sort=False)
+        wide = wide.reindex(index=[m for m in privacy["method"] if m in wide.index])
+        table = pd.DataFrame({"method": [_label(m) for m in wide.index],
+                              **{words: ["n/a" if not np.isfinite(v) else _pct(v) for v in wide[r]]
+                                 for r, words in REGION_NAMES.items() if r in wide.columns}})
+        parts.append("<details><summary>Face skin left per region (share of the raw head's skin each output leaves unchanged)</summary>"
+                     + html_table(table, {}) + "</details>")
     parts.append("<p class=\"note\">What this does not measure: defacing does not remove every risk. Brain-age CNNs leak whether a person was in "
                  "their training set (membership inference succeeds 60-80 %, Gupta et al., MIDL 2021), and skull-stripped T1 images can be linked "
                  "across databases by plain image similarity. These rates are for a face-recognition attacker only.</p>")
