@@ -103,25 +103,46 @@ def draw_frontier(points: pd.DataFrame, path: str | Path) -> Path:
     chance = float(points["chance"].max())
     ax.axhline(chance, color="#999", linestyle=":", linewidth=1)
     ax.axvline(0.0, color="#ccc", linewidth=0.8)
-    for k, p in enumerate(points.sort_values("cost_years").itertuples(index=False)):
+    for p in points.itertuples(index=False):
         colour = "#d62728" if p.method == "raw" else "#2ca02c" if p.method == "skullstripped" else "#9467bd" if is_refacer(p.method) else "#1f77b4"
         xerr = [[max(0.0, p.cost_years - p.cost_ci_low)], [max(0.0, p.cost_ci_high - p.cost_years)]] if np.isfinite(p.cost_ci_low) else None
         yerr = [[max(0.0, p.rank1 - p.rank1_ci_low)], [max(0.0, p.rank1_ci_high - p.rank1)]]
         ax.errorbar(p.cost_years, p.rank1, xerr=xerr, yerr=yerr, fmt="o", color=colour, ecolor=colour, alpha=0.85, capsize=3,
                     markersize=9 if p.pareto else 6, markeredgecolor="black" if p.pareto else colour, markeredgewidth=1.5 if p.pareto else 0)
-        ax.annotate(p.label + (" *" if p.pareto else ""), (p.cost_years, p.rank1), textcoords="offset points",
-                    xytext=(6, 5 if k % 2 == 0 else -12), fontsize=8)  # alternate above and below: close points stay legible
     front = points[points["pareto"]].sort_values("cost_years")
     ax.plot(front["cost_years"], front["rank1"], color="black", linewidth=0.8, linestyle="--", alpha=0.6)
     ax.set_xlabel("accuracy cost: MAE minus raw-head MAE (years, paired 95 % CI)")
     ax.set_ylabel("rank-1 re-identification rate (stronger attack, 95 % CI)")
     ax.set_ylim(-0.03, 1.05)
+    _place_labels(ax, points)
     ax.text(ax.get_xlim()[1], chance, f"chance {chance:.0%} ", ha="right", va="bottom", color="#777", fontsize=8)
     ax.set_title("Privacy-utility frontier (* Pareto-optimal: lower left is better)", fontsize=10)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
     return Path(path)
+
+
+def _place_labels(ax, points: pd.DataFrame) -> None:
+    """Label each point at the first of eight spots around it whose box overlaps no label placed
+    before (greedy, in display pixels), so close points stay legible."""
+    fig = ax.figure
+    fig.canvas.draw()
+    scale = fig.dpi / 72.0
+    placed: list[tuple[float, float, float, float]] = []
+    spots = ((6, 5), (6, -12), (-6, 5), (-6, -12), (6, 16), (-6, 16), (6, -23), (-6, -23))
+    for p in points.sort_values("cost_years").itertuples(index=False):
+        text = p.label + (" *" if p.pareto else "")
+        x, y = ax.transData.transform((p.cost_years, p.rank1))
+        width, height = 4.9 * len(text) * scale, 9 * scale
+        for dx, dy in spots:
+            left = x + dx * scale if dx > 0 else x + dx * scale - width
+            box = (left, y + dy * scale, left + width, y + dy * scale + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(text, (p.cost_years, p.rank1), textcoords="offset points", xytext=(dx, dy), ha="left" if dx > 0 else "right",
+                    fontsize=8)
 
 
 def _rate(rate: float, low: float, high: float) -> str:
