@@ -80,7 +80,7 @@ def conclusions(table1: pd.DataFrame, pairwise: pd.DataFrame | None, null: pd.Da
         image = "refaced" if is_refacer(condition_method(best)) else "defaced"
         sentence = (("On accuracy alone, of" if frontier else "Of") +
                     f" the {group}, <b>{html.escape(name)}</b> costs the least accuracy: {image} MAE {t.loc[best, 'mae_mean']:.2f} years")
-        pair = _pair(pairwise, best, "raw")
+        pair = paired_difference(pairwise, best, "raw")
         if pair is not None:
             diff, low, high, p = pair
             sentence += f", {diff:+.2f} years against the raw head (95 % CI {low:+.2f} to {high:+.2f}, paired Holm p {fmt_p(p)})"
@@ -128,7 +128,7 @@ def saliency_sentence(saliency: pd.DataFrame, condition: str) -> str | None:
             f"{row['brain_share']:.0%} inside the brain and {row['other_share']:.0%} elsewhere (skull, scalp, neck and background).")
 
 
-def _pair(pairwise: pd.DataFrame | None, a: str, b: str) -> tuple[float, float, float, float] | None:
+def paired_difference(pairwise: pd.DataFrame | None, a: str, b: str) -> tuple[float, float, float, float] | None:
     """``(MAE(a) - MAE(b), CI low, CI high, Holm p)`` from the pairwise table, either order."""
     if pairwise is None:
         return None

@@ -20,6 +20,7 @@ from defacebench import layout
 from defacebench.conditions import is_refacer, method_name
 from defacebench.io.atomic import atomic_path
 from defacebench.report.embed import embed_png
+from defacebench.report.findings import paired_difference
 from defacebench.report.formatting import html_table, read_csv
 
 __all__ = ["ATTACK_NAMES", "frontier_points", "pareto_optimal", "draw_frontier", "privacy_section", "frontier_sentence"]
@@ -53,13 +54,8 @@ def _cost(table1: pd.DataFrame, pairwise: pd.DataFrame | None, condition: str) -
     if condition not in t.index or "raw" not in t.index:
         return (float("nan"),) * 3
     cost = float(t.loc[condition, "mae_mean"] - t.loc["raw", "mae_mean"])
-    if pairwise is not None:
-        for a, b, sign in (("raw", condition, -1.0), (condition, "raw", 1.0)):
-            hit = pairwise[(pairwise["a"] == a) & (pairwise["b"] == b)]
-            if len(hit):
-                low, high = sorted((sign * float(hit.iloc[0]["boot_ci_low"]), sign * float(hit.iloc[0]["boot_ci_high"])))
-                return cost, low, high
-    return cost, float("nan"), float("nan")
+    pair = paired_difference(pairwise, condition, "raw")
+    return (cost, pair[1], pair[2]) if pair is not None else (cost, float("nan"), float("nan"))
 
 
 def frontier_points(privacy: pd.DataFrame, table1: pd.DataFrame, pairwise: pd.DataFrame | None) -> pd.DataFrame:
