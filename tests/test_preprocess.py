@@ -511,3 +511,47 @@ def test_cut_placement_moves_only_the_methods_cut_by_the_head_registration(tmp_p
         np.testing.assert_array_equal(stores["cut"][c], stores["brain"][c])
     for c in ("face-fsl", "facemask-fsl"):
         assert np.abs(stores["cut"][c] - stores["brain"][c]).sum() > 0.2 * np.abs(stores["brain"][c]).sum(), c
+
+
+def _move_spm_cut(study: Path, bids: Path, mm_per_scan: float) -> None:
+    """Rewrite each scan's spm cut so that its plane lies ``mm_per_scan`` x i further down and
+    back for scan i (ages rise with i): the cut's position carries age, the tissue does not."""
+    from defacebench.cohort import Subject
+    from defacebench.io.nifti import save_image
+
+    for i, sub in enumerate(read_cohort(bids).subjects):
+        data, affine, _, _ = synthetic_scan(i)
+        ijk = np.indices(SHAPE, dtype=float).reshape(3, -1).T
+        _, y, z = apply_affine(to_mni_matrix(i) @ affine, ijk).T
+        removal = ((-1.1 * y + 0.98 * z + 100 + mm_per_scan * i) < 0).astype(np.float32).reshape(SHAPE)
+        paths = layout.scan_files(study, Subject(subject=sub.subject, age_years=sub.age_years, path=sub.path), METHODS)
+        defaced, face = split_image(data, removal, np.dtype(np.float32))
+        for name, image in (("defaced", defaced), ("face", face), ("mask", removal)):
+            save_image(image, paths[f"spm_{name}"], affine=affine)
+
+
+def test_common_region_removes_a_cut_that_moves_with_age(tmp_path: Path) -> None:
+    """face_placement="common" (issue 22): a cut whose position follows age (geometry only) leaves
+    no age in the face-only store: every row keeps the same region, where each scan's own tissue
+    is kept unchanged; under "head" the rows' extent follows the cut."""
+    from scipy import stats
+
+    conditions = ("raw", "face-spm", "facemask-spm")
+    stores = {}
+    for placement in ("head", "common"):
+        bids, study = make_study(tmp_path / placement, n=4)
+        _head_registration_as(study, bids, 0.0)
+        _move_spm_cut(study, bids, 10.0)
+        run_study(bids, study, conditions=conditions, mosaics=False, face_placement=placement)
+        stores[placement] = {c: open_condition(study, "test8mm", c).images.astype(np.float32) for c in conditions}
+    ages = open_condition(study, "test8mm", "raw").index["age"].to_numpy(float)
+    region = np.asarray(nib.load(str(layout.store_common_region(study, "test8mm", "spm"))).dataobj) > 0
+    head, common = stores["head"]["face-spm"], stores["common"]["face-spm"]
+    extent = lambda rows: [(row > 1e-3).sum() for row in rows]  # noqa: E731
+    assert stats.spearmanr(ages, extent(head))[0] < -0.99  # the moving cut: less removed with age
+    assert len(set(extent(common))) == 1 and region.sum() == extent(common)[0] > 20
+    assert np.all(common[:, ~region] == 0)
+    np.testing.assert_array_equal(common[:, region], head[:, region])  # the tissue itself untouched
+    np.testing.assert_array_equal(stores["common"]["raw"], stores["head"]["raw"])
+    control = stores["common"]["facemask-spm"]  # the average face, inside the same region for every scan
+    assert np.all(control[:, ~region] == 0) and np.all(control[:, region].sum(axis=1) > 0)

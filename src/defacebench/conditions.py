@@ -43,7 +43,7 @@ __all__ = [
     "Condition", "DEFACERS", "FACE_KINDS", "FACE_PLACEMENTS", "KINDS", "METHODS", "REFACERS", "METHOD_NAMES", "PAPER_METHODS", "PREDICTION_COLUMNS",
     "SCAN_KEY",
     "build_all", "condition_kind", "condition_label", "condition_method", "condition_names", "condition_title",
-    "HEAD_REGISTERED_CUTS", "head_placed", "is_refacer", "methods_of", "needs_head_registration", "order_conditions", "parse_condition", "parse_methods", "refacer_methods", "resolve_conditions",
+    "COMMON_REGION_PLACEMENTS", "HEAD_REGISTERED_CUTS", "head_placed", "region_member", "region_methods", "removal_mask_methods", "is_refacer", "methods_of", "needs_head_registration", "order_conditions", "parse_condition", "parse_methods", "refacer_methods", "resolve_conditions",
 ]
 
 #: The four defacers of the paper, in its Table 1 order.
@@ -260,8 +260,15 @@ def control_methods(conditions: Iterable[Condition]) -> tuple[str, ...]:
 #: whole-head registration of pydeface's template
 #: (:func:`defacebench.imaging.placement.head_placement_transform`), ``cut`` (issue 22)
 #: each method's with the registration that placed its cut: the head registration for the
-#: methods of :data:`HEAD_REGISTERED_CUTS`, the brain registration for the others.
-FACE_PLACEMENTS = ("brain", "head", "cut")
+#: methods of :data:`HEAD_REGISTERED_CUTS`, the brain registration for the others; ``common``
+#: as ``head``, each face-only image and control then kept only inside its method's common
+#: region (:data:`COMMON_REGION_PLACEMENTS`).
+FACE_PLACEMENTS = ("brain", "head", "cut", "common")
+#: Placements that keep a face-only image only where the method removed tissue in EVERY scan
+#: of the study, once placed by the head: inside that region no scan's cut edge lies, so the
+#: image shows the face's tissue and shape but not where the cut fell (which follows brain
+#: atrophy for cuts placed through the brain registration: docs/face-placement.md).
+COMMON_REGION_PLACEMENTS = ("common",)
 #: Methods whose removal region is placed on the scan by pydeface's head registration
 #: (template -> subject) rather than through the brain registration to MNI.
 HEAD_REGISTERED_CUTS = ("pydeface",)
@@ -276,7 +283,28 @@ def head_placed(condition: Condition | str, face_placement: str) -> bool:
     condition = condition if isinstance(condition, Condition) else parse_condition(condition)
     if condition.kind not in FACE_KINDS:
         return False
-    return face_placement == "head" or (face_placement == "cut" and condition.method in HEAD_REGISTERED_CUTS)
+    return face_placement in ("head", *COMMON_REGION_PLACEMENTS) or (face_placement == "cut" and condition.method in HEAD_REGISTERED_CUTS)
+
+
+def region_methods(conditions: Iterable[Condition | str], face_placement: str) -> tuple[str, ...]:
+    """The methods whose face-only images and controls ``face_placement`` restricts to the
+    common region (none unless it is one of :data:`COMMON_REGION_PLACEMENTS`)."""
+    if face_placement not in COMMON_REGION_PLACEMENTS:
+        return ()
+    parsed = [c if isinstance(c, Condition) else parse_condition(c) for c in conditions]
+    return tuple(dict.fromkeys(c.method for c in parsed if c.kind in FACE_KINDS))
+
+
+def removal_mask_methods(conditions: Iterable[Condition | str], face_placement: str) -> tuple[str, ...]:
+    """The methods whose removal masks preprocessing reads: those of the geometry controls
+    (:func:`control_methods`) and of :func:`region_methods`."""
+    parsed = [c if isinstance(c, Condition) else parse_condition(c) for c in conditions]
+    return tuple(dict.fromkeys([*control_methods(parsed), *region_methods(parsed, face_placement)]))
+
+
+def region_member(method: str) -> str:
+    """Name of the work-file member that holds a scan's removal region of ``method`` on the grid."""
+    return f"region-{method}"
 
 
 def needs_head_registration(conditions: Iterable[Condition | str], face_placement: str) -> bool:

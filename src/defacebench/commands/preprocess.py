@@ -40,6 +40,8 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from defacebench.conditions import FACE_PLACEMENTS
+
     parser = make_parser("preprocess", DESCRIPTION)
     parser.add_argument("source", type=Path, help="BIDS dataset directory, or a .csv/.tsv manifest")
     parser.add_argument("out", type=Path, help="study directory")
@@ -50,11 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="defacing methods (space- or comma-separated; default: the paper's afni,fsl,pydeface,spm)")
     parser.add_argument("--jobs", type=int, default=None, help="local worker processes (default: number of cores)")
     parser.add_argument("--scheduler", default=None, help="tcp://host:port or scheduler file of a Dask cluster")
-    parser.add_argument("--face-placement", choices=("brain", "head", "cut"), default="brain",
+    parser.add_argument("--face-placement", choices=FACE_PLACEMENTS, default="brain",
                         help="how face-only images and geometry controls go to the grid: brain = the scan's brain registration "
                              "(default, as the paper), head = pydeface's whole-head registration, which does not follow brain atrophy, "
                              "cut = each method's by the registration that placed its cut (pydeface's by the head, the others' by "
-                             "the brain; the demo's; docs/face-placement.md)")
+                             "the brain), common = head, each face-only image and control kept only where its method removed tissue in "
+                             "every scan (no cut edge inside; the demo's; docs/face-placement.md)")
     parser.add_argument("--no-mosaics", action="store_true", help="skip the QC mosaics")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--quiet", action="store_true", help="the time estimate in one line, without the faster options")
@@ -68,7 +71,7 @@ def _items(values: Sequence[str] | None) -> list[str]:
 def _run(args: argparse.Namespace) -> int:
     from defacebench import layout
     from defacebench.cohort import read_cohort, read_splits
-    from defacebench.conditions import METHODS, control_methods, deface_methods, methods_of, needs_head_registration, resolve_conditions
+    from defacebench.conditions import METHODS, deface_methods, methods_of, needs_head_registration, removal_mask_methods, resolve_conditions
     from defacebench.engine import read_failures
     from defacebench.imaging.grids import get_grid
     from defacebench.io.errors import InputError
@@ -95,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     # scans it failed on are recorded as failed here, scans it never saw stop the stage
     failed = read_failures(layout.failures_table(args.out))
     deface_failed = dict(zip(failed.loc[failed["stage"] == "deface", "key"], failed.loc[failed["stage"] == "deface", "reason"]))
-    mask_methods = control_methods(conditions)
+    mask_methods = removal_mask_methods(conditions, args.face_placement)
     head_placed = needs_head_registration(conditions, args.face_placement)
     undone = [s for s in cohort.subjects if missing_inputs(s, args.out, methods, mask_methods, head_placed)]
     prior = {s.key: f"defacing failed: {deface_failed[s.key]}" for s in undone if s.key in deface_failed}

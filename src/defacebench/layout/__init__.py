@@ -192,6 +192,11 @@ def store_meta(study: PathLike, grid: str, condition: str) -> Path:
     return store_dir(study, grid) / f"{condition}.json"
 
 
+def store_common_region(study: PathLike, grid: str, method: str) -> Path:
+    """Where every scan's removal mask of ``method`` covers, head-placed (issue 22, ``face_placement="common"``)."""
+    return store_dir(study, grid) / f"common_region-{method}_mask.nii.gz"
+
+
 def store_grids(study: PathLike) -> list[str]:
     """Grids that have a store index, sorted."""
     return sorted(p.parent.name for p in stores_root(study).glob("*/index.tsv"))

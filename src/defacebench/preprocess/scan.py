@@ -24,7 +24,10 @@
    (:func:`defacebench.imaging.placement.head_placement_transform`), which does not follow
    brain atrophy; the sum rule then no longer holds between the two placements. With
    ``face_placement="cut"`` only the methods whose cut the head registration placed
-   (:data:`defacebench.conditions.HEAD_REGISTERED_CUTS`: pydeface) go that way;
+   (:data:`defacebench.conditions.HEAD_REGISTERED_CUTS`: pydeface) go that way. With
+   ``face_placement="common"`` every method's go by the head, and each method's removal
+   mask, placed alike, is written too (``region-<m>``): the stores keep a face-only image
+   only where every scan's mask covers (:mod:`.stores`);
 6. write the grid images of every condition as one compressed ``.npz`` per scan,
    atomically, under ``STUDY/work/<grid>/`` (:mod:`.work`; with the brain Dice against the
    template mask, the normalisation scale and the seconds per step).
@@ -41,7 +44,7 @@ import numpy as np
 
 from defacebench import layout
 from defacebench.conditions import (FACE_PLACEMENTS, build_all, control_methods, head_placed, is_refacer, methods_of,
-                                    needs_head_registration, parse_condition, refacer_methods)
+                                    needs_head_registration, parse_condition, refacer_methods, region_member, region_methods, removal_mask_methods)
 from defacebench.imaging.grids import Grid
 from defacebench.imaging.placement import head_placement_transform
 from defacebench.imaging.registration import load_transform, mask_dice
@@ -160,8 +163,9 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     subject = task.subject
     out = layout.work_file(task.study_dir, task.grid.name, task.key)
     mask_methods = control_methods(conditions)
+    regions = region_methods(conditions, task.face_placement)
     head_registered = needs_head_registration(task.conditions, task.face_placement)
-    paths = input_paths(subject, task.study_dir, methods, mask_methods, head_registered)
+    paths = input_paths(subject, task.study_dir, methods, removal_mask_methods(conditions, task.face_placement), head_registered)
     missing = [n for n, p in paths.items() if not p.is_file()]
     if missing:
         raise StageError(f"missing deface output(s) {', '.join(missing)} (run defacebench deface; see failures.tsv)")
@@ -203,7 +207,9 @@ def preprocess_subject(task: PreprocessTask) -> dict:
             raise StageError(f"unreadable head registration of pydeface's template ({exc})") from None
     if mask_methods:
         face_outline = resample_to(average_face_outline(), template_to_subject, img.affine, data.shape, order=1)
-        removed = {m: (_load_on(paths[f"{m}_mask"], img, f"{m} removal mask") > 0.5) * face_outline for m in mask_methods}
+    removal_masks = {m: _load_on(paths[f"{m}_mask"], img, f"{m} removal mask") > 0.5 for m in dict.fromkeys([*mask_methods, *regions])}
+    if mask_methods:
+        removed = {m: removal_masks[m] * face_outline for m in mask_methods}
     lap("load")
 
     voxel_mm = tuple(float(v) for v in img.header.get_zooms()[:3])
@@ -243,6 +249,8 @@ def preprocess_subject(task: PreprocessTask) -> dict:
         grid_images.update(build_all(face_conditions, head_grid, None, {m: placed(faces[m]) for m in methods_of(face_conditions)},
                                      {m: placed(removed[m]) for m in mask_methods}))
     images = {c.name: (stripped.get(c.name, grid_images.get(c.name))).astype(np.float16) for c in conditions}
+    for m in regions:  # where the method removed tissue, head-placed: the stores keep face-only images inside every scan's
+        images[region_member(m)] = placed(removal_masks[m].astype(np.float32)).astype(np.float16)
     lap("resample")
 
     meta = {
@@ -257,6 +265,7 @@ def preprocess_subject(task: PreprocessTask) -> dict:
         "bias_max": float(bias[brain].max()),
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
+        "regions": list(regions),
     }
     work.write_work(out, images, meta)
     lap("write")

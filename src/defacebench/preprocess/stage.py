@@ -84,7 +84,7 @@ def preprocess_study(
     results = run_tasks(preprocess_subject, todo, keys=[t.key for t in todo], jobs=jobs, scheduler=scheduler, stage="preprocess", progress=progress,
                         estimate=estimate)
     reasons = {**prior, **{f.key: f.reason for f in results.failures}}
-    stores = build_stores(study_dir, grid, names, cohort.subjects, splits, reasons)
+    stores = build_stores(study_dir, grid, names, cohort.subjects, splits, reasons, face_placement)
     reasons.update(stores.failed)  # damaged work files found while assembling the stores
     failures = [Failure(k, "preprocess", r) for k, r in reasons.items()]
     write_failures(layout.failures_table(study_dir), failures, stage="preprocess")

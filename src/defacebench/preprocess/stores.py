@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from defacebench import layout
+from defacebench.conditions import FACE_KINDS, parse_condition, region_member, region_methods
 from defacebench.imaging.grids import Grid
 from defacebench.io.atomic import write_table_atomic, write_text_atomic
+from defacebench.io.nifti import save_image
 from defacebench.io.store import index_checksum, read_index, write_condition, write_index
 from defacebench.preprocess import work
 
@@ -35,6 +38,39 @@ class _WorkRows(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         return work.read_work_image(self.paths[i], self.condition)
+
+
+class _RegionRows(_WorkRows):
+    """Rows of a face-only image or control kept only inside a common region (0 elsewhere)."""
+
+    def __init__(self, paths: Sequence[Path], condition: str, region: np.ndarray) -> None:
+        super().__init__(paths, condition)
+        self.region = region
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return np.where(self.region, work.read_work_image(self.paths[i], self.condition), np.float16(0))
+
+
+#: A grid voxel is inside a scan's removal region when its resampled mask is at least this:
+#: the trilinear weights then fall (almost) wholly inside the cut, so the face-only image there
+#: is the scan's own tissue at full strength, not an edge blended with what was kept.
+REGION_INSIDE = 0.99
+
+
+def common_region(paths: Sequence[Path], method: str) -> np.ndarray:
+    """Where every scan's head-placed removal mask of ``method`` covers (bool, the grid's shape).
+
+    Inside it no scan's cut edge lies, so where the cut fell (which follows brain atrophy for
+    a cut placed through the brain registration) is not in the image; the face's tissue and
+    shape are. Uses no label: test scans count like the others.
+    """
+    region = None
+    for path in paths:
+        inside = work.read_work_image(path, region_member(method)) >= REGION_INSIDE
+        region = inside if region is None else region & inside
+    return region  # type: ignore[return-value]
 
 
 def subject_ids(subject) -> tuple[str, str, str]:
@@ -69,6 +105,7 @@ def build_stores(
     subjects: Sequence,
     splits: pd.DataFrame,
     reasons: dict[str, str] | None = None,
+    face_placement: str = "brain",
 ) -> StoreReport:
     """Write one store per condition from the finished work files, rows in splits order.
 
@@ -78,13 +115,16 @@ def build_stores(
     store was written is not rewritten. A work file that turns out damaged while a store
     is assembled (:class:`~defacebench.preprocess.work.WorkFileError`) is deleted, its
     scan is left out with the reason (``failed``), and the stores are assembled again
-    without it; no half-written store replaces a good one (atomic writes).
+    without it; no half-written store replaces a good one (atomic writes). With
+    ``face_placement="common"`` each method's face-only image and geometry control keep only
+    the method's :func:`common_region` over the stored scans (written beside the stores,
+    ``common_region-<m>_mask.nii.gz``).
     """
     reasons = dict(reasons or {})
     broken: dict[str, str] = {}
     while True:
         try:
-            return _build(study_dir, grid, conditions, subjects, splits, reasons, broken)
+            return _build(study_dir, grid, conditions, subjects, splits, reasons, broken, face_placement)
         except work.WorkFileError as exc:  # a damaged work file: that scan fails, the rest go on
             key = exc.path.name.removesuffix(".npz")
             exc.path.unlink(missing_ok=True)
@@ -99,6 +139,7 @@ def _build(
     splits: pd.DataFrame,
     reasons: dict[str, str],
     broken: dict[str, str],
+    face_placement: str = "brain",
 ) -> StoreReport:
     """One attempt of :func:`build_stores`, leaving out the scans of ``broken`` work files."""
     by_ids = {subject_ids(s): s for s in subjects}
@@ -132,12 +173,19 @@ def _build(
     sources = [work.read_work_meta(p)["fingerprint"] for p in paths]  # type: ignore[index]
     if not layout.store_index(study_dir, grid.name).is_file() or _index_changed(study_dir, grid, index):
         write_index(study_dir, grid.name, index)
+    regions = {m: common_region(paths, m) for m in region_methods(conditions, face_placement)}
+    for m, region in regions.items():
+        save_image(region.astype(np.uint8), layout.store_common_region(study_dir, grid.name, m), affine=grid.affine)
     for condition in conditions:
-        token = hashlib.sha256(json.dumps([index_checksum(index), grid.to_dict(), sources, condition]).encode()).hexdigest()[:16]
+        parsed = parse_condition(condition)
+        region = regions.get(parsed.method) if parsed.kind in FACE_KINDS else None
+        extra = [] if region is None else [hashlib.sha256(np.packbits(region).tobytes()).hexdigest()]
+        token = hashlib.sha256(json.dumps([index_checksum(index), grid.to_dict(), sources, condition, *extra]).encode()).hexdigest()[:16]
         if state.get(condition) == token and layout.store_array(study_dir, grid.name, condition).is_file() and layout.store_meta(study_dir, grid.name, condition).is_file():
             report.unchanged.append(condition)
             continue
-        write_condition(study_dir, grid.name, condition, _WorkRows(paths, condition), index, grid.affine)
+        rows = _WorkRows(paths, condition) if region is None else _RegionRows(paths, condition, region)
+        write_condition(study_dir, grid.name, condition, rows, index, grid.affine)
         state[condition] = token
         write_text_atomic(state_path, json.dumps(state, indent=2) + "\n")
         report.written.append(condition)
