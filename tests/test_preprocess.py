@@ -542,8 +542,9 @@ def test_common_region_removes_a_cut_that_moves_with_age(tmp_path: Path) -> None
         bids, study = make_study(tmp_path / placement, n=4)
         _head_registration_as(study, bids, 0.0)
         _move_spm_cut(study, bids, 10.0)
-        run_study(bids, study, conditions=conditions, mosaics=False, face_placement=placement)
+        result = run_study(bids, study, conditions=conditions, mosaics=False, face_placement=placement)
         stores[placement] = {c: open_condition(study, "test8mm", c).images.astype(np.float32) for c in conditions}
+    assert set(result.stores.regions) == {"spm"} and result.stores.regions["spm"][2] == "sub-04"  # the scan whose cut is smallest
     ages = open_condition(study, "test8mm", "raw").index["age"].to_numpy(float)
     region = np.asarray(nib.load(str(layout.store_common_region(study, "test8mm", "spm"))).dataobj) > 0
     head, common = stores["head"]["face-spm"], stores["common"]["face-spm"]

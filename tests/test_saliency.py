@@ -143,3 +143,29 @@ def test_compute_saliency_on_tiny_study(tmp_path: Path) -> None:
     shares = table[["face_share", "brain_share", "other_share"]].to_numpy()
     assert np.all((shares >= 0) & (shares <= 1))
     np.testing.assert_allclose(shares.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_removed_tissue_is_read_in_the_raw_placement(tmp_path: Path) -> None:
+    """A face-only store placed elsewhere (face_placement head/cut/common, issue 22) does not move
+    what the analyses count as removed from the raw image: raw - defaced-<m> is read instead."""
+    from defacebench.analysis.removed import removed_images
+    from defacebench.io.store import open_condition, write_condition, write_index
+
+    affine = np.array([[-8.0, 0, 0, 90], [0, 8, 0, -126], [0, 0, 8, -72], [0, 0, 0, 1]])
+    shape, n = (7, 8, 9), 4
+    index = pd.DataFrame({"participant_id": [f"sub-{i}" for i in range(n)], "session_id": "", "run": "", "age": np.linspace(50, 80, n), "split": "test"})
+    write_index(tmp_path, "tiny", index)
+    raw = np.random.default_rng(0).uniform(1.0, 2.0, size=(n, *shape)).astype(np.float32)
+    cut = np.zeros(shape, bool)
+    cut[:, 6:, :3] = True  # what fsl removed, in the raw placement
+    write_condition(tmp_path, "tiny", "raw", raw, index, affine)
+    write_condition(tmp_path, "tiny", "defaced-fsl", np.where(cut, 0, raw), index, affine)
+    write_condition(tmp_path, "tiny", "face-fsl", np.roll(np.where(cut, raw, 0), 2, axis=2), index, affine)  # placed 16 mm higher
+    removed = removed_images(tmp_path, "tiny", "fsl")
+    assert removed.shape == raw.shape and len(removed) == n
+    frequency = sal.removal_frequency(removed, reference=open_condition(tmp_path, "tiny", "raw").images)
+    np.testing.assert_array_equal(frequency == 1, cut)
+    np.testing.assert_array_equal(frequency[~cut], 0)
+    # without the defaced store, the face-only store is all there is
+    (tmp_path / "stores" / "tiny" / "defaced-fsl.json").unlink()
+    assert np.array_equal(np.asarray(removed_images(tmp_path, "tiny", "fsl")[0], np.float32), np.roll(np.where(cut, raw, 0), 2, axis=2)[0].astype(np.float16).astype(np.float32))

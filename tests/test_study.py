@@ -28,7 +28,7 @@ def test_stages_follow_the_data_flow_and_carry_the_config(tmp_path: Path) -> Non
     preprocess = stages[2].argv
     assert preprocess[preprocess.index("--grid") + 1] == "mni4mm"
     assert set(config.conditions) <= set(preprocess)
-    assert preprocess[preprocess.index("--face-placement") + 1] == "cut"  # issue 22 (docs/face-placement.md)
+    assert preprocess[preprocess.index("--face-placement") + 1] == "common"  # issue 22 (docs/face-placement.md)
     train, face = stages[3].argv, stages[4].argv
     assert train[train.index("--profile") + 1] == "cpu" and train[train.index("--runs") + 1] == "1"
     assert face[face.index("--runs") + 1] == "3" and "face-afni" in face and "facemask-afni" in face and "face-afni" not in train

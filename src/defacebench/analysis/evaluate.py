@@ -19,6 +19,7 @@ from defacebench.analysis import ablation, crosseval
 from defacebench.analysis.inputs import resolve_grid
 from defacebench.conditions import condition_kind
 from defacebench.io.errors import InputError
+from defacebench.analysis.removed import removed_images
 from defacebench.io.store import ConditionStore, list_conditions, open_condition
 
 
@@ -120,7 +121,7 @@ def face_tables(study_dir: Path, grid: str, runs: list[Path], cache: ModelCache,
         say("evaluate: no raw store or raw-head run; no face ablation")
         return empty
     raw = open_condition(study_dir, grid, "raw")
-    faces = {m: open_condition(study_dir, grid, f"face-{m}").images for m in sal.face_methods(study_dir, grid)}
+    faces = {m: removed_images(study_dir, grid, m, raw.images) for m in sal.face_methods(study_dir, grid)}
     rows = raw.rows("test")
     brain = sal.mni_brain_mask(raw.affine, raw.images.shape[1:]) if brain_mask is None else np.asarray(brain_mask, bool)
     frequencies = {m: sal.removal_frequency(images, reference=raw.images) for m, images in faces.items()}

@@ -182,11 +182,12 @@ def face_region(study_dir: str | Path, grid: str, brain_mask: np.ndarray, freque
     :data:`FACE_BOX_MM` (anterior ``y >= 30`` mm, inferior ``z <= 0`` mm).
     """
     if frequencies is None:
+        from defacebench.analysis.removed import removed_images
+
         frequencies = {}
         raw = open_condition(study_dir, grid, "raw").images if "raw" in list_conditions(study_dir, grid) else None
         for method in face_methods(study_dir, grid):
-            store = open_condition(study_dir, grid, f"face-{method}")
-            frequencies[method] = removal_frequency(store.images, reference=raw)
+            frequencies[method] = removal_frequency(removed_images(study_dir, grid, method, raw), reference=raw)
     if frequencies:
         region = np.zeros(brain_mask.shape, dtype=bool)
         for freq in frequencies.values():

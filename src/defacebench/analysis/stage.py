@@ -19,6 +19,7 @@ import pandas as pd
 from defacebench import __version__, layout
 from defacebench.analysis import face_signal, figures, metrics, power, statistics
 from defacebench.analysis.inputs import check_runs, load_histories, load_predictions, resolve_grid, training_mean_age
+from defacebench.analysis.removed import removed_images
 from defacebench.analysis.runs import write_left_out_runs
 from defacebench.conditions import SCAN_KEY, order_conditions
 from defacebench.io.atomic import write_table_atomic, write_text_atomic
@@ -155,9 +156,9 @@ def _image_figures(study_dir: Path, grid: str, paths: dict[str, Path], saliency:
     frequencies: dict[str, np.ndarray] = {}
     n_scans = None
     for method in sal.face_methods(study_dir, grid):
-        store = open_condition(study_dir, grid, f"face-{method}")
-        frequencies[method] = sal.removal_frequency(store.images, reference=raw)
-        n_scans = min(len(store.images), 200)
+        tissue = removed_images(study_dir, grid, method, raw)  # placed like raw, whatever the face-only placement
+        frequencies[method] = sal.removal_frequency(tissue, reference=raw)
+        n_scans = min(len(tissue), 200)
     notes: dict[str, object] = {}
     if frequencies:
         figures.plot_removal_regions(frequencies, template, affine, paths["fig1_removed_regions"], head=head, n_scans=n_scans)

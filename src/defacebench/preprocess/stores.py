@@ -59,18 +59,20 @@ class _RegionRows(_WorkRows):
 REGION_INSIDE = 0.99
 
 
-def common_region(paths: Sequence[Path], method: str) -> np.ndarray:
-    """Where every scan's head-placed removal mask of ``method`` covers (bool, the grid's shape).
+def common_region(paths: Sequence[Path], method: str) -> tuple[np.ndarray, list[int]]:
+    """Where every scan's head-placed removal mask of ``method`` covers (bool, the grid's
+    shape), and the voxels of each scan's own region.
 
     Inside it no scan's cut edge lies, so where the cut fell (which follows brain atrophy for
     a cut placed through the brain registration) is not in the image; the face's tissue and
     shape are. Uses no label: test scans count like the others.
     """
-    region = None
+    region, sizes = None, []
     for path in paths:
         inside = work.read_work_image(path, region_member(method)) >= REGION_INSIDE
+        sizes.append(int(inside.sum()))
         region = inside if region is None else region & inside
-    return region  # type: ignore[return-value]
+    return region, sizes  # type: ignore[return-value]
 
 
 def subject_ids(subject) -> tuple[str, str, str]:
@@ -96,6 +98,8 @@ class StoreReport:
     unchanged: list[str] = field(default_factory=list)
     excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["key", "reason"]))
     failed: dict[str, str] = field(default_factory=dict)  # scans whose work file was damaged: key -> reason
+    #: ``face_placement="common"``: method -> (voxels of its common region, median voxels of one scan's region, smallest scan)
+    regions: dict[str, tuple[int, float, str]] = field(default_factory=dict)
 
 
 def build_stores(
@@ -173,9 +177,11 @@ def _build(
     sources = [work.read_work_meta(p)["fingerprint"] for p in paths]  # type: ignore[index]
     if not layout.store_index(study_dir, grid.name).is_file() or _index_changed(study_dir, grid, index):
         write_index(study_dir, grid.name, index)
-    regions = {m: common_region(paths, m) for m in region_methods(conditions, face_placement)}
-    for m, region in regions.items():
-        save_image(region.astype(np.uint8), layout.store_common_region(study_dir, grid.name, m), affine=grid.affine)
+    regions = {}
+    for m in region_methods(conditions, face_placement):
+        regions[m], sizes = common_region(paths, m)
+        save_image(regions[m].astype(np.uint8), layout.store_common_region(study_dir, grid.name, m), affine=grid.affine)
+        report.regions[m] = (int(regions[m].sum()), float(np.median(sizes)), paths[int(np.argmin(sizes))].stem)
     for condition in conditions:
         parsed = parse_condition(condition)
         region = regions.get(parsed.method) if parsed.kind in FACE_KINDS else None

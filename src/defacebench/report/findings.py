@@ -186,8 +186,9 @@ def _face_finding(t: pd.DataFrame, n: pd.DataFrame, null_mae: float, alpha: floa
         blank = [m for m in tissue if abs(rows.loc[m, "facemask_mae"] - rows.loc[m, "null_mae"]) <= BLANK_CONTROL * rows.loc[m, "null_mae"]]
         still = (f" The geometry control of {', '.join(html.escape(method_name(m)) for m in blank)} learned nothing (MAE within "
                  f"{BLANK_CONTROL:.0%} of the null): it is nearly the same image for every scan, as when the face-only image goes to MNI space by the "
-                 "registration that placed the cut (the demo's pydeface), so that claim rests on face-only beating the null and on that "
-                 "registration not moving the face with brain age (docs/face-placement.md).").replace("%", " %") if blank else ""
+                 "registration that placed the cut, or is kept inside the region every scan's cut covers (the demo's "
+                 "<code>face_placement = \"common\"</code>), so that claim rests on face-only beating the null and on the head registration "
+                 "not moving the face with brain age (docs/face-placement.md).").replace("%", " %") if blank else ""
         rest = (f" For {', '.join(html.escape(method_name(m)) for m in explained)}, face-only beats the null but not its geometry control, "
                 f"which reaches this share of the face-only gain: {shares}; that gain may be where the face sits, not what it looks like.") if explained else ""
         return (
