@@ -17,9 +17,9 @@ import pandas as pd
 from defacebench import layout
 from defacebench.analysis import ablation, crosseval
 from defacebench.analysis.inputs import resolve_grid
+from defacebench.analysis.removed import removed_images
 from defacebench.conditions import condition_kind
 from defacebench.io.errors import InputError
-from defacebench.analysis.removed import removed_images
 from defacebench.io.store import ConditionStore, list_conditions, open_condition
 
 

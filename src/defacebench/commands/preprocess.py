@@ -122,8 +122,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"stores      {len(stores.index)} rows x {len(conditions)} conditions in {layout.store_dir(args.out, grid.name)} "
           f"(written: {len(stores.written)}, unchanged: {len(stores.unchanged)})")
     for method, (voxels, median, smallest) in stores.regions.items():
-        share = voxels / median if median else 0.0  # grid voxels -> mL below
-        print(f"region      {method}: face-only images kept inside the {voxels * abs(grid.voxel_mm[0] * grid.voxel_mm[1] * grid.voxel_mm[2]) / 1000:.0f} mL every scan's cut covers "
+        share = voxels / median if median else 0.0
+        volume_ml = voxels * abs(grid.voxel_mm[0] * grid.voxel_mm[1] * grid.voxel_mm[2]) / 1000
+        print(f"region      {method}: face-only images kept inside the {volume_ml:.0f} mL every scan's cut covers "
               f"({share:.0%} of a median scan's; smallest: {smallest}){'  WARNING: most of the cut is lost, check that scan' if share < 0.5 else ''}")
     if len(stores.excluded):
         print(f"excluded    {len(stores.excluded)} scan(s) from the stores; reasons in {layout.store_excluded(args.out, grid.name)}:")
