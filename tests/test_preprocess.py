@@ -544,7 +544,8 @@ def test_common_region_removes_a_cut_that_moves_with_age(tmp_path: Path) -> None
         _move_spm_cut(study, bids, 10.0)
         result = run_study(bids, study, conditions=conditions, mosaics=False, face_placement=placement)
         stores[placement] = {c: open_condition(study, "test8mm", c).images.astype(np.float32) for c in conditions}
-    assert set(result.stores.regions) == {"spm"} and result.stores.regions["spm"][2] == "sub-04"  # the scan whose cut is smallest
+    assert set(result.stores.regions) == {"spm"} and result.stores.regions["spm"][1] == "sub-04"  # the smallest cut bounds the region
+    assert result.stores.regions["spm"][2] > 0
     ages = open_condition(study, "test8mm", "raw").index["age"].to_numpy(float)
     region = np.asarray(nib.load(str(layout.store_common_region(study, "test8mm", "spm"))).dataobj) > 0
     head, common = stores["head"]["face-spm"], stores["common"]["face-spm"]
@@ -556,3 +557,22 @@ def test_common_region_removes_a_cut_that_moves_with_age(tmp_path: Path) -> None
     np.testing.assert_array_equal(stores["common"]["raw"], stores["head"]["raw"])
     control = stores["common"]["facemask-spm"]  # the average face, inside the same region for every scan
     assert np.all(control[:, ~region] == 0) and np.all(control[:, region].sum(axis=1) > 0)
+
+
+def test_common_region_names_the_one_scan_that_shrinks_it(tmp_path: Path) -> None:
+    from defacebench.conditions import region_member
+    from defacebench.preprocess import work
+    from defacebench.preprocess.stores import common_region
+
+    shape = (7, 8, 9)
+    wide = np.zeros(shape, np.float16)
+    wide[:, 4:, :] = 1
+    narrow = wide.copy()
+    narrow[:, 4:6, :] = 0.5  # its cut stops short there (an edge voxel: below REGION_INSIDE)
+    paths = []
+    for k, mask in enumerate((wide, narrow, wide, wide)):
+        paths.append(tmp_path / f"sub-{k}.npz")
+        work.write_work(paths[-1], {region_member("fsl"): mask}, {"key": f"sub-{k}"})
+    region, gains = common_region(paths, "fsl")
+    assert region.sum() == 7 * 2 * 9 and not region[:, 4:6].any()
+    assert list(gains) == [0, 7 * 2 * 9, 0, 0]

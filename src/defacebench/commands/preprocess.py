@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Warn when leaving out one scan would enlarge a common region by more than this share.
+REGION_ONE_SCAN_WARNING = 0.2
+
+
 def _items(values: Sequence[str] | None) -> list[str]:
     return [v.strip() for text in values or [] for v in text.split(",") if v.strip()]
 
@@ -121,11 +125,12 @@ def _run(args: argparse.Namespace) -> int:
               f"({layout.preprocess_qc_table(args.out)})")
     print(f"stores      {len(stores.index)} rows x {len(conditions)} conditions in {layout.store_dir(args.out, grid.name)} "
           f"(written: {len(stores.written)}, unchanged: {len(stores.unchanged)})")
-    for method, (voxels, median, smallest) in stores.regions.items():
-        share = voxels / median if median else 0.0
-        volume_ml = voxels * abs(grid.voxel_mm[0] * grid.voxel_mm[1] * grid.voxel_mm[2]) / 1000
-        print(f"region      {method}: face-only images kept inside the {volume_ml:.0f} mL every scan's cut covers "
-              f"({share:.0%} of a median scan's; smallest: {smallest}){'  WARNING: most of the cut is lost, check that scan' if share < 0.5 else ''}")
+    for method, (voxels, worst, gain) in stores.regions.items():
+        ml = abs(grid.voxel_mm[0] * grid.voxel_mm[1] * grid.voxel_mm[2]) / 1000  # one grid voxel
+        lone = gain / max(voxels, 1)
+        print(f"region      {method}: face-only images kept inside the {voxels * ml:.0f} mL that every scan's cut covers; "
+              f"without {worst} alone it would be {lone:.0%} larger"
+              + (f"  WARNING: one scan shrinks the region for all: check {worst}'s defacing QC" if lone > REGION_ONE_SCAN_WARNING else ""))
     if len(stores.excluded):
         print(f"excluded    {len(stores.excluded)} scan(s) from the stores; reasons in {layout.store_excluded(args.out, grid.name)}:")
         for key, reason in zip(stores.excluded["key"], stores.excluded["reason"]):

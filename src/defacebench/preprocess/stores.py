@@ -59,20 +59,25 @@ class _RegionRows(_WorkRows):
 REGION_INSIDE = 0.99
 
 
-def common_region(paths: Sequence[Path], method: str) -> tuple[np.ndarray, list[int]]:
+def common_region(paths: Sequence[Path], method: str) -> tuple[np.ndarray, np.ndarray]:
     """Where every scan's head-placed removal mask of ``method`` covers (bool, the grid's
-    shape), and the voxels of each scan's own region.
+    shape), and per scan the voxels the region would gain without that scan alone.
 
-    Inside it no scan's cut edge lies, so where the cut fell (which follows brain atrophy for
-    a cut placed through the brain registration) is not in the image; the face's tissue and
-    shape are. Uses no label: test scans count like the others.
+    Inside the region no scan's cut edge lies, so where the cut fell (which follows brain
+    atrophy for a cut placed through the brain registration) is not in the image; the face's
+    tissue and shape are. Uses no label: test scans count like the others. The gains find a
+    single scan that shrinks the region for everyone (a failed registration, a short field
+    of view).
     """
-    region, sizes = None, []
-    for path in paths:
+    count = missing = None
+    for k, path in enumerate(paths):
         inside = work.read_work_image(path, region_member(method)) >= REGION_INSIDE
-        sizes.append(int(inside.sum()))
-        region = inside if region is None else region & inside
-    return region, sizes  # type: ignore[return-value]
+        if count is None:
+            count, missing = np.zeros(inside.shape, np.int32), np.full(inside.shape, -1, np.int32)
+        count += inside
+        missing[~inside] = k  # where exactly one scan is missing, this is that scan
+    lone = missing[count == len(paths) - 1]
+    return count == len(paths), np.bincount(lone, minlength=len(paths))  # type: ignore[union-attr]
 
 
 def subject_ids(subject) -> tuple[str, str, str]:
@@ -98,8 +103,9 @@ class StoreReport:
     unchanged: list[str] = field(default_factory=list)
     excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["key", "reason"]))
     failed: dict[str, str] = field(default_factory=dict)  # scans whose work file was damaged: key -> reason
-    #: ``face_placement="common"``: method -> (voxels of its common region, median voxels of one scan's region, smallest scan)
-    regions: dict[str, tuple[int, float, str]] = field(default_factory=dict)
+    #: ``face_placement="common"``: method -> (voxels of its common region, the scan whose
+    #: removal alone would add the most voxels to it, how many)
+    regions: dict[str, tuple[int, str, int]] = field(default_factory=dict)
 
 
 def build_stores(
@@ -179,9 +185,10 @@ def _build(
         write_index(study_dir, grid.name, index)
     regions = {}
     for m in region_methods(conditions, face_placement):
-        regions[m], sizes = common_region(paths, m)
+        regions[m], gains = common_region(paths, m)
         save_image(regions[m].astype(np.uint8), layout.store_common_region(study_dir, grid.name, m), affine=grid.affine)
-        report.regions[m] = (int(regions[m].sum()), float(np.median(sizes)), paths[int(np.argmin(sizes))].stem)
+        worst = int(np.argmax(gains))
+        report.regions[m] = (int(regions[m].sum()), paths[worst].stem, int(gains[worst]))
     for condition in conditions:
         parsed = parse_condition(condition)
         region = regions.get(parsed.method) if parsed.kind in FACE_KINDS else None
