@@ -551,7 +551,11 @@ def test_common_region_removes_a_cut_that_moves_with_age(tmp_path: Path) -> None
     head, common = stores["head"]["face-spm"], stores["common"]["face-spm"]
     extent = lambda rows: [(row > 1e-3).sum() for row in rows]  # noqa: E731
     assert stats.spearmanr(ages, extent(head))[0] < -0.99  # the moving cut: less removed with age
-    assert len(set(extent(common))) == 1 and region.sum() == extent(common)[0] > 20
+    from defacebench.preprocess import work
+
+    works = [layout.work_file(study, "test8mm", f"sub-{k:02d}") for k in range(1, 5)]
+    seen = np.logical_and.reduce([work.read_work_image(p, work.FIELD_OF_VIEW_MEMBER) >= 0.99 for p in works]) & region
+    assert len(set(extent(common[:, seen]))) == 1 and seen.sum() == extent(common[:, seen])[0] > 20  # where all imaged: one region
     assert np.all(common[:, ~region] == 0)
     np.testing.assert_array_equal(common[:, region], head[:, region])  # the tissue itself untouched
     np.testing.assert_array_equal(stores["common"]["raw"], stores["head"]["raw"])
@@ -570,9 +574,34 @@ def test_common_region_names_the_one_scan_that_shrinks_it(tmp_path: Path) -> Non
     narrow = wide.copy()
     narrow[:, 4:6, :] = 0.5  # its cut stops short there (an edge voxel: below REGION_INSIDE)
     paths = []
+    seen = np.ones(shape, np.float16)
+    seen[:, :, 7:] = 0  # no scan imaged the top two planes, which do not count
     for k, mask in enumerate((wide, narrow, wide, wide)):
         paths.append(tmp_path / f"sub-{k}.npz")
-        work.write_work(paths[-1], {region_member("fsl"): mask}, {"key": f"sub-{k}"})
+        work.write_work(paths[-1], {region_member("fsl"): mask * seen, work.FIELD_OF_VIEW_MEMBER: seen}, {"key": f"sub-{k}"})
     region, gains = common_region(paths, "fsl")
-    assert region.sum() == 7 * 2 * 9 and not region[:, 4:6].any()
-    assert list(gains) == [0, 7 * 2 * 9, 0, 0]
+    assert region.sum() == 7 * 2 * 7 and not region[:, 4:6].any() and not region[:, :, 7:].any()
+    assert list(gains) == [0, 7 * 2 * 7, 0, 0]
+
+
+def test_common_region_is_not_bounded_by_a_short_field_of_view(tmp_path: Path) -> None:
+    """A scan whose image stops short (its chin outside the field of view) does not shrink the
+    common region for everyone: beyond an image nothing is known, which is not a cut edge."""
+    from defacebench.cohort import Subject
+
+    regions = {}
+    for name, crop in (("full", 0), ("short", 4)):
+        bids, study = make_study(tmp_path / name, n=3)
+        _head_registration_as(study, bids, 0.0)
+        if crop:  # the last voxel planes of scan 1 are its lowest (the affine's third axis points down)
+            sub = read_cohort(bids).subjects[1]
+            paths = layout.scan_files(study, Subject(subject=sub.subject, age_years=sub.age_years, path=sub.path), METHODS)
+            for path in [Path(sub.path), paths["brain_mask"], *(paths[f"{m}_{k}"] for m in METHODS for k in ("defaced", "face", "mask"))]:
+                img = nib.load(str(path))
+                nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, :-crop], img.affine, img.header), str(path))
+        run_study(bids, study, conditions=("raw", "face-spm"), mosaics=False, face_placement="common")
+        regions[name] = np.asarray(nib.load(str(layout.store_common_region(study, "test8mm", "spm"))).dataobj) > 0
+        if crop:
+            face = open_condition(study, "test8mm", "face-spm").images.astype(np.float32)
+            assert (face[1] != 0).sum() < (face[0] != 0).sum()  # its region lacks the part it did not image
+    assert regions["full"].sum() > 20 and (regions["short"] ^ regions["full"]).sum() < 0.02 * regions["full"].sum()

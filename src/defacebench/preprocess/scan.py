@@ -26,8 +26,9 @@
    ``face_placement="cut"`` only the methods whose cut the head registration placed
    (:data:`defacebench.conditions.HEAD_REGISTERED_CUTS`: pydeface) go that way. With
    ``face_placement="common"`` every method's go by the head, and each method's removal
-   mask, placed alike, is written too (``region-<m>``): the stores keep a face-only image
-   only where every scan's mask covers (:mod:`.stores`);
+   mask, placed alike, is written too (``region-<m>``), with the scan's field of view
+   (``field_of_view``): the stores keep a face-only image only where every scan's mask
+   covers or the scan has no data (:mod:`.stores`);
 6. write the grid images of every condition as one compressed ``.npz`` per scan,
    atomically, under ``STUDY/work/<grid>/`` (:mod:`.work`; with the brain Dice against the
    template mask, the normalisation scale and the seconds per step).
@@ -45,6 +46,7 @@ import numpy as np
 from defacebench import layout
 from defacebench.conditions import (FACE_PLACEMENTS, build_all, control_methods, head_placed, is_refacer, methods_of,
                                     needs_head_registration, parse_condition, refacer_methods, region_member, region_methods, removal_mask_methods)
+from defacebench.preprocess.work import FIELD_OF_VIEW_MEMBER
 from defacebench.imaging.grids import Grid
 from defacebench.imaging.placement import head_placement_transform
 from defacebench.imaging.registration import load_transform, mask_dice
@@ -249,8 +251,10 @@ def preprocess_subject(task: PreprocessTask) -> dict:
         grid_images.update(build_all(face_conditions, head_grid, None, {m: placed(faces[m]) for m in methods_of(face_conditions)},
                                      {m: placed(removed[m]) for m in mask_methods}))
     images = {c.name: (stripped.get(c.name, grid_images.get(c.name))).astype(np.float16) for c in conditions}
-    for m in regions:  # where the method removed tissue, head-placed: the stores keep face-only images inside every scan's
-        images[region_member(m)] = placed(removal_masks[m].astype(np.float32)).astype(np.float16)
+    if regions:  # where each method cut, and where the scan was imaged at all, head-placed (the stores' common regions)
+        images[FIELD_OF_VIEW_MEMBER] = placed(np.ones(data.shape, np.float32)).astype(np.float16)
+        for m in regions:
+            images[region_member(m)] = placed(removal_masks[m].astype(np.float32)).astype(np.float16)
     lap("resample")
 
     meta = {

@@ -65,19 +65,23 @@ def common_region(paths: Sequence[Path], method: str) -> tuple[np.ndarray, np.nd
 
     Inside the region no scan's cut edge lies, so where the cut fell (which follows brain
     atrophy for a cut placed through the brain registration) is not in the image; the face's
-    tissue and shape are. Uses no label: test scans count like the others. The gains find a
-    single scan that shrinks the region for everyone (a failed registration, a short field
-    of view).
+    tissue and shape are. Beyond a scan's field of view nothing is known, so it does not
+    bound the region (a scan that stops above the chin has zeros there); a voxel counts when
+    at least one scan imaged and cut it. Uses no label: test scans count like the others. The
+    gains find a single scan that shrinks the region for everyone (a failed registration).
     """
-    count = missing = None
+    count = missing = cut_somewhere = None
     for k, path in enumerate(paths):
-        inside = work.read_work_image(path, region_member(method)) >= REGION_INSIDE
+        cut = work.read_work_image(path, region_member(method)).astype(np.float32)
+        seen = work.read_work_image(path, work.FIELD_OF_VIEW_MEMBER).astype(np.float32)
+        inside = cut + (1.0 - seen) >= REGION_INSIDE
         if count is None:
-            count, missing = np.zeros(inside.shape, np.int32), np.full(inside.shape, -1, np.int32)
+            count, missing, cut_somewhere = np.zeros(inside.shape, np.int32), np.full(inside.shape, -1, np.int32), np.zeros(inside.shape, bool)
         count += inside
         missing[~inside] = k  # where exactly one scan is missing, this is that scan
-    lone = missing[count == len(paths) - 1]
-    return count == len(paths), np.bincount(lone, minlength=len(paths))  # type: ignore[union-attr]
+        cut_somewhere |= (cut >= REGION_INSIDE) & (seen >= REGION_INSIDE)
+    lone = missing[(count == len(paths) - 1) & cut_somewhere]
+    return (count == len(paths)) & cut_somewhere, np.bincount(lone, minlength=len(paths))  # type: ignore[operator]
 
 
 def subject_ids(subject) -> tuple[str, str, str]:

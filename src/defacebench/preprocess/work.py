@@ -32,6 +32,9 @@ WORK_VERSION = 1
 ZIP_LEVEL = 1
 
 
+#: Work-file member with a scan's field of view on the grid (``face_placement="common"``).
+FIELD_OF_VIEW_MEMBER = "field_of_view"
+
 def fingerprint(grid: Grid, bias_resolution_mm: float, paths: dict[str, Path], settings: dict | None = None) -> str:
     """Hash of the inputs (name, size, mtime), grid and settings: a changed input redoes the scan.
 
