@@ -191,17 +191,22 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     ctx.timings["load"], ctx.cpu_timings["load"] = time.perf_counter() - start, time.process_time() - start_cpu
     _load_cached(ctx, paths, transforms)
     brain = ctx.brain()
-    failure: str | None = None
-    dice = float("nan")
-    try:
-        to_mni = ctx.subject_to_mni()
-    except StageError as exc:
-        failure = str(exc)
-    # pydeface's template registration needs only to_mni: on the other core, beside the rest
-    template = _start_template_registration(ctx, methods, backend) if failure is None else None
+    # with a spare core the registrations run in forked helpers (ANTs holds the GIL), each
+    # beside the steps that do not need it: the brain's beside the head mask, pydeface's
+    # template's (it needs to_mni) beside every other method
+    brain_registration = Forked(ctx.subject_to_mni) if ctx.to_mni is None and spare_cores() > 0 else None
     with ctx.step("write_brain_mask"):
         save_image(brain.astype(np.uint8), paths["brain_mask"], affine=img.affine, dtype=np.uint8)
     head = ctx.head()
+    failure: str | None = None
+    dice = float("nan")
+    try:
+        if brain_registration is not None:
+            ctx.to_mni = _forked_step(ctx, "register_brain_to_mni", brain_registration)  # type: ignore[assignment]
+        to_mni = ctx.subject_to_mni()
+    except StageError as exc:
+        failure = str(exc)
+    template = _start_template_registration(ctx, methods, backend) if failure is None else None
     if failure is None:
         try:
             save_transform(to_mni, paths["to_mni"])
