@@ -14,6 +14,7 @@ import numpy as np
 
 from defacebench import layout
 from defacebench.deface.mni_regions import EAR_REGION, FACE_REGION, in_box
+from defacebench.imaging.percentile import percentile
 from defacebench.imaging.resample import resample_to
 from defacebench.io.atomic import atomic_path
 from defacebench.io.nifti import read_image
@@ -208,7 +209,7 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
     data = ras(np.asarray(img.dataobj, dtype=np.float32))
     head_r, brain_r = ras(head.astype(np.uint8)) > 0, ras(brain.astype(np.uint8)) > 0
     zooms = canonical.header.get_zooms()[:3]
-    vmax = float(np.percentile(data[head_r], 99)) if head_r.any() else float(data.max())
+    vmax = percentile(data[head_r], 99) if head_r.any() else float(data.max())
     # slices: mid-sagittal through the brain centre; axial at the level of the nose
     centre = np.array(np.nonzero(brain_r)).mean(axis=1).astype(int) if brain_r.any() else np.array(data.shape) // 2
     below = np.nonzero(brain_r.any(axis=(0, 1)))[0]

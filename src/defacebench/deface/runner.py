@@ -66,10 +66,11 @@ def is_binary(removal: np.ndarray) -> bool:
     return bool(np.all((removal == 0) | (removal == 1)))
 
 
-def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Defaced and face-only arrays with ``defaced + face == data`` exactly (in ``dtype``)."""
+def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype, binary: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Defaced and face-only arrays with ``defaced + face == data`` exactly (in ``dtype``);
+    ``binary``: :func:`is_binary` of ``removal`` when already known."""
     if np.issubdtype(dtype, np.integer):
-        if is_binary(removal):  # x * 1.0 and x * 0.0 are exact: the same integers without int64/float64 copies
+        if is_binary(removal) if binary is None else binary:  # x * 1.0 and x * 0.0 are exact: the same integers without int64/float64 copies
             kept, rounded = removal == 0, np.rint(data)  # data hold integers of ``dtype``'s range (unscaled input)
             return np.where(kept, rounded, 0).astype(dtype), np.where(kept, 0, rounded).astype(dtype)
         original = np.rint(data).astype(np.int64)
@@ -86,12 +87,13 @@ def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype) -> tuple
 def _write_method_outputs(data: np.ndarray, removal: np.ndarray, dtype: np.dtype, affine: np.ndarray, paths: dict[str, Path], method: str,
                           fill: np.ndarray | None = None) -> None:
     """Write one method's defaced (a refacer's: refaced), face-only and removal-mask images (a writer-thread task)."""
-    defaced, face = split_image(data, removal, dtype)
+    binary = is_binary(removal)  # once per method: a full pass over the grid
+    defaced, face = split_image(data, removal, dtype, binary)
     if fill is not None:
         defaced = refacing.refaced_image(defaced, fill, dtype)
     save_image(defaced, paths[f"{method}_defaced"], affine=affine, dtype=dtype, descrip=defaced_descrip(method, refaced=fill is not None))
     save_image(face, paths[f"{method}_face"], affine=affine, dtype=dtype)
-    mask_dtype = np.uint8 if is_binary(removal) else np.float32
+    mask_dtype = np.uint8 if binary else np.float32
     save_image(removal.astype(mask_dtype), paths[f"{method}_mask"], affine=affine, dtype=mask_dtype)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from defacebench.imaging.blocks import block_mean
 from defacebench.imaging.masks import tissue_mask
+from defacebench.imaging.percentile import percentile
 from defacebench.io.errors import StageError
 from defacebench.io.forked import Forked
 
@@ -216,7 +217,7 @@ def non_brain_head(data: np.ndarray, brain: np.ndarray) -> np.ndarray:
     (at half resolution), so the threshold and the outline do not change with the brain.
     """
     tissue = data[~brain]
-    filled = np.where(brain, np.float32(np.percentile(tissue, 99)) if tissue.size else np.float32(1), data)
+    filled = np.where(brain, np.float32(percentile(tissue, 99)) if tissue.size else np.float32(1), data)
     half = tissue_mask(filled[::2, ::2, ::2])
     head = np.repeat(np.repeat(np.repeat(half, 2, 0), 2, 1), 2, 2)[: data.shape[0], : data.shape[1], : data.shape[2]]
     return head & ~brain
