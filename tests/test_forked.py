@@ -138,3 +138,22 @@ def test_bias_field_identical_with_and_without_the_helper(monkeypatch, two_cores
     monkeypatch.setattr(forked, "_usable_cores", lambda: 1)
     np.testing.assert_array_equal(compartment_bias_field(data, (4.0,) * 3, brain, resolution_mm=12.0), with_helper)
     assert seen == [True, False]
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_warm_up_estimate_of_workers_counts_cpu_seconds(jobs, monkeypatch) -> None:
+    """Workers have one thread and no helper: with --jobs N > 1 a warm-up task counts at
+    least its CPU seconds (its own and its helpers'), here made 5 s per task."""
+    from defacebench import engine
+
+    clock = iter(range(0, 1000, 5))
+    monkeypatch.setattr(engine, "_cpu_seconds", lambda: float(next(clock)))
+    said: list = []
+    run_tasks(nap, [0.6, 0.6, 0.0, 0.0], jobs=jobs, progress=False, estimate=said.append)
+    (estimate,) = said
+    assert (estimate.seconds > 4.0) == (jobs > 1), estimate.seconds
