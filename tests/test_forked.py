@@ -79,6 +79,14 @@ def test_no_spare_core_in_workers_or_under_one_thread(two_cores, monkeypatch) ->
     assert spare_cores() == 0 and not Forked(pid_and_square, 2).forked
 
 
+def test_no_spare_core_in_a_dask_worker(two_cores) -> None:
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        results = run_tasks(spare, [0], scheduler=cluster.scheduler_address, progress=False)
+    assert results.values == {"0": 0} and spare_cores() == 1
+
+
 def _outputs(study) -> dict[str, bytes]:
     """Every file under ``study/derivatives``: NIfTI decompressed, the PNG's pixels, the rest as bytes."""
     from PIL import Image
