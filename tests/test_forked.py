@@ -72,6 +72,15 @@ def test_dead_or_silent_child_is_redone_here(two_cores) -> None:
     assert silent.result(timeout_s=0.5) == "here" and time.perf_counter() - start < 10
 
 
+def test_no_fork_to_be_had_computes_here(two_cores, monkeypatch) -> None:
+    def refuse() -> int:
+        raise BlockingIOError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    helper = Forked(pid_and_square, 3)
+    assert not helper.forked and helper.result() == (os.getpid(), 9)
+
+
 def test_no_spare_core_in_workers_or_under_one_thread(two_cores, monkeypatch) -> None:
     assert spare_cores() == 1
     assert set(run_tasks(spare, [0, 1], jobs=2, progress=False).values.values()) == {0}

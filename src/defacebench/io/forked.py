@@ -78,9 +78,15 @@ class Forked:
         self._answer: tuple | None = None
         if self.forked:
             read, write = os.pipe()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # Python >= 3.12 warns on fork with threads
-                pid = os.fork()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)  # Python >= 3.12 warns on fork with threads
+                    pid = os.fork()
+            except OSError:  # no process to be had (memory, process limit): computed here when asked
+                os.close(read)
+                os.close(write)
+                self.forked = False
+                return
             if pid == 0:  # the child: compute, send, leave without the parent's clean-ups
                 try:
                     os.close(read)
