@@ -219,6 +219,7 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
     fig, axes = plt.subplots(n, 3, figsize=(9.5, 3.2 * n), squeeze=False, facecolor="black")
     for ax in axes.ravel():
         ax.set_facecolor("black")
+    head_voxels = int(np.count_nonzero(head))
     head_view = None  # the unrefaced head's surface, the same for every defacer: rendered once
     for row, (method, removal) in enumerate(removals.items()):
         rem = ras(removal)  # a view: only the two slices and the surface voxels are compared with 0.5
@@ -249,7 +250,8 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
         ax.imshow(shade.T, cmap="gray", origin="lower", vmin=0, vmax=1, aspect=zooms[2] / zooms[1], interpolation="bilinear")
         ax.imshow(np.ma.masked_where(~first.T, first.T), cmap=blue, origin="lower", alpha=0.75, aspect=zooms[2] / zooms[1], interpolation="nearest")
         ax.invert_xaxis()  # seen from the left: anterior to the left
-        removed_pct = 100 * float((removal >= 0.5)[head].mean()) if head.any() else 0.0
+        # the mean of (removal >= 0.5)[head], counted without the boolean copy: the same float
+        removed_pct = 100 * (np.count_nonzero((removal >= 0.5) & head) / head_voxels) if head_voxels else 0.0
         axes[row, 0].set_ylabel(f"{method}\n{removed_pct:.1f}% of head", color="white", fontsize=11)
         for ax in axes[row]:
             ax.set_xticks([])
