@@ -29,7 +29,7 @@ from defacebench.deface.registry import BACKENDS, METHODS, get_method, parse_met
 from defacebench.engine import Failure, run_tasks, write_failures
 from defacebench.imaging.registration import load_transform, mask_dice, save_transform
 from defacebench.imaging.resample import resample_to
-from defacebench.imaging.templates import mni_head_brain_mask
+from defacebench.imaging.templates import mni_brain, mni_head_brain_mask, pydeface_template, pydeface_to_mni
 from defacebench.io.atomic import write_table_atomic
 from defacebench.io.bids import write_dataset_description
 from defacebench.io.errors import InputError, StageError
@@ -126,6 +126,7 @@ def _start_template_registration(ctx: SubjectContext, methods: Sequence[str], ba
     wanted = any("template_to_subject" in get_method(m).NEEDS and (backend != "native" or hasattr(get_method(m), "reface")) for m in methods)
     if not wanted or ctx.template_to_subject is not None or spare_cores() < 1:
         return None
+    pydeface_template(), pydeface_to_mni()  # built once per process: here, not lost with the helper
     return Forked(ctx.pydeface_template_to_subject)
 
 
@@ -196,7 +197,12 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     # with a spare core the registrations run in forked helpers (ANTs holds the GIL), each
     # beside the steps that do not need it: the brain's beside the head mask, pydeface's
     # template's (it needs to_mni) beside every other method
-    brain_registration = Forked(ctx.subject_to_mni) if ctx.to_mni is None and spare_cores() > 0 else None
+    brain_registration = None
+    if ctx.to_mni is None and spare_cores() > 0:
+        import ants  # noqa: F401  imported and built once per process: here, not lost with the helper
+
+        mni_brain()
+        brain_registration = Forked(ctx.subject_to_mni)
     with ctx.step("write_brain_mask"):
         save_image(brain.astype(np.uint8), paths["brain_mask"], affine=img.affine, dtype=np.uint8)
     head = ctx.head()

@@ -199,6 +199,8 @@ def compartment_bias_field(
     data = np.asarray(data, dtype=np.float32)
     brain = np.asarray(brain, dtype=bool)
     # the two fits are independent: the second on the other core when there is one (N4 holds the GIL)
+    import ants  # noqa: F401  imported once, here, not in the helper and again here
+
     outside_fit = Forked(_non_brain_fit, data, voxel_mm, brain, resolution_mm, non_brain_iterations)
     inside = estimate_bias_field(data, voxel_mm, mask=brain, resolution_mm=resolution_mm, iterations=iterations).full()
     outside = outside_fit.result().full()
