@@ -4,6 +4,7 @@ Usage::
 
     python bench/bench_preprocess.py [--scans 3] [--grid mni2mm] [--voxel-mm 1] [--workdir DIR]
                                      [--methods afni,fsl,pydeface,spm,quickshear] [--vs REV_OR_DIR] [--pairs 3]
+                                     [--cohort-jobs 2]
 
 Simulates ``--scans`` heads at ``--voxel-mm`` once into ``WORKDIR/bids`` (real base heads,
 see docs/simulate.md; reused by later runs with the same WORKDIR), then for each scan, in
@@ -22,6 +23,11 @@ then the other, ``--pairs`` times in turn (A B A B ...), on the same simulated s
 ratio this/other is taken pair by pair, so a drift of the shared machine's speed moves
 both sides of a pair alike. Prints the per-scan wall of both, the median ratio, and the
 before/after table by step (a step the other version does not time is blank).
+
+``--cohort-jobs N`` also runs the same scans as one cohort (``deface_cohort``, then the
+preprocessing tasks) through the engine with N local worker processes, as ``defacebench
+deface`` and ``preprocess`` do, and prints the cohort's wall time per scan: the throughput
+of a study (each worker has one thread; their start-up counts). Give ``--scans`` >= 2N.
 
 Not a pass/fail test: the machine may be shared (the load average is printed); read the
 medians and the paired ratio.
@@ -53,6 +59,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", default=None, help="comma-separated (default: the five defacers)")
     parser.add_argument("--vs", default=None, help="a checkout directory or a git revision to compare with (HEAD~1: the previous commit)")
     parser.add_argument("--pairs", type=int, default=3, help="A/B pairs with --vs")
+    parser.add_argument("--cohort-jobs", type=int, default=0,
+                        help="also time the --scans scans as one cohort through the engine with this many local workers (0: not)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one side of --vs: print JSON
     return parser.parse_args(argv)
 
@@ -79,6 +87,12 @@ def _warm_up() -> None:
     templates.pydeface_template()
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (the forked helpers of issue 21)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_scans(bids: Path, n: int, grid_name: str, methods: tuple[str, ...]) -> list[dict]:
     """Deface and preprocess the first ``n`` scans of ``bids``, each into a fresh study; one row per scan."""
     import nibabel as nib
@@ -93,12 +107,12 @@ def run_scans(bids: Path, n: int, grid_name: str, methods: tuple[str, ...]) -> l
     rows = []
     for subject in read_cohort(bids).subjects[:n]:
         with tempfile.TemporaryDirectory(prefix="bench-preprocess-study-") as study:
-            wall, cpu = time.perf_counter(), time.process_time()
+            wall, cpu = time.perf_counter(), _cpu_seconds()
             deface = deface_subject(subject, study, methods, bids_root=bids, qc_png=True)
-            deface_wall, deface_cpu = time.perf_counter() - wall, time.process_time() - cpu
-            wall, cpu = time.perf_counter(), time.process_time()
+            deface_wall, deface_cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
+            wall, cpu = time.perf_counter(), _cpu_seconds()
             meta = preprocess_subject(PreprocessTask(subject, study, grid, conditions))
-            pre_wall, pre_cpu = time.perf_counter() - wall, time.process_time() - cpu
+            pre_wall, pre_cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
         steps = {f"deface.{k}": [v, deface.get("cpu_timings", {}).get(k)] for k, v in deface["timings"].items() if k != "total"}
         steps.update({f"preprocess.{k}": [v, meta.get("cpu_seconds", {}).get(k)] for k, v in meta["seconds"].items()})
         steps["deface total"], steps["preprocess total"] = [deface_wall, deface_cpu], [pre_wall, pre_cpu]
@@ -106,6 +120,35 @@ def run_scans(bids: Path, n: int, grid_name: str, methods: tuple[str, ...]) -> l
         shape = "x".join(map(str, nib.load(str(subject.path)).shape[:3]))
         rows.append({"key": subject.key, "shape": shape, "steps": steps, "brain_dice": meta["brain_dice"]})
     return rows
+
+
+def run_cohort(bids: Path, n: int, grid_name: str, methods: tuple[str, ...], jobs: int) -> dict:
+    """The first ``n`` scans as one cohort, into one fresh study, as ``defacebench deface`` and
+    ``preprocess`` run them: ``deface_cohort`` then the preprocessing tasks, both through the
+    engine with ``jobs`` local workers (spawned here, so their start-up and imports count)."""
+    from defacebench.cohort import Cohort, read_cohort
+    from defacebench.deface import deface_cohort
+    from defacebench.engine import run_tasks
+    from defacebench.imaging.grids import get_grid
+    from defacebench.preprocess.scan import PreprocessTask, preprocess_subject
+
+    subjects = read_cohort(bids).subjects[:n]
+    conditions = ("raw", "skullstripped", *(f"defaced-{m}" for m in methods), *(f"face-{m}" for m in methods))
+    with tempfile.TemporaryDirectory(prefix="bench-preprocess-cohort-") as study:
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        defaced = deface_cohort(Cohort(subjects), study, methods, jobs=jobs, bids_root=bids, progress=False)
+        deface_wall = time.perf_counter() - wall
+        tasks = [PreprocessTask(s, study, get_grid(grid_name), conditions) for s in subjects]
+        done = run_tasks(preprocess_subject, tasks, keys=[s.key for s in subjects], jobs=jobs, stage="preprocess", progress=False)
+        wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
+    failed = len(defaced.failures) + len(done.failures)
+    return {"jobs": jobs, "scans": len(subjects), "wall_s": wall, "deface_wall_s": deface_wall, "cpu_s": cpu, "failed": failed}
+
+
+def _cohort_line(cohort: dict) -> str:
+    failed = f", {cohort['failed']} failed" if cohort["failed"] else ""
+    return (f"cohort of {cohort['scans']} scans, --jobs {cohort['jobs']}: {cohort['wall_s']:.1f} s wall (deface {cohort['deface_wall_s']:.1f} s), "
+            f"{cohort['wall_s'] / cohort['scans']:.2f} s per scan, {cohort['cpu_s'] / cohort['scans']:.1f} CPU s per scan{failed}")
 
 
 def _median(values: list) -> float | None:
@@ -146,6 +189,8 @@ def _child(tree: Path, args: argparse.Namespace) -> dict:
                "--voxel-mm", str(args.voxel_mm), "--workdir", str(args.workdir)]
     if args.methods:
         command += ["--methods", args.methods]
+    if args.cohort_jobs:
+        command += ["--cohort-jobs", str(args.cohort_jobs)]
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter()
@@ -172,11 +217,21 @@ def compare(args: argparse.Namespace) -> int:
                 sides[side].append(_child(tree, args))
             a, b = (statistics.median(r["steps"]["TOTAL"][0] for r in sides[s][-1]["rows"]) for s in ("this", "other"))
             print(f"pair {pair + 1}: per-scan wall A {a:.2f} s, B {b:.2f} s, A/B {a / b:.3f}; {_load()}", flush=True)
+            if args.cohort_jobs:
+                print("  " + "; ".join(f"{side}: {_cohort_line(sides[side][-1]['cohort'])}" for side in ("this", "other")), flush=True)
         per_scan = {s: [statistics.median(r["steps"]["TOTAL"][0] for r in run["rows"]) for run in runs] for s, runs in sides.items()}
         ratios = [a / b for a, b in zip(per_scan["this"], per_scan["other"])]
         print(f"\nper-scan wall (median over scans, then over {args.pairs} runs): A {statistics.median(per_scan['this']):.2f} s, "
               f"B {statistics.median(per_scan['other']):.2f} s; paired ratio A/B median {statistics.median(ratios):.3f} "
               f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+        if args.cohort_jobs:
+            per = {s: [run["cohort"]["wall_s"] / run["cohort"]["scans"] for run in runs] for s, runs in sides.items()}
+            cohort_ratios = [a / b for a, b in zip(per["this"], per["other"])]
+            print(f"cohort of {args.scans} scans with --jobs {args.cohort_jobs}, wall per scan (median over {args.pairs} runs): "
+                  f"A {statistics.median(per['this']):.2f} s, B {statistics.median(per['other']):.2f} s; paired ratio A/B median "
+                  f"{statistics.median(cohort_ratios):.3f} (min {min(cohort_ratios):.3f}, max {max(cohort_ratios):.3f})")
+            for side, runs in sides.items():
+                print(f"  {'A' if side == 'this' else 'B'}: " + "; ".join(_cohort_line(run["cohort"]) for run in runs))
         cpu = {s: statistics.median(run["process_cpu_s"] for run in runs) for s, runs in sides.items()}
         print(f"CPU seconds of a whole run (interpreter, imports, warm-up, {args.scans} scans): A {cpu['this']:.1f}, B {cpu['other']:.1f}")
         tables = {s: step_medians([row for run in runs for row in run["rows"]]) for s, runs in sides.items()}
@@ -208,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     _simulate(args.workdir / "bids", args.scans, args.voxel_mm)
     _warm_up()
     rows = run_scans(args.workdir / "bids", args.scans, args.grid, methods)
+    cohort = run_cohort(args.workdir / "bids", args.scans, args.grid, methods, args.cohort_jobs) if args.cohort_jobs else None
     if args.child:
-        print(json.dumps({"rows": rows}))
+        print(json.dumps({"rows": rows, "cohort": cohort}))
         return 0
     for row in rows:
         total = row["steps"]["TOTAL"]
@@ -219,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (wall, cpu) in step_medians(rows).items():
         print(f"  {name:34s} {_fmt(wall)} {_fmt(cpu)}")
     print(f"per-scan wall: median {_median([r['steps']['TOTAL'][0] for r in rows]):.2f} s")
+    if cohort:
+        print(_cohort_line(cohort))
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"peak resident memory of this process: {peak_gb:.2f} GB")
     return 0

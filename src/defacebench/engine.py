@@ -268,15 +268,23 @@ def _warm_up(func, keys: list[str], items: list, stage: str, record, estimate: C
     timed: list[tuple[str, float]] = []
     while items and len(timed) < 2:
         key, item = keys.pop(0), items.pop(0)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         record(key, *_guarded(func, item, stage))
         seconds = time.perf_counter() - t0
+        if jobs > 1:  # a worker has one thread and no helper process (issue 21): at least the task's CPU seconds
+            seconds = max(seconds, _cpu_seconds() - cpu0)
         if seconds >= WARM_UP_MIN_S:
             timed.append((key, seconds))
     if timed and items:
         key, seconds = timed[-1]
         estimate(task_estimate(stage, seconds, len(items), key, jobs, scheduler, default_jobs()))
     return keys, items
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process, all threads, and of its finished children (forked helpers)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def read_failures(path: str | Path) -> pd.DataFrame:

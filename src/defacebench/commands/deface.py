@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", default="afni,fsl,pydeface,spm,quickshear", help="comma-separated methods (default: the five defacers; refacers: afnireface, afnirefaceplus, mrireface)")
     parser.add_argument("--backend", choices=("builtin", "native"), default="builtin", help="built-in reimplementations (default) or the real tools when installed")
     parser.add_argument("--participant-label", nargs="+", default=None, help="only these subjects (with or without 'sub-')")
-    parser.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    parser.add_argument("--jobs", type=int, default=None, help="local worker processes (default: number of cores)")
     parser.add_argument("--scheduler", default=None, help="address or scheduler file of a Dask cluster")
     parser.add_argument("--applyto", action="store_true", help="also deface each session's T2w, FLAIR, PD images with its T1w's removal region")
     add_sidecar_options(parser)
@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     from defacebench.io.estimate import print_estimate
 
     methods = parse_methods(args.methods)
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
     if args.backend == "native":
         missing = [m for m in methods if not available(m)]

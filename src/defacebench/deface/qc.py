@@ -14,6 +14,7 @@ import numpy as np
 
 from defacebench import layout
 from defacebench.deface.mni_regions import EAR_REGION, FACE_REGION, in_box
+from defacebench.imaging.percentile import percentile
 from defacebench.imaging.resample import resample_to
 from defacebench.io.atomic import atomic_path
 from defacebench.io.nifti import read_image
@@ -208,7 +209,7 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
     data = ras(np.asarray(img.dataobj, dtype=np.float32))
     head_r, brain_r = ras(head.astype(np.uint8)) > 0, ras(brain.astype(np.uint8)) > 0
     zooms = canonical.header.get_zooms()[:3]
-    vmax = float(np.percentile(data[head_r], 99)) if head_r.any() else float(data.max())
+    vmax = percentile(data[head_r], 99) if head_r.any() else float(data.max())
     # slices: mid-sagittal through the brain centre; axial at the level of the nose
     centre = np.array(np.nonzero(brain_r)).mean(axis=1).astype(int) if brain_r.any() else np.array(data.shape) // 2
     below = np.nonzero(brain_r.any(axis=(0, 1)))[0]
@@ -218,6 +219,7 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
     fig, axes = plt.subplots(n, 3, figsize=(9.5, 3.2 * n), squeeze=False, facecolor="black")
     for ax in axes.ravel():
         ax.set_facecolor("black")
+    head_voxels = int(np.count_nonzero(head))
     head_view = None  # the unrefaced head's surface, the same for every defacer: rendered once
     for row, (method, removal) in enumerate(removals.items()):
         rem = ras(removal)  # a view: only the two slices and the surface voxels are compared with 0.5
@@ -248,7 +250,8 @@ def write_qc_png(path: str | Path, img: nib.Nifti1Image, removals: dict[str, np.
         ax.imshow(shade.T, cmap="gray", origin="lower", vmin=0, vmax=1, aspect=zooms[2] / zooms[1], interpolation="bilinear")
         ax.imshow(np.ma.masked_where(~first.T, first.T), cmap=blue, origin="lower", alpha=0.75, aspect=zooms[2] / zooms[1], interpolation="nearest")
         ax.invert_xaxis()  # seen from the left: anterior to the left
-        removed_pct = 100 * float((removal >= 0.5)[head].mean()) if head.any() else 0.0
+        # the mean of (removal >= 0.5)[head], counted without the boolean copy: the same float
+        removed_pct = 100 * (np.count_nonzero((removal >= 0.5) & head) / head_voxels) if head_voxels else 0.0
         axes[row, 0].set_ylabel(f"{method}\n{removed_pct:.1f}% of head", color="white", fontsize=11)
         for ax in axes[row]:
             ax.set_xticks([])

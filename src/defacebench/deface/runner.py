@@ -29,10 +29,11 @@ from defacebench.deface.registry import BACKENDS, METHODS, get_method, parse_met
 from defacebench.engine import Failure, run_tasks, write_failures
 from defacebench.imaging.registration import load_transform, mask_dice, save_transform
 from defacebench.imaging.resample import resample_to
-from defacebench.imaging.templates import mni_head_brain_mask
+from defacebench.imaging.templates import mni_brain, mni_head_brain_mask, pydeface_template, pydeface_to_mni
 from defacebench.io.atomic import write_table_atomic
 from defacebench.io.bids import write_dataset_description
 from defacebench.io.errors import InputError, StageError
+from defacebench.io.forked import Forked, spare_cores
 from defacebench.io.nifti import defaced_descrip, load_image, read_header, read_image, save_image
 from defacebench.io.sidecars import ScrubPolicy
 
@@ -65,10 +66,11 @@ def is_binary(removal: np.ndarray) -> bool:
     return bool(np.all((removal == 0) | (removal == 1)))
 
 
-def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Defaced and face-only arrays with ``defaced + face == data`` exactly (in ``dtype``)."""
+def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype, binary: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Defaced and face-only arrays with ``defaced + face == data`` exactly (in ``dtype``);
+    ``binary``: :func:`is_binary` of ``removal`` when already known."""
     if np.issubdtype(dtype, np.integer):
-        if is_binary(removal):  # x * 1.0 and x * 0.0 are exact: the same integers without int64/float64 copies
+        if is_binary(removal) if binary is None else binary:  # x * 1.0 and x * 0.0 are exact: the same integers without int64/float64 copies
             kept, rounded = removal == 0, np.rint(data)  # data hold integers of ``dtype``'s range (unscaled input)
             return np.where(kept, rounded, 0).astype(dtype), np.where(kept, 0, rounded).astype(dtype)
         original = np.rint(data).astype(np.int64)
@@ -85,12 +87,13 @@ def split_image(data: np.ndarray, removal: np.ndarray, dtype: np.dtype) -> tuple
 def _write_method_outputs(data: np.ndarray, removal: np.ndarray, dtype: np.dtype, affine: np.ndarray, paths: dict[str, Path], method: str,
                           fill: np.ndarray | None = None) -> None:
     """Write one method's defaced (a refacer's: refaced), face-only and removal-mask images (a writer-thread task)."""
-    defaced, face = split_image(data, removal, dtype)
+    binary = is_binary(removal)  # once per method: a full pass over the grid
+    defaced, face = split_image(data, removal, dtype, binary)
     if fill is not None:
         defaced = refacing.refaced_image(defaced, fill, dtype)
     save_image(defaced, paths[f"{method}_defaced"], affine=affine, dtype=dtype, descrip=defaced_descrip(method, refaced=fill is not None))
     save_image(face, paths[f"{method}_face"], affine=affine, dtype=dtype)
-    mask_dtype = np.uint8 if is_binary(removal) else np.float32
+    mask_dtype = np.uint8 if binary else np.float32
     save_image(removal.astype(mask_dtype), paths[f"{method}_mask"], affine=affine, dtype=mask_dtype)
 
 
@@ -114,6 +117,33 @@ def registration_dice(ctx: SubjectContext) -> float:
     target = mni_head_brain_mask(2)
     warped = resample_to(ctx.brain().astype(np.float32), ctx.subject_to_mni(), target.affine, target.shape, order=1, source_affine=ctx.affine)
     return mask_dice(warped >= 0.5, np.asarray(target.dataobj))
+
+
+def _start_template_registration(ctx: SubjectContext, methods: Sequence[str], backend: str) -> Forked | None:
+    """pydeface's template registration in a forked helper, when a method needs it, it is
+    not known yet and this process has a spare core (:mod:`defacebench.io.forked`); else None
+    (it then runs here, when the method asks)."""
+    wanted = any("template_to_subject" in get_method(m).NEEDS and (backend != "native" or hasattr(get_method(m), "reface")) for m in methods)
+    if not wanted or ctx.template_to_subject is not None or spare_cores() < 1:
+        return None
+    pydeface_template(), pydeface_to_mni()  # built once per process: here, not lost with the helper
+    return Forked(ctx.pydeface_template_to_subject)
+
+
+def _forked_step(ctx: SubjectContext, name: str, helper: Forked) -> object:
+    """A forked helper's value; the step ``name`` gets the seconds it took where it ran, the
+    wait for it here is the step ``"<name> (wait)"``."""
+    with ctx.step(f"{name} (wait)"):
+        value = helper.result()
+    ctx.timings[name] = ctx.timings.get(name, 0.0) + helper.wall_s
+    ctx.cpu_timings[name] = ctx.cpu_timings.get(name, 0.0) + helper.cpu_s
+    return value
+
+
+def _finish_template_registration(ctx: SubjectContext, template: Forked | None) -> None:
+    """Take the forked template registration's matrix onto the context (once)."""
+    if template is not None and ctx.template_to_subject is None:
+        ctx.template_to_subject = _forked_step(ctx, "register_pydeface_template", template)  # type: ignore[assignment]
 
 
 def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHODS, backend: str = "builtin", bids_root: str | Path | None = None, qc_png: bool = True,
@@ -164,21 +194,36 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     ctx.timings["load"], ctx.cpu_timings["load"] = time.perf_counter() - start, time.process_time() - start_cpu
     _load_cached(ctx, paths, transforms)
     brain = ctx.brain()
+    # with a spare core the registrations run in forked helpers (ANTs holds the GIL), each
+    # beside the steps that do not need it: the brain's beside the head mask, pydeface's
+    # template's (it needs to_mni) beside every other method
+    brain_registration = None
+    if ctx.to_mni is None and spare_cores() > 0:
+        import ants  # noqa: F401  imported and built once per process: here, not lost with the helper
+
+        mni_brain()
+        brain_registration = Forked(ctx.subject_to_mni)
     with ctx.step("write_brain_mask"):
         save_image(brain.astype(np.uint8), paths["brain_mask"], affine=img.affine, dtype=np.uint8)
     head = ctx.head()
-
     failure: str | None = None
     dice = float("nan")
     try:
+        if brain_registration is not None:
+            ctx.to_mni = _forked_step(ctx, "register_brain_to_mni", brain_registration)  # type: ignore[assignment]
         to_mni = ctx.subject_to_mni()
-        save_transform(to_mni, paths["to_mni"])
-        with ctx.step("registration_dice"):
-            dice = registration_dice(ctx)
-        if dice < REGISTRATION_MIN_DICE:
-            failure = f"registration to MNI failed (brain Dice {dice:.2f} < {REGISTRATION_MIN_DICE})"
     except StageError as exc:
         failure = str(exc)
+    template = _start_template_registration(ctx, methods, backend) if failure is None else None
+    if failure is None:
+        try:
+            save_transform(to_mni, paths["to_mni"])
+            with ctx.step("registration_dice"):
+                dice = registration_dice(ctx)
+            if dice < REGISTRATION_MIN_DICE:
+                failure = f"registration to MNI failed (brain Dice {dice:.2f} < {REGISTRATION_MIN_DICE})"
+        except StageError as exc:
+            failure = str(exc)
 
     with ctx.step("qc_regions"):
         truth = qc.find_ground_truth(bids_root, subject, ctx.shape, ctx.affine)
@@ -196,10 +241,12 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
     rows, removals, fills = [], {}, {}
     with ctx.step("qc_metrics"):
         flat = qc.flat_regions({"brain": brain, "head": head, **regions})  # once for every method
-    for method in methods:
+    for method in sorted(methods, key=lambda m: "template_to_subject" in get_method(m).NEEDS):  # the forked registration last
         module = get_method(method)
         if failure is not None and "to_mni" in module.NEEDS:
             continue
+        if "template_to_subject" in module.NEEDS:
+            _finish_template_registration(ctx, template)
         registered = ctx.registration_seconds()
         with ctx.step(f"method_{method}"):
             if hasattr(module, "reface"):  # refacers (issue 18): built-in only, the mask is the replaced region
@@ -221,20 +268,31 @@ def deface_subject(subject, out_dir: str | Path, methods: Sequence[str] = METHOD
         rows.append({"key": subject.key, "method": method, "backend": backend, **metrics, "region_source": source,
                      "registration_dice": round(dice, 4), "warnings": "; ".join(notes)})
         removals[method] = removal
+    if template is not None:  # not asked for (the brain registration failed its check)
+        template.cancel()
+    rows.sort(key=lambda row: methods.index(row["method"]))
+    removals = {m: removals[m] for m in methods if m in removals}
     ctx.forget_coordinates()
     for attr in ("head_to_mni", "template_to_subject"):
         if getattr(ctx, attr) is not None:
             save_transform(getattr(ctx, attr), transforms[attr])
-    # gzip releases the GIL: two threads write the images while this one draws the QC PNG
-    with ctx.step("write_and_qc_png"), ThreadPoolExecutor(max_workers=WRITER_THREADS) as pool:
-        writes = [pool.submit(_write_method_outputs, ctx.data, removal, dtype, img.affine, paths, method, fills.get(method))
-                  for method, removal in removals.items()]
+    # gzip releases the GIL: two threads write the images while the QC PNG is drawn, in a
+    # forked helper on the other core when there is one (matplotlib holds the GIL), else here
+    with ctx.step("write_and_qc_png"):
+        picture = None
         if qc_png and removals:
-            with ctx.step("qc_png"):  # its CPU seconds include the writer threads'
-                qc.write_qc_png(paths["qc_png"], img, removals, head, brain, title=subject.key,
-                                refaced={m: ctx.data * (1 - removals[m]) + fill for m, fill in fills.items()})
-        for future in writes:
-            future.result()
+            picture = Forked(qc.write_qc_png, paths["qc_png"], img, removals, head, brain, subject.key,
+                             {m: ctx.data * (1 - removals[m]) + fill for m, fill in fills.items()})
+        with ThreadPoolExecutor(max_workers=WRITER_THREADS) as pool:
+            writes = [pool.submit(_write_method_outputs, ctx.data, removal, dtype, img.affine, paths, method, fills.get(method))
+                      for method, removal in removals.items()]
+            if picture is not None and not picture.forked:
+                with ctx.step("qc_png"):  # its CPU seconds include the writer threads'
+                    picture.result()
+            for future in writes:
+                future.result()
+        if picture is not None and picture.forked:
+            _forked_step(ctx, "qc_png", picture)
     with ctx.step("sidecars"):
         write_scan_sidecars(subject, paths, list(removals), backend, bids_root, sidecar_policy)
     if failure is not None:

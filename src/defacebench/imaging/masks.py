@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from defacebench.imaging.percentile import percentile
 from defacebench.io.errors import StageError
 
 __all__ = ["head_mask", "head_outline", "tissue_mask"]
@@ -33,7 +34,7 @@ def head_mask(data: np.ndarray, fraction: float = 0.12) -> np.ndarray:
     positive = data[data > 0]
     if positive.size == 0:
         return np.zeros(data.shape, dtype=bool)
-    threshold = fraction * float(np.percentile(positive, 99))
+    threshold = fraction * percentile(positive, 99)
     mask = data > threshold
     # work on a 2x-downsampled copy for speed, then bring back to full size
     small = mask[::2, ::2, ::2]
@@ -75,7 +76,7 @@ def head_outline(data: np.ndarray, brain: np.ndarray | None = None, fraction: fl
     positive = data[data > 0]
     if positive.size == 0:
         return solid.astype(np.float32)
-    threshold = fraction * float(np.percentile(positive, 99))
+    threshold = fraction * percentile(positive, 99)
     core = ndimage.binary_erosion(solid, border_value=1)
     band = ndimage.binary_dilation(solid) & ~core
     out = core.astype(np.float32)
@@ -92,7 +93,7 @@ def tissue_mask(data: np.ndarray, threshold_fraction: float = 0.1) -> np.ndarray
         When nothing is above the threshold.
     """
     data = np.asarray(data, dtype=np.float32)
-    top = float(np.percentile(data, 99))
+    top = percentile(data, 99)
     if not np.isfinite(top) or top <= 0:
         raise StageError("no head found: the 99th intensity percentile is not positive")
     mask = ndimage.binary_opening(data > threshold_fraction * top, iterations=1)

@@ -25,7 +25,9 @@ import numpy as np
 
 from defacebench.imaging.blocks import block_mean
 from defacebench.imaging.masks import tissue_mask
+from defacebench.imaging.percentile import percentile
 from defacebench.io.errors import StageError
+from defacebench.io.forked import Forked
 
 ITK_THREADS = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 #: Default voxel size (mm) at which the bias field is estimated.
@@ -196,9 +198,18 @@ def compartment_bias_field(
     """
     data = np.asarray(data, dtype=np.float32)
     brain = np.asarray(brain, dtype=bool)
+    # the two fits are independent: the second on the other core when there is one (N4 holds the GIL)
+    import ants  # noqa: F401  imported once, here, not in the helper and again here
+
+    outside_fit = Forked(_non_brain_fit, data, voxel_mm, brain, resolution_mm, non_brain_iterations)
     inside = estimate_bias_field(data, voxel_mm, mask=brain, resolution_mm=resolution_mm, iterations=iterations).full()
-    outside = estimate_bias_field(data, voxel_mm, mask=non_brain_head(data, brain), resolution_mm=resolution_mm, iterations=non_brain_iterations).full()
+    outside = outside_fit.result().full()
     return np.where(brain, inside, outside).astype(np.float32)
+
+
+def _non_brain_fit(data: np.ndarray, voxel_mm: Sequence[float], brain: np.ndarray, resolution_mm: float, iterations: Sequence[int]) -> BiasField:
+    """The field of the head outside the brain (:func:`non_brain_head`)."""
+    return estimate_bias_field(data, voxel_mm, mask=non_brain_head(data, brain), resolution_mm=resolution_mm, iterations=iterations)
 
 
 def non_brain_head(data: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -208,7 +219,7 @@ def non_brain_head(data: np.ndarray, brain: np.ndarray) -> np.ndarray:
     (at half resolution), so the threshold and the outline do not change with the brain.
     """
     tissue = data[~brain]
-    filled = np.where(brain, np.float32(np.percentile(tissue, 99)) if tissue.size else np.float32(1), data)
+    filled = np.where(brain, np.float32(percentile(tissue, 99)) if tissue.size else np.float32(1), data)
     half = tissue_mask(filled[::2, ::2, ::2])
     head = np.repeat(np.repeat(np.repeat(half, 2, 0), 2, 1), 2, 2)[: data.shape[0], : data.shape[1], : data.shape[2]]
     return head & ~brain
