@@ -167,7 +167,8 @@ def preprocess_subject(task: PreprocessTask) -> dict:
     mask_methods = control_methods(conditions)
     regions = region_methods(conditions, task.face_placement)
     head_registered = needs_head_registration(task.conditions, task.face_placement)
-    paths = input_paths(subject, task.study_dir, methods, removal_mask_methods(conditions, task.face_placement), head_registered)
+    masked = removal_mask_methods(conditions, task.face_placement)  # the controls' and the common regions'
+    paths = input_paths(subject, task.study_dir, methods, masked, head_registered)
     missing = [n for n, p in paths.items() if not p.is_file()]
     if missing:
         raise StageError(f"missing deface output(s) {', '.join(missing)} (run defacebench deface; see failures.tsv)")
@@ -209,7 +210,7 @@ def preprocess_subject(task: PreprocessTask) -> dict:
             raise StageError(f"unreadable head registration of pydeface's template ({exc})") from None
     if mask_methods:
         face_outline = resample_to(average_face_outline(), template_to_subject, img.affine, data.shape, order=1)
-    removal_masks = {m: _load_on(paths[f"{m}_mask"], img, f"{m} removal mask") > 0.5 for m in dict.fromkeys([*mask_methods, *regions])}
+    removal_masks = {m: _load_on(paths[f"{m}_mask"], img, f"{m} removal mask") > 0.5 for m in masked}
     if mask_methods:
         removed = {m: removal_masks[m] * face_outline for m in mask_methods}
     lap("load")

@@ -37,6 +37,9 @@ class _WorkRows(Sequence):
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
+        return self._row(i)
+
+    def _row(self, i: int) -> np.ndarray:
         return work.read_work_image(self.paths[i], self.condition)
 
 
@@ -47,10 +50,8 @@ class _RegionRows(_WorkRows):
         super().__init__(paths, condition)
         self.region = region
 
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        return np.where(self.region, work.read_work_image(self.paths[i], self.condition), np.float16(0))
+    def _row(self, i: int) -> np.ndarray:
+        return np.where(self.region, super()._row(i), np.float16(0))
 
 
 #: A grid voxel is inside a scan's removal region when its resampled mask is at least this:
